@@ -1,0 +1,1 @@
+"""vault-service: Antom card vaulting behind one gRPC contract."""
