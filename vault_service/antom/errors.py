@@ -11,7 +11,11 @@ from vault_service.errors import VaultError
 
 
 class AntomError(VaultError):
-    """Anything that went wrong talking to Antom."""
+    """Anything that went wrong talking to Antom.
+
+    ``retryable`` says whether sending the same request again (same ``vaultingRequestId``) may
+    succeed; the client retries those within its time budget and re-raises the last one.
+    """
 
     retryable: bool = False
 
@@ -59,6 +63,4 @@ class AntomUnavailableError(AntomError):
 
 
 class AntomProtocolError(AntomError):
-    """Antom's answer broke the protocol (bad status, unparseable or incomplete body)."""
-
-    retryable = True
+    """Antom's answer broke the protocol: an unexpected HTTP status, or a body we cannot use."""

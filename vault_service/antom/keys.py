@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -108,6 +110,24 @@ def _check_size(bits: int) -> None:
         raise KeyFormatError(f"RSA keys must have at least {MIN_KEY_BITS} bits, got {bits}")
 
 
+def _is_private_key(der: bytes) -> bool:
+    """Whether ``der`` parses as a private key (only asked on the error path, to explain it)."""
+    try:
+        serialization.load_der_private_key(der, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _is_public_key(der: bytes) -> bool:
+    """Whether ``der`` parses as a public key (only asked on the error path, to explain it)."""
+    try:
+        serialization.load_der_public_key(der)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
+
+
 def load_private_key(data: bytes | str) -> PrivateKey:
     """Parse a PKCS#8 or PKCS#1 RSA private key given as PEM or as bare base64 DER."""
     raw = data.encode("ascii", "replace") if isinstance(data, str) else data
@@ -115,7 +135,11 @@ def load_private_key(data: bytes | str) -> PrivateKey:
     loaded: object
     try:
         loaded = serialization.load_der_private_key(der, password=None)
+    except UnsupportedAlgorithm:
+        raise KeyFormatError("the private key is not an RSA key") from None
     except (ValueError, TypeError):
+        if _is_public_key(der):
+            raise KeyFormatError("this is a public key, but a private key is expected") from None
         raise KeyFormatError("not an unencrypted PKCS#8 or PKCS#1 private key") from None
     if not isinstance(loaded, rsa.RSAPrivateKey):
         raise KeyFormatError("the private key is not an RSA key")
@@ -129,7 +153,14 @@ def load_public_key(data: bytes | str) -> PublicKey:
     der = _der_from_text(raw)
     try:
         loaded = serialization.load_der_public_key(der)
+    except UnsupportedAlgorithm:
+        raise KeyFormatError("the public key is not an RSA key") from None
     except (ValueError, TypeError):
+        if _is_private_key(der):
+            raise KeyFormatError(
+                "this is a private key, but a public key is expected; keep private keys out of"
+                " public-key settings"
+            ) from None
         raise KeyFormatError("not a SubjectPublicKeyInfo or PKCS#1 public key") from None
     if not isinstance(loaded, rsa.RSAPublicKey):
         raise KeyFormatError("the public key is not an RSA key")
@@ -160,8 +191,11 @@ def ensure_key_pair(private_path: Path, public_path: Path) -> tuple[PrivateKey, 
     if not private_path.exists():
         private_path.parent.mkdir(parents=True, exist_ok=True)
         key = PrivateKey.generate()
-        with private_path.open("xb") as out:
-            private_path.chmod(0o600)
+        # Created 0600 in the same call that creates the file: no moment where another user could
+        # open it with the umask's wider mode and keep reading after the key is written.
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), 0o600)
             out.write(key.to_pkcs8_pem())
         public_path.write_bytes(key.public_key().to_spki_pem())
         return key, key.public_key()

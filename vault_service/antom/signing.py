@@ -29,6 +29,11 @@ DEFAULT_KEY_VERSION = "1"
 _MAX_HEADER_CHARS = 4096
 
 
+def _is_key_version(value: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` alone also admits ``"²"``, which ``int()`` rejects."""
+    return value.isascii() and value.isdigit()
+
+
 def signing_content(method: str, path: str, client_id: str, time: str, body: bytes) -> bytes:
     """The exact bytes Antom signs: method, path, client id, time and the raw body."""
     return f"{method} {path}\n{client_id}.{time}.".encode() + body
@@ -72,7 +77,7 @@ class SignatureHeader:
         if algorithm != ALGORITHM:
             raise MalformedSignatureHeaderError(f"unsupported signature algorithm {algorithm!r}")
         key_version = pairs.get("keyVersion", DEFAULT_KEY_VERSION)
-        if not key_version.isdigit():
+        if not _is_key_version(key_version):
             raise MalformedSignatureHeaderError("keyVersion must be a number")
         try:
             raw = base64.b64decode(unquote(pairs["signature"], errors="strict"), validate=True)
@@ -87,6 +92,8 @@ class Signer:
     __slots__ = ("_key", "_key_version")
 
     def __init__(self, key: PrivateKey, key_version: str = DEFAULT_KEY_VERSION) -> None:
+        if not _is_key_version(key_version):
+            raise ValueError(f"keyVersion must be a number, got {key_version!r}")
         self._key = key
         self._key_version = key_version
 

@@ -1,0 +1,366 @@
+"""The Antom client against the emulator over loopback: happy paths, every fault, budgets.
+
+Each emulator fault is met the way the fact sheet says: 5xx and ``U`` are retried with the same
+``vaultingRequestId``; ``F`` is never retried; a bad signature is rejected at once; and a
+client that cannot get an answer gives up with a typed error inside its time budget.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.antom import CLIENT_ID
+from vault_service.antom.client import (
+    AntomClient,
+    AntomClientConfig,
+    RetryPolicy,
+    check_response_signature,
+    request_path,
+)
+from vault_service.antom.errors import (
+    AntomRejectedError,
+    AntomUnavailableError,
+    AntomUnknownResultError,
+    InvalidSignatureError,
+    MalformedSignatureHeaderError,
+    MissingSignatureError,
+)
+from vault_service.antom.keys import PrivateKey
+from vault_service.antom.models import (
+    CreateVaultingSessionRequest,
+    InquireVaultingRequest,
+    Result,
+)
+from vault_service.antom.signing import Signer, Verifier
+from vault_service.emulator import EmulatorConfig, EmulatorServer, FaultPlan
+
+CREATE = "createVaultingSession"
+FAST_RETRY = RetryPolicy(max_attempts=6, initial_backoff=0.01, max_backoff=0.05)
+
+
+def session_request(vaulting_request_id: str, **fields: Any) -> CreateVaultingSessionRequest:
+    return CreateVaultingSessionRequest(
+        vaulting_request_id=vaulting_request_id,
+        vaulting_notification_url="http://127.0.0.1:9/antom/notify",
+        **fields,
+    )
+
+
+def make_client(
+    emulator: EmulatorServer,
+    merchant_key: PrivateKey,
+    antom_key: PrivateKey,
+    **config: Any,
+) -> AntomClient:
+    settings: dict[str, Any] = {
+        "gateway": emulator.base_url,
+        "client_id": CLIENT_ID,
+        "allow_plain_http": True,
+        "retry": FAST_RETRY,
+        "budget": 5.0,
+    }
+    settings.update(config)
+    return AntomClient(
+        AntomClientConfig(**settings), Signer(merchant_key), Verifier(antom_key.public_key())
+    )
+
+
+@pytest.fixture
+async def client(
+    emulator: EmulatorServer, merchant_key: PrivateKey, antom_key: PrivateKey
+) -> AsyncIterator[AntomClient]:
+    async with make_client(emulator, merchant_key, antom_key) as antom:
+        yield antom
+
+
+async def set_faults(emulator: EmulatorServer, **faults: int) -> None:
+    """Change the emulator's faults at runtime, through its HTTP control endpoint."""
+    async with httpx.AsyncClient() as http:
+        response = await http.put(f"{emulator.base_url}/emulator/faults", json=faults)
+        response.raise_for_status()
+
+
+def test_sandbox_client_ids_use_the_sandbox_path() -> None:
+    """The SANDBOX_ prefix rewrites the first /ams/api to /ams/sandbox/api, before signing."""
+    path = "/ams/api/v1/vaults/createVaultingSession"
+    assert request_path(path, "SANDBOX_5Y01") == "/ams/sandbox/api/v1/vaults/createVaultingSession"
+    assert request_path(path, "5Y01") == path
+    assert request_path(path, "sandbox_5Y01") == path
+
+
+@pytest.mark.parametrize(
+    ("gateway", "message"),
+    [
+        ("open-sea-global.alipay.com", "absolute URL"),
+        ("http://127.0.0.1:8090", "https"),
+        ("https://open-sea-global.alipay.com/ams/api", "without path"),
+    ],
+)
+def test_gateway_urls_are_checked(gateway: str, message: str) -> None:
+    """A wrong gateway is a configuration error at start, not a confusing failure per call."""
+    with pytest.raises(ValueError, match=message):
+        AntomClientConfig(gateway=gateway, client_id="5Y01")
+
+
+async def test_create_and_inquire_session(client: AntomClient, emulator: EmulatorServer) -> None:
+    """A signed request is accepted, the signed answer verifies and parses into the model."""
+    created = await client.create_vaulting_session(session_request("vr-happy"))
+    assert created.result.result_status == "S"
+    assert created.vaulting_session_data.count("&&") == 3
+    assert created.vaulting_session_id
+    inquiry = await client.inquire_vaulting(InquireVaultingRequest(vaulting_request_id="vr-happy"))
+    assert inquiry.vaulting_status == "PROCESSING"
+    assert emulator.state.stats.calls(CREATE, "vr-happy") == 1
+
+
+async def test_repeat_with_same_parameters_returns_the_same_session(client: AntomClient) -> None:
+    """Antom's idempotency on vaultingRequestId, as the client sees it."""
+    first = await client.create_vaulting_session(session_request("vr-same"))
+    second = await client.create_vaulting_session(session_request("vr-same"))
+    assert first == second
+
+
+async def test_f_result_is_raised_and_never_retried(
+    client: AntomClient, emulator: EmulatorServer
+) -> None:
+    """F is definitive: REPEAT_REQ_INCONSISTENT surfaces at once, after exactly one call."""
+    await client.create_vaulting_session(session_request("vr-incons"))
+    with pytest.raises(AntomRejectedError) as caught:
+        await client.create_vaulting_session(
+            session_request("vr-incons", redirect_url="https://m.example/other")
+        )
+    assert caught.value.result_code == "REPEAT_REQ_INCONSISTENT"
+    assert caught.value.result_status == "F"
+    assert emulator.state.stats.calls(CREATE, "vr-incons") == 2
+
+
+async def test_unknown_inquiry_is_a_typed_rejection(client: AntomClient) -> None:
+    """An inquiry for an id Antom does not know is an F with Antom's code, not a crash."""
+    with pytest.raises(AntomRejectedError) as caught:
+        await client.inquire_vaulting(InquireVaultingRequest(vaulting_request_id="vr-nobody"))
+    assert caught.value.result_code
+
+
+async def test_wrong_merchant_key_gets_invalid_signature_unsigned(
+    emulator: EmulatorServer, antom_key: PrivateKey
+) -> None:
+    """Antom answers INVALID_SIGNATURE unsigned; the unsigned-F rule lets the F through."""
+    stranger = PrivateKey.generate()
+    async with make_client(emulator, stranger, antom_key) as antom:
+        with pytest.raises(AntomRejectedError) as caught:
+            await antom.create_vaulting_session(session_request("vr-badkey"))
+    assert caught.value.result_code == "INVALID_SIGNATURE"
+
+
+async def test_fault_http_5xx_is_retried_with_the_same_request_id(
+    client: AntomClient, emulator: EmulatorServer
+) -> None:
+    """Two 503s, then success: three calls, all for one vaultingRequestId, one session."""
+    await set_faults(emulator, http_5xx=2)
+    created = await client.create_vaulting_session(session_request("vr-5xx"))
+    assert created.result.result_code == "SUCCESS"
+    assert emulator.state.stats.calls(CREATE, "vr-5xx") == 3
+
+
+async def test_fault_http_5xx_forever_gives_up_unavailable(
+    client: AntomClient, emulator: EmulatorServer
+) -> None:
+    """Antom down: the client stops after max_attempts with AntomUnavailableError."""
+    await set_faults(emulator, http_5xx=-1)
+    with pytest.raises(AntomUnavailableError, match="503"):
+        await client.create_vaulting_session(session_request("vr-5xx-down"))
+    assert emulator.state.stats.calls(CREATE) == FAST_RETRY.max_attempts
+
+
+async def test_fault_unknown_result_is_retried_with_the_same_request_id(
+    client: AntomClient, emulator: EmulatorServer
+) -> None:
+    """U means "unknown, ask again": same vaultingRequestId, same parameters, then success."""
+    await set_faults(emulator, unknown_result=2)
+    created = await client.create_vaulting_session(session_request("vr-u"))
+    assert created.result.result_status == "S"
+    assert emulator.state.stats.calls(CREATE, "vr-u") == 3
+
+
+async def test_fault_unknown_result_forever_gives_up_with_the_antom_code(
+    client: AntomClient, emulator: EmulatorServer
+) -> None:
+    """A U that never clears ends in AntomUnknownResultError carrying Antom's code."""
+    await set_faults(emulator, unknown_result=-1)
+    with pytest.raises(AntomUnknownResultError) as caught:
+        await client.create_vaulting_session(session_request("vr-u-forever"))
+    assert caught.value.result_code == "UNKNOWN_EXCEPTION"
+    assert caught.value.retryable
+
+
+async def test_fault_bad_signature_is_rejected_without_retry(
+    client: AntomClient, emulator: EmulatorServer
+) -> None:
+    """A success whose signature does not verify is refused at once: never trusted, never
+    retried (a retry would only hide an attack or a key mix-up)."""
+    await set_faults(emulator, bad_signature=1)
+    with pytest.raises(InvalidSignatureError):
+        await client.create_vaulting_session(session_request("vr-badsig"))
+    assert emulator.state.stats.calls(CREATE, "vr-badsig") == 1
+
+
+async def test_fault_latency_beyond_the_budget_gives_up_within_it(
+    emulator: EmulatorServer, merchant_key: PrivateKey, antom_key: PrivateKey
+) -> None:
+    """A slow Antom cannot hold a call past its budget: the caller's deadline is honoured."""
+    await set_faults(emulator, latency_ms=2_000)
+    async with make_client(emulator, merchant_key, antom_key) as antom:
+        started = time.monotonic()
+        with pytest.raises(AntomUnavailableError, match="in time"):
+            await antom.create_vaulting_session(session_request("vr-slow"), budget=0.3)
+        assert time.monotonic() - started < 1.5
+
+
+async def test_fault_latency_within_the_budget_is_waited_for(
+    client: AntomClient, emulator: EmulatorServer
+) -> None:
+    """Latency below the budget is just latency."""
+    await set_faults(emulator, latency_ms=100)
+    created = await client.create_vaulting_session(session_request("vr-lag"), budget=3.0)
+    assert created.result.result_status == "S"
+
+
+async def test_faults_set_per_run_through_the_config(
+    antom_key: PrivateKey, merchant_key: PrivateKey
+) -> None:
+    """The same faults configured at start (the CLI flags' path) behave the same way."""
+    config = EmulatorConfig(
+        antom_private_key=antom_key,
+        merchant_public_key=merchant_key.public_key(),
+        client_id=CLIENT_ID,
+        faults=FaultPlan(http_5xx=1, unknown_result=1),
+    )
+    async with (
+        EmulatorServer(config) as emulator,
+        make_client(emulator, merchant_key, antom_key) as antom,
+    ):
+        created = await antom.create_vaulting_session(session_request("vr-config"))
+        assert created.result.result_status == "S"
+        assert emulator.state.stats.calls(CREATE, "vr-config") == 3
+
+
+async def test_unreachable_antom_gives_up_unavailable(
+    merchant_key: PrivateKey, antom_key: PrivateKey
+) -> None:
+    """Connection refused is a transport error: retried, then AntomUnavailableError."""
+    config = AntomClientConfig(
+        gateway="http://127.0.0.1:9",
+        client_id=CLIENT_ID,
+        allow_plain_http=True,
+        retry=FAST_RETRY,
+        budget=2.0,
+    )
+    async with AntomClient(config, Signer(merchant_key), Verifier(antom_key.public_key())) as c:
+        with pytest.raises(AntomUnavailableError, match="unreachable"):
+            await c.create_vaulting_session(session_request("vr-refused"))
+
+
+async def test_an_owned_http_pool_is_closed_and_an_injected_one_is_not(
+    emulator: EmulatorServer, merchant_key: PrivateKey, antom_key: PrivateKey
+) -> None:
+    """Closing the client closes what it opened, and only that."""
+    antom = make_client(emulator, merchant_key, antom_key)
+    await antom.aclose()
+    assert antom._http.is_closed
+    injected = httpx.AsyncClient()
+    config = AntomClientConfig(
+        gateway=emulator.base_url, client_id=CLIENT_ID, allow_plain_http=True
+    )
+    async with AntomClient(
+        config, Signer(merchant_key), Verifier(antom_key.public_key()), http=injected
+    ):
+        pass
+    assert not injected.is_closed
+    await injected.aclose()
+
+
+# -- the unsigned-answer rule, case by case (the same table the SDK cross-check uses) --------
+
+PATH = "/ams/sandbox/api/v1/vaults/createVaultingSession"
+
+
+def answer(status: str) -> tuple[bytes, Result]:
+    body = json.dumps({"result": {"resultCode": "X", "resultStatus": status}}).encode()
+    return body, Result(result_code="X", result_status=status)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "expected"),
+    [
+        ({"signature": "algorithm=RSA256,keyVersion=1,signature=", "response-time": ""}, "F", None),
+        ({"signature": "algorithm=RSA256,keyVersion=1,signature=", "response-time": ""}, "U", None),
+        ({}, "F", None),
+        ({}, "S", MissingSignatureError),
+        (
+            {"signature": "algorithm=RSA256,keyVersion=1,signature=", "response-time": ""},
+            "S",
+            MissingSignatureError,
+        ),
+        (
+            {"signature": "algorithm=RSA256,keyVersion=1,signature=", "response-time": "1"},
+            "F",
+            MalformedSignatureHeaderError,
+        ),
+        ({"signature": "garbage", "response-time": ""}, "F", MalformedSignatureHeaderError),
+    ],
+)
+def test_unsigned_answers_pass_only_for_f_and_u(
+    antom_key: PrivateKey, headers: dict[str, str], status: str, expected: type[Exception] | None
+) -> None:
+    """An unsigned answer may only ever make a call fail; a success must be signed."""
+    body, result = answer(status)
+    verify = Verifier(antom_key.public_key())
+    lowered = httpx.Headers(headers)
+    if expected is None:
+        check_response_signature(
+            verify, path=PATH, headers=lowered, raw=body, result=result, client_id=CLIENT_ID
+        )
+    else:
+        with pytest.raises(expected):
+            check_response_signature(
+                verify, path=PATH, headers=lowered, raw=body, result=result, client_id=CLIENT_ID
+            )
+
+
+def test_signed_answer_uses_the_answer_client_id_and_any_header_case(
+    antom_key: PrivateKey,
+) -> None:
+    """Verification rebuilds the content with the answer's own client-id and response-time,
+    found whatever case a proxy gave the header names."""
+    body, result = answer("S")
+    signature = Signer(antom_key).sign("POST", PATH, "SANDBOX_ECHOED", "2026-01-01T00:00:00Z", body)
+    headers = httpx.Headers(
+        {
+            "Signature": signature,
+            "Response-Time": "2026-01-01T00:00:00Z",
+            "Client-Id": "SANDBOX_ECHOED",
+        }
+    )
+    check_response_signature(
+        Verifier(antom_key.public_key()),
+        path=PATH,
+        headers=headers,
+        raw=body,
+        result=result,
+        client_id=CLIENT_ID,
+    )
+    with pytest.raises(InvalidSignatureError):
+        check_response_signature(
+            Verifier(antom_key.public_key()),
+            path=PATH,
+            headers=headers,
+            raw=body + b" ",
+            result=result,
+            client_id=CLIENT_ID,
+        )
