@@ -8,5 +8,6 @@ pytest_plugins = [
     "pytester",  # runs inner pytest sessions (used to test session-level fixtures)
     "tests.fixtures.keys",  # antom_key, merchant_key: generated once per session
     "tests.fixtures.antom",  # emulator (a running local Antom), antom_client pointed at it
+    "tests.fixtures.stack",  # sqlite_store, hub, make_vaulting: the service's components
     "tests.antom_sdk.fixtures",  # antom_sdk: the official Python SDK in its own virtualenv
 ]

@@ -1,0 +1,27 @@
+"""Child process of the SIGKILL durability test (``python -m tests.store.sigkill_child``).
+
+Arguments: backend name, database location, vaulting request id. It applies a success to the
+record, prints ``committed <event id>`` once ``apply`` has returned, then waits to be killed
+without ever closing the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from tests.store.backends import BACKEND_AT
+from tests.store.strategies import observe
+from vault_service.domain import VaultingStatus
+
+
+async def main(backend_name: str, location: str, vaulting_request_id: str) -> None:
+    store = await BACKEND_AT[backend_name](location).open()
+    event = await store.apply(vaulting_request_id, observe(VaultingStatus.SUCCEEDED))
+    assert event is not None
+    print("committed", event.event_id, flush=True)
+    await asyncio.sleep(3600)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:4]))

@@ -1,0 +1,157 @@
+"""What is particular to the SQLite backend: its thread, its pragmas, and cancellation.
+
+Some tests reach into the store (``_run``, ``_connection``) to act on its thread: that is the
+only way to pause a transaction half-way or to read the connection's settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.store.strategies import T0, new_record, observe
+from vault_service.domain import VaultingStatus
+from vault_service.store import SchemaVersionError
+from vault_service.store.sqlite import SQLiteStore, Synchronous, migrate
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = await SQLiteStore.open(tmp_path / "vault.sqlite3", auto_migrate=True)
+    await store.insert(new_record("vr-1"), next_check_at=T0)
+    yield store
+    await store.close()
+
+
+async def _pragma(store: SQLiteStore, name: str) -> Any:
+    connection = store._connection
+    return await store._run(lambda: connection.execute(f"PRAGMA {name}").fetchone()[0])
+
+
+@pytest.mark.parametrize(("level", "value"), [("NORMAL", 1), ("FULL", 2)])
+async def test_connection_settings(tmp_path: Path, level: Synchronous, value: int) -> None:
+    store = await SQLiteStore.open(tmp_path / "db", auto_migrate=True, synchronous=level)
+    try:
+        assert await _pragma(store, "journal_mode") == "wal"
+        assert await _pragma(store, "synchronous") == value
+        assert await _pragma(store, "foreign_keys") == 1
+        assert await _pragma(store, "busy_timeout") == 5000
+    finally:
+        await store.close()
+
+
+async def test_an_unknown_synchronous_level_is_refused(tmp_path: Path) -> None:
+    """Guards against a config typo silently running with SQLite's default durability."""
+    with pytest.raises(ValueError, match="NORMAL or FULL"):
+        await SQLiteStore.open(tmp_path / "db", auto_migrate=True, synchronous="OFF")  # type: ignore[arg-type]
+
+
+async def test_opening_a_missing_database_creates_no_file(tmp_path: Path) -> None:
+    """Guards against a mistyped path silently becoming a new, empty database."""
+    path = tmp_path / "typo.sqlite3"
+    with pytest.raises(SchemaVersionError, match=r"no database at .*run `vault-service migrate`"):
+        await SQLiteStore.open(path, auto_migrate=False)
+    assert not path.exists()
+
+
+async def test_migrate_records_its_versions(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    assert await migrate(path) == [1]
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute("SELECT version, description FROM schema_migrations").fetchall()
+        log_id = connection.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()[0]
+    connection.close()
+    assert [version for version, _ in rows] == [1]
+    assert len(log_id) == 32
+
+
+async def test_all_work_runs_on_one_thread(sqlite_store: SQLiteStore) -> None:
+    """Guards the single-connection design: sqlite3 objects never cross threads."""
+    threads = await asyncio.gather(
+        *(sqlite_store._run(threading.get_ident) for _ in range(20)),
+        sqlite_store.get("vr-1"),
+    )
+    assert len(set(threads[:-1])) == 1
+    assert threads[0] != threading.get_ident()
+
+
+def _hold_inside_apply(store: SQLiteStore, hold: Callable[[], None]) -> None:
+    """Make the store's next event insert call ``hold`` mid-transaction (store thread only)."""
+    connection = store._connection
+    connection.create_function("hold", 0, hold)
+    connection.execute(
+        "CREATE TEMP TRIGGER hold_after_event AFTER INSERT ON main.events BEGIN SELECT hold(); END"
+    )
+
+
+@pytest.mark.parametrize("outcome", ["commits", "fails"])
+async def test_cancelling_apply_mid_transaction_keeps_it_atomic(
+    sqlite_store: SQLiteStore, outcome: str
+) -> None:
+    """Guards the outbox when a caller's deadline cancels apply while its transaction runs on
+    the store thread: the awaiting task is cancelled at once, and the transaction still
+    commits both the record update and its event, or (when it fails) neither."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        release.wait(10)
+        if outcome == "fails":
+            raise OSError("disk on fire")
+
+    await sqlite_store._run(_hold_inside_apply, sqlite_store, hold)
+    task = asyncio.create_task(sqlite_store.apply("vr-1", observe(VaultingStatus.SUCCEEDED)))
+    # Once entered, the record is updated and the event inserted, neither committed yet.
+    assert await asyncio.to_thread(entered.wait, 10)
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not release.is_set()  # the task ended while the transaction was still open
+
+    release.set()
+    record = await sqlite_store.get("vr-1")  # queued behind the held transaction
+    events = await sqlite_store.events_after(0, limit=10)
+    assert record is not None
+    if outcome == "commits":
+        assert record.status is VaultingStatus.SUCCEEDED
+        assert [e.record for e in events] == [record]
+    else:
+        assert record == new_record("vr-1")
+        assert events == []
+
+
+async def test_cancelling_apply_before_it_starts_means_it_never_runs(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """Guards against a cancelled, still-queued apply committing after its caller gave up."""
+    release = threading.Event()
+    busy = asyncio.create_task(sqlite_store._run(release.wait, 10))
+    task = asyncio.create_task(sqlite_store.apply("vr-1", observe(VaultingStatus.SUCCEEDED)))
+    await asyncio.sleep(0)  # both submitted; the thread is busy with the first
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    await busy
+    assert await sqlite_store.get("vr-1") == new_record("vr-1")
+    assert await sqlite_store.last_event_id() == 0
+
+
+async def test_close_waits_for_queued_work_and_then_refuses_more(sqlite_store: SQLiteStore) -> None:
+    """Guards a shutdown racing in-flight calls: submitted work completes, later calls fail."""
+    inflight = (
+        asyncio.create_task(sqlite_store.apply("vr-1", observe(VaultingStatus.PROCESSING))),
+        asyncio.create_task(sqlite_store.get("vr-1")),
+    )
+    await asyncio.sleep(0)
+    await sqlite_store.close()
+    event, record = await inflight[0], await inflight[1]
+    assert event is not None
+    assert record == event.record

@@ -1,0 +1,233 @@
+"""The vaulting record, its states and transitions, events and resume tokens. Pure: no I/O.
+
+A record moves ``SESSION_CREATED -> PROCESSING -> SUCCEEDED | FAILED``, or to ``EXPIRED`` when
+the session lapses without a result. Transitions are monotonic so that duplicate, late or
+reordered news (Antom retries notifications; an inquiry can race a notification) never move a
+record backwards: a final Antom result is never overwritten, and a non-final one never replaces
+a final one. ``EXPIRED`` is our own inference from the session's expiry time, so a final result
+that Antom reports afterwards still replaces it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Final
+
+from vault_service.errors import VaultError
+
+MAX_VAULTING_REQUEST_ID_CHARS: Final = 64
+ANONYMOUS_OWNER: Final = "anonymous"
+MAX_EVENT_ID: Final = 2**63 - 1
+"""The largest event id: event ids are signed 64-bit SQL integers in every backend."""
+
+
+class VaultingStatus(enum.StrEnum):
+    SESSION_CREATED = "SESSION_CREATED"
+    PROCESSING = "PROCESSING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+    @property
+    def is_antom_final(self) -> bool:
+        """Final by Antom's word (not our expiry inference)."""
+        return self in {VaultingStatus.SUCCEEDED, VaultingStatus.FAILED}
+
+
+_FINAL: Final = frozenset({VaultingStatus.SUCCEEDED, VaultingStatus.FAILED, VaultingStatus.EXPIRED})
+
+
+class EventSource(enum.StrEnum):
+    """What told us about a state change."""
+
+    NOTIFICATION = "NOTIFICATION"
+    INQUIRY = "INQUIRY"
+    EXPIRY = "EXPIRY"
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    region: str = ""
+    state: str = ""
+    city: str = ""
+    address1: str = ""
+    address2: str = ""
+    address3: str = ""
+    zip_code: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CardholderName:
+    first_name: str = ""
+    middle_name: str = ""
+    last_name: str = ""
+    full_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """What Antom returns about a vaulted card; never the PAN or CVV. The repr hides the token."""
+
+    card_token: str = field(default="", repr=False)
+    brand: str = ""
+    masked_card_number: str = ""
+    bin: str = ""
+    last_four: str = ""
+    expiry_month: str = ""
+    expiry_year: str = ""
+    funding: str = ""
+    issuing_country: str = ""
+    issuer_name: str = ""
+    fingerprint: str = ""
+    billing_address: Address | None = field(default=None, repr=False)
+    cardholder_name: CardholderName | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AntomResult:
+    """Antom's own outcome codes for the vaulting (from a notification or an inquiry)."""
+
+    result_code: str = ""
+    result_status: str = ""
+    result_message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionParameters:
+    """What the caller asked for; equal parameters make a repeated CreateSession a replay."""
+
+    payment_method_type: str = "CARD"
+    redirect_url: str = ""
+    merchant_region: str = ""
+    is_3ds_authentication: bool | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What Antom's createVaultingSession gave back."""
+
+    session_id: str
+    session_data: str
+    expires_at: datetime
+    normal_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One piece of news about a vaulting request, from a notification, an inquiry or expiry."""
+
+    status: VaultingStatus
+    source: EventSource
+    observed_at: datetime
+    card: Card | None = None
+    antom_result: AntomResult | None = None
+    acquirer_info: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VaultingRecord:
+    vaulting_request_id: str
+    owner: str
+    parameters: SessionParameters
+    session: Session
+    created_at: datetime
+    updated_at: datetime
+    status: VaultingStatus = VaultingStatus.SESSION_CREATED
+    card: Card | None = None
+    antom_result: AntomResult | None = None
+    acquirer_info: tuple[tuple[str, str], ...] = ()
+    final_at: datetime | None = None
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.parameters.labels)
+
+
+def apply_observation(record: VaultingRecord, news: Observation) -> VaultingRecord | None:
+    """The record after ``news``, or ``None`` when the news changes nothing (no event then)."""
+    current, incoming = record.status, news.status
+    if current.is_antom_final:
+        return None
+    if current is VaultingStatus.EXPIRED and not incoming.is_antom_final:
+        return None
+    if incoming is VaultingStatus.SESSION_CREATED:
+        return None
+    if incoming is VaultingStatus.PROCESSING and current is not VaultingStatus.SESSION_CREATED:
+        return None
+    return replace(
+        record,
+        status=incoming,
+        card=news.card if news.card is not None else record.card,
+        antom_result=news.antom_result if news.antom_result is not None else record.antom_result,
+        acquirer_info=news.acquirer_info or record.acquirer_info,
+        updated_at=news.observed_at,
+        final_at=news.observed_at if incoming.is_final else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A committed state change; ``event_id`` orders the log and backs the resume token."""
+
+    event_id: int
+    source: EventSource
+    occurred_at: datetime
+    record: VaultingRecord
+
+
+class InvalidResumeTokenError(VaultError):
+    """A resume token was malformed or was not issued by this event log."""
+
+
+_CURSOR_PREFIX: Final = "v1."
+_MAX_TOKEN_CHARS: Final = 200
+
+
+def encode_resume_token(log_id: str, event_id: int) -> str:
+    """An opaque token naming a position in one event log.
+
+    ``log_id`` identifies the log (one per database) so that a token from another deployment
+    is refused instead of silently resuming at an unrelated position.
+    """
+    payload = json.dumps([log_id, event_id], separators=(",", ":")).encode()
+    return _CURSOR_PREFIX + base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+
+def decode_resume_token(token: str, log_id: str) -> int:
+    """The event id in ``token``; raises :class:`InvalidResumeTokenError` for any other token.
+
+    Only the exact text :func:`encode_resume_token` produces is accepted: base64 decoding alone
+    skips stray characters and JSON accepts ``true`` for an integer position (``bool`` is an
+    ``int``), so a mangled token could otherwise resume somewhere. The id is bounded to
+    :data:`MAX_EVENT_ID` so that the store can always bind it as an SQL integer.
+    """
+    if not token.startswith(_CURSOR_PREFIX) or len(token) > _MAX_TOKEN_CHARS:
+        raise InvalidResumeTokenError("the resume token is malformed")
+    body = token[len(_CURSOR_PREFIX) :]
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (binascii.Error, ValueError):
+        raise InvalidResumeTokenError("the resume token is malformed") from None
+    match decoded:
+        case [str() as token_log, int() as event_id] if (
+            not isinstance(event_id, bool) and 0 <= event_id <= MAX_EVENT_ID
+        ):
+            pass
+        case _:
+            raise InvalidResumeTokenError("the resume token is malformed")
+    if encode_resume_token(token_log, event_id) != token:
+        raise InvalidResumeTokenError("the resume token is malformed")
+    if token_log != log_id:
+        raise InvalidResumeTokenError("the resume token was not issued by this service's log")
+    return event_id

@@ -1,0 +1,218 @@
+"""The vaulting use cases: create a session, record Antom's news, read a result.
+
+Callers are identified by ``owner`` (the calling service); a record is visible only to its owner,
+and another owner's id answers exactly like an unknown one so that ids leak nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from vault_service.antom.client import AntomClient
+from vault_service.antom.errors import AntomProtocolError
+from vault_service.antom.models import (
+    CreateVaultingSessionRequest,
+    InquireVaultingRequest,
+    VaultingNotification,
+)
+from vault_service.domain import Session, SessionParameters, VaultingRecord
+from vault_service.errors import ConflictError, NotFoundError
+from vault_service.events import EventHub
+from vault_service.service import news
+from vault_service.store.base import RecordExistsError, RecordNotFoundError, Store
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedSession:
+    record: VaultingRecord
+    created: bool
+
+
+class _KeyedLocks:
+    """One asyncio lock per key, dropped when no task holds or awaits it."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._entries.get(key, (asyncio.Lock(), 0))
+        self._entries[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._entries[key]
+            if users == 1:
+                del self._entries[key]
+            else:
+                self._entries[key] = (lock, users - 1)
+
+
+class VaultingService:
+    """Create sessions, record notifications and inquiries, answer result reads."""
+
+    def __init__(
+        self,
+        store: Store,
+        antom: AntomClient,
+        hub: EventHub,
+        *,
+        notify_url: str,
+        first_check_after: timedelta,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._store = store
+        self._antom = antom
+        self._hub = hub
+        self._notify_url = notify_url
+        self._first_check_after = first_check_after
+        self._clock = clock
+        self._creating = _KeyedLocks()
+
+    async def create_session(
+        self,
+        owner: str,
+        vaulting_request_id: str,
+        parameters: SessionParameters,
+        *,
+        budget: float | None = None,
+    ) -> CreatedSession:
+        """Start a vaulting session, or replay the stored one for the same id and parameters.
+
+        Concurrent calls with one id are serialised here so that Antom sees one call; across
+        processes the store's unique key decides, and Antom's own idempotency on
+        ``vaultingRequestId`` makes a lost race harmless.
+        """
+        async with self._creating.hold(vaulting_request_id):
+            existing = await self._store.get(vaulting_request_id)
+            if existing is not None:
+                return CreatedSession(_replay(existing, owner, parameters), created=False)
+            return await self._create(owner, vaulting_request_id, parameters, budget)
+
+    async def _create(
+        self,
+        owner: str,
+        vaulting_request_id: str,
+        parameters: SessionParameters,
+        budget: float | None,
+    ) -> CreatedSession:
+        answer = await self._antom.create_vaulting_session(
+            CreateVaultingSessionRequest(
+                vaulting_request_id=vaulting_request_id,
+                vaulting_notification_url=self._notify_url,
+                payment_method_type=parameters.payment_method_type,
+                redirect_url=parameters.redirect_url or None,
+                merchant_region=parameters.merchant_region or None,
+                is_3ds_authentication=parameters.is_3ds_authentication,
+            ),
+            budget=budget,
+        )
+        try:
+            expires_at = datetime.fromisoformat(answer.vaulting_session_expiry_time)
+        except ValueError:
+            raise AntomProtocolError("Antom's session expiry time is not ISO-8601") from None
+        if expires_at.tzinfo is None:
+            raise AntomProtocolError("Antom's session expiry time has no UTC offset")
+        now = self._clock()
+        record = VaultingRecord(
+            vaulting_request_id=vaulting_request_id,
+            owner=owner,
+            parameters=parameters,
+            session=Session(
+                session_id=answer.vaulting_session_id,
+                session_data=answer.vaulting_session_data,
+                expires_at=expires_at.astimezone(UTC),
+                normal_url=answer.normal_url or "",
+            ),
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            await self._store.insert(record, next_check_at=now + self._first_check_after)
+        except RecordExistsError as exc:
+            return CreatedSession(_replay(exc.existing, owner, parameters), created=False)
+        log.info(
+            "vaulting session created",
+            extra={"vaulting_request_id": vaulting_request_id, "owner": owner},
+        )
+        return CreatedSession(record, created=True)
+
+    async def record_notification(self, notification: VaultingNotification, raw: bytes) -> None:
+        """Persist a verified notification (record + event in one transaction), then wake
+        the streams. An id we never created is kept as an orphan for audit."""
+        now = self._clock()
+        vaulting_request_id = notification.vaulting_request_id
+        try:
+            event = await self._store.apply(
+                vaulting_request_id, news.from_notification(notification, now)
+            )
+        except RecordNotFoundError:
+            await self._store.record_orphan(vaulting_request_id, raw, now)
+            log.warning(
+                "notification for an unknown vaulting request kept as orphan",
+                extra={"vaulting_request_id": vaulting_request_id},
+            )
+            return
+        if event is not None:
+            self._hub.notify()
+
+    async def get_result(
+        self,
+        owner: str,
+        vaulting_request_id: str,
+        *,
+        refresh: bool = False,
+        budget: float | None = None,
+    ) -> VaultingRecord:
+        """The stored state; with ``refresh`` ask Antom first unless it is already final."""
+        record = await self._owned(owner, vaulting_request_id)
+        if not refresh or record.status.is_antom_final:
+            return record
+        await self.inquire(vaulting_request_id, budget=budget)
+        return await self._owned(owner, vaulting_request_id)
+
+    async def inquire(self, vaulting_request_id: str, *, budget: float | None = None) -> bool:
+        """Ask Antom's inquireVaulting and record the answer; ``True`` if the state changed."""
+        answer = await self._antom.inquire_vaulting(
+            InquireVaultingRequest(vaulting_request_id=vaulting_request_id), budget=budget
+        )
+        observation = news.from_inquiry(answer, self._clock())
+        if observation is None:
+            return False
+        event = await self._store.apply(vaulting_request_id, observation)
+        if event is None:
+            return False
+        self._hub.notify()
+        return True
+
+    async def _owned(self, owner: str, vaulting_request_id: str) -> VaultingRecord:
+        record = await self._store.get(vaulting_request_id)
+        if record is None or record.owner != owner:
+            raise NotFoundError(f"no vaulting request {vaulting_request_id!r}")
+        return record
+
+
+def _replay(existing: VaultingRecord, owner: str, parameters: SessionParameters) -> VaultingRecord:
+    """The stored session for an idempotent repeat, or a conflict."""
+    if existing.owner != owner or existing.parameters != parameters:
+        raise ConflictError(
+            f"vaulting request {existing.vaulting_request_id!r} already exists"
+            " with different parameters"
+        )
+    return existing

@@ -1,0 +1,166 @@
+"""The ``Store`` contract every persistence backend implements, and the errors it raises.
+
+The service layer talks to this protocol only, so the embedded SQLite backend and the
+distributed PostgreSQL backend are interchangeable. Nothing here may assume a particular
+database: no SQL, no connection objects, no backend-specific exceptions.
+
+What every backend guarantees:
+
+* ``apply`` is a transactional outbox: the record update and the event that describes it commit
+  together or not at all, so a committed state change always has its event and vice versa.
+* Event ids are positive, unique and increasing in the order ``events_after`` reveals them, and
+  the log never grows "behind" a reader: once ``events_after`` has returned an event, no event
+  with a smaller id can become visible later. A backend whose ids are allocated before commit
+  (PostgreSQL sequences under concurrent writers) must hold back events above any id that may
+  still commit; a resuming ``StreamResults`` reader would otherwise skip it for ever.
+* Datetimes go in and come out timezone-aware; what comes out is in UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from vault_service.domain import Event, Observation, VaultingRecord
+from vault_service.errors import VaultError
+
+
+class StoreError(VaultError):
+    """Base class of the errors a store raises on purpose."""
+
+
+class RecordExistsError(StoreError):
+    """``insert`` found a record with the same id; ``existing`` is that record.
+
+    CreateSession compares the existing record's parameters with the new request to tell a
+    replay (return the stored session) from a conflicting reuse of the id (``ALREADY_EXISTS``).
+    """
+
+    def __init__(self, existing: VaultingRecord) -> None:
+        super().__init__(f"vaulting request {existing.vaulting_request_id!r} already exists")
+        self.existing = existing
+
+
+class RecordNotFoundError(StoreError):
+    """No record has this vaulting request id."""
+
+    def __init__(self, vaulting_request_id: str) -> None:
+        super().__init__(f"no vaulting request {vaulting_request_id!r}")
+        self.vaulting_request_id = vaulting_request_id
+
+
+class SchemaVersionError(StoreError):
+    """The database's schema is not the one this build works with; the message tells the
+    operator what to do (run ``vault-service migrate``, or deploy a newer build)."""
+
+
+class CorruptDataError(StoreError):
+    """Stored data does not decode into domain objects: it was edited outside vault-service,
+    or written by an incompatible build. Never raised for data this build wrote itself."""
+
+
+class StoreClosedError(StoreError):
+    """The store was used after ``close()``: a shutdown ordering bug in the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrphanNotification:
+    """A verified notifyVaulting body for a vaulting request id this service never created.
+
+    Kept for audit (Antom is acknowledged so that it stops retrying); ``received_at`` is when
+    the first copy arrived, retried duplicates are not stored again.
+    """
+
+    vaulting_request_id: str
+    body: bytes
+    received_at: datetime
+
+
+class Store(Protocol):
+    """Persistence of vaulting records, their event log and orphan notifications."""
+
+    @property
+    def log_id(self) -> str:
+        """A stable random id of this database's event log, created by the first migration.
+
+        Resume tokens embed it so that a token from another database is refused.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release every resource (threads, connections); later calls raise StoreClosedError.
+
+        Work already submitted finishes first. Closing twice is harmless.
+        """
+        ...
+
+    async def get(self, vaulting_request_id: str) -> VaultingRecord | None:
+        """The record with this id, or ``None``."""
+        ...
+
+    async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> None:
+        """Store a new record, due for its first reconciliation at ``next_check_at``.
+
+        Raises :class:`RecordExistsError` (carrying the stored record) when the id is taken;
+        the store is the arbiter of concurrent CreateSession calls with the same id. No event
+        is appended: the event log carries results, and a new session is not one.
+        """
+        ...
+
+    async def apply(self, vaulting_request_id: str, news: Observation) -> Event | None:
+        """Apply ``news`` to the record by the domain's rules, in one transaction.
+
+        When the record changes, the update and an event holding a snapshot of the updated
+        record commit together and the committed event is returned. When it does not
+        (duplicate, late or out-of-order news) nothing is written and ``None`` is returned. A
+        change to a final state also takes the record off the reconciliation schedule.
+        Raises :class:`RecordNotFoundError` for an unknown id.
+        """
+        ...
+
+    async def record_orphan(
+        self, vaulting_request_id: str, body: bytes, received_at: datetime
+    ) -> None:
+        """Keep a notification for an unknown id for audit; idempotent per (id, body)."""
+        ...
+
+    async def list_orphans(self, *, limit: int) -> list[OrphanNotification]:
+        """The oldest ``limit`` orphan notifications, in the order they first arrived."""
+        ...
+
+    async def events_after(
+        self,
+        after_event_id: int,
+        *,
+        limit: int,
+        owner: str | None = None,
+        vaulting_request_ids: frozenset[str] | None = None,
+    ) -> list[Event]:
+        """Up to ``limit`` events with ids above ``after_event_id``, in ascending id order.
+
+        ``owner`` keeps one caller's events (``None``: every owner); ``vaulting_request_ids``
+        keeps events of those ids (``None``: every id; an empty set matches nothing).
+        """
+        ...
+
+    async def last_event_id(self) -> int:
+        """The id of the newest event a reader can see (0 when the log is empty).
+
+        Resuming from it with ``events_after`` never skips an event.
+        """
+        ...
+
+    async def due_for_reconciliation(self, now: datetime, limit: int) -> list[VaultingRecord]:
+        """Up to ``limit`` non-final records whose next check is at or before ``now``,
+        the longest overdue first."""
+        ...
+
+    async def reschedule(self, vaulting_request_id: str, next_check_at: datetime) -> None:
+        """Set when the reconciler next looks at a record.
+
+        A record that became final meanwhile stays off the schedule (a reconciler racing a
+        notification must not put it back). Raises :class:`RecordNotFoundError` for an
+        unknown id.
+        """
+        ...
