@@ -1,0 +1,281 @@
+"""A running webhook over the real service, SQLite store and emulator, plus a signing caller.
+
+``webhook`` binds a loopback socket first, builds the service with that notify URL (as app.py
+does), then serves the app on the socket; the emulator's notifications reach it for real.
+``WebhookCaller`` posts requests the way Antom does, signing with Antom's key from
+``tests.fixtures.keys``, and lets each test break exactly one thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from multidict import CIMultiDictProxy
+
+from tests.fixtures.antom import CLIENT_ID, buyer_submits
+from tests.fixtures.stack import VaultingFactory
+from vault_service.antom.keys import PrivateKey
+from vault_service.antom.signing import Signer, Verifier
+from vault_service.domain import ANONYMOUS_OWNER, SessionParameters, VaultingRecord
+from vault_service.emulator import EmulatorServer
+from vault_service.service.vaulting import VaultingService
+from vault_service.store.sqlite import SQLiteStore
+from vault_service.webhook import NotificationSink, bind, build_webhook_app, serve_webhook
+
+PATH = "/antom/vaulting/notify"
+REQUEST_TIME = "2026-05-18T10:40:05+08:00"
+JSON_UTF8 = "application/json; charset=UTF-8"
+VISA = "4111111111111111"
+DECLINED = "4000000000000002"
+THREE_DS = "4000000000003220"
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+def notification(
+    vaulting_request_id: str,
+    *,
+    status: str = "S",
+    code: str = "SUCCESS",
+    card_token: str = "ALIPAYtoken-from-test",
+) -> bytes:
+    """A compact notifyVaulting body, shaped like the emulator's (and Antom's samples)."""
+    return json.dumps(
+        {
+            "result": {"resultCode": code, "resultStatus": status, "resultMessage": "success."},
+            "vaultingRequestId": vaulting_request_id,
+            "paymentMethodDetail": {
+                "paymentMethodType": "CARD",
+                "card": {
+                    "cardToken": card_token,
+                    "brand": "VISA",
+                    "maskedCardNo": "************1111",
+                    "lastFour": "1111",
+                },
+            },
+            "vaultingCreateTime": "2026-05-18T10:40:00+08:00",
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+class WebhookCaller:
+    """Posts to the webhook like Antom: signed headers by default, each overridable."""
+
+    def __init__(self, http: aiohttp.ClientSession, base_url: str, antom_key: PrivateKey) -> None:
+        self.http = http
+        self.base_url = base_url
+        self.signer = Signer(antom_key)
+
+    def headers(
+        self,
+        body: bytes,
+        *,
+        signer: Signer | None = None,
+        sign_path: str = PATH,
+        client_id: str = CLIENT_ID,
+        request_time: str = REQUEST_TIME,
+    ) -> dict[str, str]:
+        """Antom's notification headers with a signature over exactly these values."""
+        signature = (signer or self.signer).sign("POST", sign_path, client_id, request_time, body)
+        return {
+            "Content-Type": JSON_UTF8,
+            "client-id": client_id,
+            "request-time": request_time,
+            "signature": signature,
+        }
+
+    async def post(
+        self,
+        body: bytes | AsyncIterator[bytes],
+        headers: Mapping[str, str] | None = None,
+        *,
+        target: str = PATH,
+        method: str = "POST",
+        drop: tuple[str, ...] = (),
+    ) -> Reply:
+        """Send ``body``; ``headers`` default to a valid signature, ``drop`` removes some."""
+        if headers is None:
+            assert isinstance(body, bytes)
+            headers = self.headers(body)
+        sent = {name: value for name, value in headers.items() if name not in drop}
+        async with self.http.request(
+            method,
+            self.base_url + target,
+            data=body,
+            headers=sent,
+            skip_auto_headers=[name for name in drop if name == "Content-Type"],
+        ) as response:
+            return Reply(response.status, response.headers, await response.read())
+
+
+@dataclass
+class Webhook:
+    """The running webhook and what sits behind it."""
+
+    url: str
+    port: int
+    service: VaultingService
+    store: SQLiteStore
+    emulator: EmulatorServer
+    caller: WebhookCaller
+
+    async def open_session(self, vaulting_request_id: str) -> VaultingRecord:
+        """A session created through the service, so Antom will notify this webhook."""
+        created = await self.service.create_session(
+            ANONYMOUS_OWNER, vaulting_request_id, SessionParameters()
+        )
+        return created.record
+
+    async def submit_card(self, record: VaultingRecord, card_no: str) -> dict[str, Any]:
+        """What the buyer does in Antom's card form, via the emulator's buyer endpoint."""
+        return await buyer_submits(self.emulator, record.session.session_data, card_no)
+
+    async def set_faults(self, **faults: int) -> None:
+        async with self.caller.http.put(
+            f"{self.emulator.base_url}/emulator/faults", json=faults
+        ) as response:
+            assert response.status == 200, await response.text()
+
+    async def attempts(self, vaulting_request_id: str) -> list[dict[str, Any]]:
+        """The emulator's notification attempt log for one id, once deliveries are over."""
+        await self.emulator.state.notifier.wait_idle()
+        async with self.caller.http.get(
+            f"{self.emulator.base_url}/emulator/notifications",
+            params={"vaultingRequestId": vaulting_request_id},
+        ) as response:
+            assert response.status == 200
+            attempts: list[dict[str, Any]] = (await response.json())["attempts"]
+            return attempts
+
+    async def final_record(self, vaulting_request_id: str, within: float = 5.0) -> VaultingRecord:
+        """The record once a notification made it final (polls the store)."""
+        record: VaultingRecord | None = None
+
+        async def final() -> bool:
+            nonlocal record
+            record = await self.store.get(vaulting_request_id)
+            return record is not None and record.status.is_final
+
+        await eventually(final, within)
+        assert record is not None
+        return record
+
+    async def snapshot(self, vaulting_request_id: str) -> tuple[object, ...]:
+        """Everything a notification could change: the record, the log head, the orphans."""
+        return (
+            await self.store.get(vaulting_request_id),
+            await self.store.last_event_id(),
+            await self.store.list_orphans(limit=100),
+        )
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    """Wait until ``check`` holds, failing the test after ``within`` seconds."""
+    async with asyncio.timeout(within):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+ServeFactory = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def serve(antom_key: PrivateKey) -> AsyncIterator[ServeFactory]:
+    """``await serve(sink, **app_options)``: another webhook app on its own port; its URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(sink: NotificationSink, **options: Any) -> str:
+        sock = bind("127.0.0.1", 0)
+        app = build_webhook_app(
+            sink,
+            path=PATH,
+            client_id=CLIENT_ID,
+            verifier=Verifier(antom_key.public_key()),
+            **options,
+        )
+        runners.append(await serve_webhook(app, sock))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def webhook(
+    make_vaulting: VaultingFactory,
+    sqlite_store: SQLiteStore,
+    emulator: EmulatorServer,
+    antom_key: PrivateKey,
+    http: aiohttp.ClientSession,
+) -> AsyncIterator[Webhook]:
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    base_url = f"http://127.0.0.1:{port}"
+    service = make_vaulting(base_url + PATH)
+    app = build_webhook_app(
+        service, path=PATH, client_id=CLIENT_ID, verifier=Verifier(antom_key.public_key())
+    )
+    runner = await serve_webhook(app, sock)
+    try:
+        yield Webhook(
+            url=base_url + PATH,
+            port=port,
+            service=service,
+            store=sqlite_store,
+            emulator=emulator,
+            caller=WebhookCaller(http, base_url, antom_key),
+        )
+    finally:
+        await runner.cleanup()
+
+
+async def raw_exchange(
+    port: int, head: bytes, body_parts: tuple[bytes, ...] = (), within: float = 3.0
+) -> tuple[str, dict[str, str], bytes]:
+    """Write a request by hand (possibly never finishing its body) and read one answer.
+
+    The answer is read by its Content-Length, not to end of stream, so a server that answers
+    before the body is complete is observed doing exactly that.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        for part in body_parts:
+            writer.write(part)
+        await writer.drain()
+        async with asyncio.timeout(within):
+            raw_head = await reader.readuntil(b"\r\n\r\n")
+            lines = raw_head.decode("latin-1").split("\r\n")
+            headers = {
+                name.strip().lower(): value.strip()
+                for name, _, value in (line.partition(":") for line in lines[1:] if line)
+            }
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    return lines[0], headers, body

@@ -1,0 +1,166 @@
+"""Random requests against the live webhook: whatever arrives, the answer is a deliberate
+4xx or the acknowledgement, never a 5xx or an escaped exception, and a refused request
+changes nothing in the store."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from tests.fixtures.antom import CLIENT_ID
+
+from .conftest import JSON_UTF8, PATH, Webhook, notification
+
+OPEN_ID = "vr-prop"
+ACK = b'{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":"success"}}'
+EXPECTED = {200, 400, 401, 404, 405, 413, 415}
+
+_printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+_json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | _printable
+_json_values = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_printable, inner, max_size=4),
+    max_leaves=12,
+)
+_results = st.fixed_dictionaries(
+    {},
+    optional={
+        "resultCode": _printable | st.sampled_from(["SUCCESS", "DO_NOT_HONOR"]) | _json_values,
+        "resultStatus": st.sampled_from(["S", "F", "U", "X", ""]) | _json_values,
+        "resultMessage": _printable | _json_values,
+    },
+)
+_notifications = st.fixed_dictionaries(
+    {},
+    optional={
+        "result": _results | _json_values,
+        "vaultingRequestId": st.sampled_from([OPEN_ID, "vr-other", "", "v" * 65])
+        | _printable
+        | _json_values,
+        "paymentMethodDetail": st.fixed_dictionaries(
+            {}, optional={"card": st.dictionaries(_printable, _json_values, max_size=4)}
+        )
+        | _json_values,
+        "vaultingStatus": st.sampled_from(["SUCCESS", "FAIL", "PROCESSING", "NOPE"]),
+        "vaultingCreateTime": _printable,
+    },
+)
+
+
+@st.composite
+def _near_valid(draw: st.DrawFn) -> bytes:
+    """A real notification with some fields dropped or replaced: valid or nearly so."""
+    document = json.loads(notification(draw(st.sampled_from([OPEN_ID, "vr-unknown"]))))
+    for key in draw(st.sets(st.sampled_from(sorted(document)), max_size=2)):
+        del document[key]
+    document.update(draw(st.just({}) | _notifications))
+    return json.dumps(document).encode()
+
+
+_bodies = st.one_of(
+    st.binary(max_size=200),
+    _json_values.map(lambda value: json.dumps(value).encode()),
+    _notifications.map(lambda value: json.dumps(value).encode()),
+    _near_valid(),
+)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One request; ``signed_over`` is what the signature covers (None: no signature made)."""
+
+    method: str
+    target: str
+    body: bytes
+    headers: dict[str, str]
+    signed_over: bytes | None
+
+
+_PARTS = ("method", "target", "content-type", "client-id", "request-time", "signature")
+_url_text = st.text(st.sampled_from("abcxyz019/._-~"), max_size=20)
+
+
+@st.composite
+def _attempts(draw: st.DrawFn) -> Attempt:
+    """A request for Antom's notify endpoint with a random body and a few parts broken.
+
+    Each part is right unless drawn into ``broken``, so that valid signatures over random
+    bodies are common and each kind of breakage is also tried alone.
+    """
+    broken = draw(st.just(frozenset[str]()) | st.sets(st.sampled_from(_PARTS), max_size=3))
+
+    def part(name: str, right: st.SearchStrategy[str], wrong: st.SearchStrategy[str]) -> str:
+        return draw(wrong if name in broken else right)
+
+    body = draw(_bodies)
+    headers = {
+        "Content-Type": part(
+            "content-type",
+            st.sampled_from([JSON_UTF8, "application/json", "APPLICATION/JSON; charset=utf-8"]),
+            st.sampled_from(["text/plain", "application/json5", "", "json"]) | _printable,
+        ),
+        "client-id": part(
+            "client-id", st.just(CLIENT_ID), st.sampled_from(["SANDBOX_OTHER", ""]) | _printable
+        ),
+        "request-time": part(
+            "request-time",
+            st.sampled_from(["1716000000000", "2024-05-18T02:40:00+00:00"]) | _printable,
+            st.just(""),
+        ),
+    }
+    signed_over: bytes | None = body
+    if "signature" in broken:
+        signed_over = draw(st.sampled_from([None, body + b" "]))
+        if signed_over is None:
+            headers["signature"] = draw(
+                _printable | _printable.map(lambda t: f"algorithm=RSA256,signature={t}")
+            )
+    return Attempt(
+        method=part("method", st.just("POST"), st.sampled_from(["GET", "PUT", "DELETE"])),
+        target=part(
+            "target",
+            st.sampled_from([PATH, f"{PATH}?x=1"]),
+            st.sampled_from([f"{PATH}/", "/", PATH.upper()]) | _url_text.map("/".__add__),
+        ),
+        body=body,
+        headers=headers,
+        signed_over=signed_over,
+    )
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(attempt=_attempts())
+async def test_random_requests_get_a_deliberate_answer(
+    webhook: Webhook, caplog: pytest.LogCaptureFixture, attempt: Attempt
+) -> None:
+    """Guards robustness of the whole gate, including validly signed random bodies: only the
+    expected statuses, the exact ack on 200, no stored change when refused, and no error
+    logged (an exception escaping into aiohttp would log one)."""
+    if await webhook.store.get(OPEN_ID) is None:
+        await webhook.open_session(OPEN_ID)
+    caller = webhook.caller
+    headers = dict(attempt.headers)
+    if attempt.signed_over is not None:
+        headers["signature"] = caller.signer.sign(
+            "POST", PATH, headers["client-id"], headers["request-time"], attempt.signed_over
+        )
+    before = await webhook.snapshot(OPEN_ID)
+
+    reply = await caller.post(attempt.body, headers, target=attempt.target, method=attempt.method)
+
+    event(f"HTTP {reply.status}")  # the spread of answers, for --hypothesis-show-statistics
+    assert reply.status in EXPECTED, (reply.status, reply.body)
+    if reply.status == 200:
+        assert reply.body == ACK
+    else:
+        assert await webhook.snapshot(OPEN_ID) == before
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -1,0 +1,292 @@
+"""The notifyVaulting endpoint: verify, persist, then acknowledge — and serve nothing else.
+
+Every request walks the same gate, cheapest and least trusting check first, so that a stranger
+costs us as little as possible and learns nothing:
+
+1. routing: only ``POST <path>`` exists (other paths 404, other methods 405 with ``Allow``);
+2. size and media type: a declared ``Content-Length`` above the limit is refused before a byte
+   of body is read, a compressed or non-JSON body is refused (415), and the streamed read stops
+   one byte past the limit (413) or after ``body_timeout`` seconds (408);
+3. authenticity: exactly one ``client-id`` (ours), ``request-time`` and ``signature`` header,
+   and a signature by Antom's key over ``POST <path>\\n<client-id>.<request-time>.<raw body>``
+   (401 otherwise) — before the body is parsed, so unauthenticated input never reaches the JSON
+   parser or the logs;
+4. shape: the body must be a notification with ``result`` and ``vaultingRequestId`` (400);
+5. persistence: the sink stores it (record + event, or an orphan for an unknown id); if that
+   fails the answer is 500 so that Antom retries — an acknowledgement is only ever sent for
+   what is stored, and the store deduplicates the retries;
+6. the acknowledgement, byte for byte what Antom documents.
+
+``request-time`` is required (it is part of the signed content) but not checked against our
+clock: Antom does not document its format or the tolerated skew, and a replayed notification is
+harmless because recording is idempotent and transitions are monotonic.
+
+Requests that are not well-formed HTTP (a bad request line or header, a duplicated
+``Content-Type``) are answered 400 by aiohttp's protocol layer before this application runs;
+broken chunk framing in the middle of a body surfaces here as a body that never completes (408).
+
+Error bodies are short fixed JSON (``{"error":"unauthorized"}``) that say which gate refused,
+never why: no parser messages, no echo of the input. Each request logs one line with the
+outcome, the reason and — once the body is authenticated and parsed — the vaultingRequestId;
+never the body, card data, headers or the signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.typedefs import Handler
+from multidict import CIMultiDictProxy
+from pydantic import ValidationError
+
+from vault_service.antom.errors import SignatureError
+from vault_service.antom.models import VaultingNotification
+from vault_service.antom.signing import Verifier
+
+log = logging.getLogger(__name__)
+
+ACKNOWLEDGEMENT: Final = (
+    b'{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":"success"}}'
+)
+"""The exact body Antom expects; anything else (even equivalent JSON) may be retried."""
+
+DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024
+DEFAULT_BODY_TIMEOUT: Final = 10.0
+JSON_MEDIA_TYPE: Final = "application/json"
+_IDENTITY: Final = "identity"
+
+
+class NotificationSink(Protocol):
+    """Where verified notifications go; :class:`VaultingService` is one.
+
+    ``record_notification`` must return only once the notification is durably stored (an unknown
+    id included, as an orphan), and raise if it could not be: the webhook acknowledges exactly
+    when it returns.
+    """
+
+    async def record_notification(self, notification: VaultingNotification, raw: bytes) -> None:
+        """Persist ``notification`` (``raw`` is the verified body as received)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """One fixed answer: the status, a short public error word, and whether to drop the
+    connection (when part of the body may still be unread)."""
+
+    status: int
+    error: str
+    close: bool = False
+
+    def response(self) -> web.Response:
+        response = web.Response(
+            status=self.status,
+            body=b'{"error":"' + self.error.encode() + b'"}',
+            content_type=JSON_MEDIA_TYPE,
+        )
+        if self.status == 405:
+            response.headers[hdrs.ALLOW] = hdrs.METH_POST
+        if self.close:
+            response.force_close()
+        return response
+
+
+_NOT_FOUND: Final = _Refusal(404, "not found")
+_METHOD_NOT_ALLOWED: Final = _Refusal(405, "method not allowed")
+_TOO_LARGE: Final = _Refusal(413, "payload too large", close=True)
+_TIMEOUT: Final = _Refusal(408, "request timeout", close=True)
+_UNSUPPORTED: Final = _Refusal(415, "unsupported media type")
+_UNAUTHORIZED: Final = _Refusal(401, "unauthorized")
+_BAD_REQUEST: Final = _Refusal(400, "bad request")
+_NOT_STORED: Final = _Refusal(500, "internal error")
+
+
+class _NotifyHandler:
+    """The request gate described in the module docstring, for one configured endpoint."""
+
+    __slots__ = ("_body_timeout", "_client_id", "_max_body_bytes", "_path", "_sink", "_verifier")
+
+    def __init__(
+        self,
+        sink: NotificationSink,
+        *,
+        path: str,
+        client_id: str,
+        verifier: Verifier,
+        max_body_bytes: int,
+        body_timeout: float,
+    ) -> None:
+        self._sink = sink
+        self._path = path
+        self._client_id = client_id
+        self._verifier = verifier
+        self._max_body_bytes = max_body_bytes
+        self._body_timeout = body_timeout
+
+    async def handle(self, request: web.Request) -> web.Response:
+        # The raw (still percent-encoded) path is what Antom signed, so it is what must match.
+        if request.rel_url.raw_path != self._path:
+            return _refuse(_NOT_FOUND, "unknown path", level=logging.INFO)
+        if request.method != hdrs.METH_POST:
+            return _refuse(_METHOD_NOT_ALLOWED, "method not allowed", level=logging.INFO)
+        declared = request.content_length
+        if declared is not None and declared > self._max_body_bytes:
+            return _refuse(_TOO_LARGE, "declared body too large")
+        if not _is_json(request.headers):
+            return _refuse(_UNSUPPORTED, "not application/json")
+        if request.headers.get(hdrs.CONTENT_ENCODING, _IDENTITY).lower() != _IDENTITY:
+            return _refuse(_UNSUPPORTED, "content-encoding not identity")
+        try:
+            raw = await self._read_body(request)
+        except TimeoutError:
+            return _refuse(_TIMEOUT, "body not received in time")
+        except (ConnectionError, HttpProcessingError):
+            return _refuse(_BAD_REQUEST, "body incomplete or malformed framing")
+        if raw is None:
+            return _refuse(_TOO_LARGE, "body too large")
+        reason = self._authentication_failure(request.headers, raw)
+        if reason is not None:
+            return _refuse(_UNAUTHORIZED, reason)
+        try:
+            notification = VaultingNotification.model_validate_json(raw)
+        except ValidationError:
+            return _refuse(_BAD_REQUEST, "not a valid notification")
+        vaulting_request_id = notification.vaulting_request_id
+        try:
+            await self._sink.record_notification(notification, raw)
+        except Exception:
+            log.exception(
+                "notifyVaulting not stored; answering 500 so that Antom retries",
+                extra={
+                    "outcome": "failed",
+                    "reason": "storage failure",
+                    "vaulting_request_id": vaulting_request_id,
+                },
+            )
+            return _NOT_STORED.response()
+        log.info(
+            "notifyVaulting acknowledged",
+            extra={
+                "outcome": "acknowledged",
+                "reason": "stored",
+                "vaulting_request_id": vaulting_request_id,
+            },
+        )
+        return web.Response(body=ACKNOWLEDGEMENT, content_type=JSON_MEDIA_TYPE)
+
+    async def _read_body(self, request: web.Request) -> bytes | None:
+        """The whole body, or ``None`` as soon as it exceeds the limit (the rest stays unread,
+        so a chunked or lying sender cannot make us buffer more than the limit plus one)."""
+        limit = self._max_body_bytes
+        body = bytearray()
+        async with asyncio.timeout(self._body_timeout):
+            while chunk := await request.content.read(limit + 1 - len(body)):
+                body += chunk
+                if len(body) > limit:
+                    return None
+        return bytes(body)
+
+    def _authentication_failure(self, headers: CIMultiDictProxy[str], raw: bytes) -> str | None:
+        """Why the request is not authentically Antom's, or ``None`` when it is."""
+        client_id = _single(headers, "client-id")
+        request_time = _single(headers, "request-time")
+        signature = _single(headers, "signature")
+        if client_id is None or client_id != self._client_id:
+            return "client-id missing or not ours"
+        if not request_time:
+            return "request-time missing"
+        if signature is None:
+            return "signature missing"
+        try:
+            self._verifier.verify(
+                signature,
+                method=hdrs.METH_POST,
+                path=self._path,
+                client_id=client_id,
+                time=request_time,
+                body=raw,
+            )
+        except SignatureError as exc:
+            return f"signature rejected ({type(exc).__name__})"
+        return None
+
+
+def _single(headers: CIMultiDictProxy[str], name: str) -> str | None:
+    """The header's value when it is present exactly once; a repeated authentication header
+    is ambiguous (which one was signed?) and counts as missing."""
+    values = headers.getall(name, [])
+    return values[0] if len(values) == 1 else None
+
+
+def _is_json(headers: CIMultiDictProxy[str]) -> bool:
+    """``application/json`` with any parameters (``charset=UTF-8`` is what Antom sends),
+    compared case-insensitively; parsed by hand so odd input meets no lenient parser."""
+    values = headers.getall(hdrs.CONTENT_TYPE, [])
+    if len(values) != 1:
+        return False
+    media_type = values[0].partition(";")[0].strip().lower()
+    return media_type == JSON_MEDIA_TYPE
+
+
+def _refuse(refusal: _Refusal, reason: str, *, level: int = logging.WARNING) -> web.Response:
+    log.log(
+        level,
+        "notifyVaulting refused with HTTP %d",
+        refusal.status,
+        extra={"outcome": "rejected", "reason": reason},
+    )
+    return refusal.response()
+
+
+@web.middleware
+async def _fixed_error_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give a request that never reaches the gate (a target the router cannot match) the
+    same fixed answer instead of aiohttp's text page."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return _refuse(_NOT_FOUND, "unroutable target", level=logging.INFO)
+
+
+def build_webhook_app(
+    sink: NotificationSink,
+    *,
+    path: str,
+    client_id: str,
+    verifier: Verifier,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+) -> web.Application:
+    """The public webhook application: ``POST <path>`` and nothing else.
+
+    ``path`` is the path of the notify URL given to Antom, exactly as written there (Antom
+    signs it; any query string of that URL is not part of it). ``client_id`` is our Antom
+    client id: a notification for another merchant is refused. ``verifier`` holds Antom's
+    public key(s).
+    """
+    if not path.startswith("/") or "?" in path or "#" in path:
+        raise ValueError(f"the webhook path must be an absolute path without query, got {path!r}")
+    if not client_id:
+        raise ValueError("the Antom client id must not be empty")
+    if max_body_bytes < 1:
+        raise ValueError("max_body_bytes must be at least 1")
+    if not body_timeout > 0:
+        raise ValueError("body_timeout must be > 0 seconds")
+    handler = _NotifyHandler(
+        sink,
+        path=path,
+        client_id=client_id,
+        verifier=verifier,
+        max_body_bytes=max_body_bytes,
+        body_timeout=body_timeout,
+    )
+    app = web.Application(middlewares=[_fixed_error_bodies])
+    # One catch-all route: the handler matches the raw path itself, so that the router's
+    # pattern syntax and path decoding never decide what counts as the notify path.
+    app.router.add_route("*", "/{tail:.*}", handler.handle)
+    return app
