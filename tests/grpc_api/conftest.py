@@ -1,0 +1,79 @@
+"""A real ``grpc.aio`` server on a loopback port over the real use cases (emulator + SQLite),
+and a real client channel to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+
+from tests.fixtures.stack import VaultingFactory
+from tests.grpc_api.support import CALLER_METADATA_KEY, NOWHERE
+from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
+from vault_service.domain import ANONYMOUS_OWNER
+from vault_service.events import EventHub
+from vault_service.grpc_api.errors import Context
+from vault_service.grpc_api.server import Health, build_grpc_server
+from vault_service.grpc_api.servicer import VaultServicer
+from vault_service.service.streaming import ResultStreams
+from vault_service.service.vaulting import VaultingService
+from vault_service.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from vault_service._proto.vault.v1.vault_service_pb2_grpc import VaultServiceAsyncStub
+
+
+def caller_from_metadata(context: Context) -> str:
+    """Stands in for authentication: the owner named in test metadata, else anonymous."""
+    for key, value in context.invocation_metadata() or ():
+        if key == CALLER_METADATA_KEY and isinstance(value, str):
+            return value
+    return ANONYMOUS_OWNER
+
+
+@pytest.fixture
+def vaulting(make_vaulting: VaultingFactory) -> VaultingService:
+    return make_vaulting(NOWHERE)
+
+
+@pytest.fixture
+def streams(sqlite_store: SQLiteStore, hub: EventHub) -> ResultStreams:
+    return ResultStreams(sqlite_store, hub, checkpoint_interval=30.0)
+
+
+@pytest.fixture
+def servicer(vaulting: VaultingService, streams: ResultStreams) -> VaultServicer:
+    return VaultServicer(vaulting, streams, caller_of=caller_from_metadata)
+
+
+@pytest.fixture
+def health() -> Health:
+    return Health()
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+
+
+@pytest.fixture
+async def grpc_server(servicer: VaultServicer, health: Health) -> AsyncIterator[RunningServer]:
+    server, port = await build_grpc_server(servicer, listen="127.0.0.1:0", health=health)
+    await server.start()
+    yield RunningServer(server, port)
+    await server.stop(None)
+
+
+@pytest.fixture
+async def channel(grpc_server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_server.port}") as channel:
+        yield channel
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> VaultServiceAsyncStub:
+    return pb_grpc.VaultServiceStub(channel)

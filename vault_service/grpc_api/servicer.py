@@ -1,0 +1,145 @@
+"""``vault.v1.VaultService``: validate, call the use case, map the answer.
+
+Each method is a thin edge over :mod:`vault_service.service`: it asks who the caller is,
+checks the request, hands the caller's remaining time to anything that may call Antom, and maps
+the result. Errors are raised, never answered here: :mod:`.errors` turns them into statuses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator, Callable, Iterator
+from typing import Final
+
+from vault_service._proto.vault.v1 import vault_service_pb2 as pb
+from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
+from vault_service.domain import ANONYMOUS_OWNER
+from vault_service.grpc_api import mapping, validation
+from vault_service.grpc_api.errors import (
+    Context,
+    DeadlineExceededError,
+    stream_errors,
+    unary_errors,
+)
+from vault_service.service.streaming import ResultStreams
+from vault_service.service.vaulting import VaultingService
+
+DEFAULT_DEADLINE_MARGIN: Final = 0.05
+"""Seconds kept back from the caller's deadline so that an Antom call that runs out of time
+still leaves room to send the caller a retryable UNAVAILABLE instead of a bare timeout."""
+
+CallerOf = Callable[[Context], str]
+"""Who is calling: the owner of the vaulting requests a call may create and see."""
+
+
+def anonymous_caller(context: Context) -> str:
+    """Every call as one owner, until authentication (mTLS, bearer tokens) provides callers."""
+    return ANONYMOUS_OWNER
+
+
+class _Gauge:
+    """How many calls are inside a block right now (visible to tests and metrics)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.value += 1
+        try:
+            yield
+        finally:
+            self.value -= 1
+
+
+class VaultServicer(pb_grpc.VaultServiceServicer):
+    """The three RPCs of the contract over one :class:`VaultingService` and its streams.
+
+    ``caller_of`` is the authentication seam: it maps a call to its owner and may raise to
+    refuse it. ``active_calls`` and ``active_streams`` count calls in progress, which proves
+    that a cancelled or timed-out call leaves nothing running behind it.
+    """
+
+    def __init__(
+        self,
+        vaulting: VaultingService,
+        streams: ResultStreams,
+        *,
+        caller_of: CallerOf = anonymous_caller,
+        deadline_margin: float = DEFAULT_DEADLINE_MARGIN,
+    ) -> None:
+        self._vaulting = vaulting
+        self._streams = streams
+        self._caller_of = caller_of
+        self._deadline_margin = deadline_margin
+        self._calls = _Gauge()
+        self._streams_open = _Gauge()
+
+    @property
+    def active_calls(self) -> int:
+        """Unary calls (CreateSession, GetResult) being handled now."""
+        return self._calls.value
+
+    @property
+    def active_streams(self) -> int:
+        """StreamResults streams open now."""
+        return self._streams_open.value
+
+    @unary_errors
+    async def CreateSession(  # noqa: N802 - the name is the RPC's, as in the .proto
+        self, request: pb.CreateSessionRequest, context: Context
+    ) -> pb.CreateSessionResponse:
+        with self._calls.held():
+            owner = self._caller_of(context)
+            validation.ensure_valid(validation.create_session_violations(request))
+            vaulting_request_id, parameters = mapping.session_request(request)
+            created = await self._vaulting.create_session(
+                owner, vaulting_request_id, parameters, budget=self._antom_budget(context)
+            )
+            return mapping.created_session(created)
+
+    @unary_errors
+    async def GetResult(  # noqa: N802 - the name is the RPC's, as in the .proto
+        self, request: pb.GetResultRequest, context: Context
+    ) -> pb.GetResultResponse:
+        with self._calls.held():
+            owner = self._caller_of(context)
+            validation.ensure_valid(validation.get_result_violations(request))
+            record = await self._vaulting.get_result(
+                owner,
+                request.vaulting_request_id,
+                refresh=request.refresh,
+                budget=self._antom_budget(context) if request.refresh else None,
+            )
+            return pb.GetResultResponse(result=mapping.vaulting_result(record))
+
+    @stream_errors
+    async def StreamResults(  # noqa: N802 - the name is the RPC's, as in the .proto
+        self, request: pb.StreamResultsRequest, context: Context
+    ) -> AsyncGenerator[pb.StreamResultsResponse, None]:
+        """Refusals (bad request, bad token) happen before the first message, so a client never
+        mistakes a refused stream for an open one; then the log is followed until the client
+        goes away, which cancels this generator where it waits."""
+        owner = self._caller_of(context)
+        validation.ensure_valid(validation.stream_results_violations(request))
+        position = await self._streams.start_position(request.resume_token)
+        items = self._streams.follow(
+            position,
+            owner=owner,
+            vaulting_request_ids=frozenset(request.vaulting_request_ids) or None,
+        )
+        with self._streams_open.held():
+            async for item in items:
+                yield mapping.stream_item(item)
+
+    def _antom_budget(self, context: Context) -> float | None:
+        """The time an Antom call may take: the caller's remaining time less the margin, or
+        ``None`` (the Antom client's own default) when the caller set no deadline."""
+        remaining: float | None = context.time_remaining()
+        if remaining is None:
+            return None
+        if remaining <= self._deadline_margin:
+            raise DeadlineExceededError("no time left to call Antom")
+        return remaining - self._deadline_margin
