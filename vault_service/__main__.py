@@ -1,12 +1,25 @@
-"""The ``vault-service`` command line."""
+"""The ``vault-service`` command line: ``serve``, ``migrate``, ``emulator``.
+
+Operator mistakes (a missing setting, an unreadable key, an unmigrated database, a port in
+use) end with one line on stderr and exit code 2; tracebacks are for bugs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
+from vault_service import app, logs
+from vault_service.config import SETTINGS_HELP, ConfigError, Settings, database_path_from_env
 from vault_service.emulator import cli as emulator_cli
+from vault_service.store.base import SchemaVersionError
+from vault_service.store.sqlite import migrate
+
+EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +28,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Antom card vaulting behind one gRPC contract.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "serve",
+        help="run the gRPC service and the notifyVaulting webhook (settings from the environment)",
+        description="Run the gRPC service (VaultService, health, reflection) and Antom's "
+        "notifyVaulting webhook in one process. All settings come from the environment.",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands.add_parser(
+        "migrate",
+        help="create or upgrade the database schema (VAULT_DATABASE_URL)",
+        description="Apply the database migrations this build knows to VAULT_DATABASE_URL. "
+        "Safe to run again: applied versions are skipped.",
+    )
     emulator_cli.configure_parser(
         commands.add_parser(
             "emulator",
@@ -28,11 +55,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(message: str) -> int:
+    print(f"vault-service: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+async def _serve(settings: Settings) -> None:
+    running = await app.start(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await running.stop()
+
+
+def serve() -> int:
+    try:
+        settings = Settings.from_env(os.environ)
+        logs.configure(settings.log_level)
+        asyncio.run(_serve(settings))
+    except (ConfigError, SchemaVersionError) as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def run_migrations() -> int:
+    try:
+        path = database_path_from_env(os.environ)
+        applied = asyncio.run(migrate(path))
+    except (ConfigError, SchemaVersionError) as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"VAULT_DATABASE_URL: {exc}")
+    if applied:
+        print(f"{path}: applied migrations {', '.join(map(str, applied))}")
+    else:
+        print(f"{path}: up to date")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "emulator":
-        return emulator_cli.run(args)
-    raise AssertionError(f"unhandled command {args.command!r}")
+    if args.command == "serve":
+        return serve()
+    if args.command == "migrate":
+        return run_migrations()
+    return emulator_cli.run(args)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
+from tests.fixtures.antom import buyer_submits
 from vault_service.antom.client import AntomClient
 from vault_service.antom.errors import AntomUnavailableError
 from vault_service.antom.models import VaultingNotification
@@ -71,22 +71,6 @@ def reconciler(
         inquiry_budget=2.0,
         clock=clock,
     )
-
-
-async def submit_card(emulator: EmulatorServer, session_data: str, card: str) -> None:
-    async with httpx.AsyncClient() as http:
-        answer = await http.post(
-            f"{emulator.base_url}/emulator/buyer/submit",
-            json={
-                "sessionData": session_data,
-                "cardNo": card,
-                "expiryMonth": "12",
-                "expiryYear": "39",
-                "cvv": "123",
-                "cardholderName": "Ada Lovelace",
-            },
-        )
-        answer.raise_for_status()
 
 
 async def test_concurrent_duplicates_make_one_antom_call(
@@ -165,7 +149,7 @@ async def test_refresh_learns_the_result_by_inquiry(
     """With notifications lost, GetResult(refresh) asks Antom and records an INQUIRY event."""
     emulator.state.faults.update({"drop_notifications": -1})
     created = await service.create_session("checkout", "vr-refresh", SessionParameters())
-    await submit_card(emulator, created.record.session.session_data, "5555555555554444")
+    await buyer_submits(emulator, created.record.session.session_data, "5555555555554444")
     record = await service.get_result("checkout", "vr-refresh", refresh=True)
     assert record.status is VaultingStatus.SUCCEEDED
     assert record.card is not None
@@ -185,7 +169,7 @@ async def test_reconciler_finds_results_whose_notification_was_lost(
     """Nothing is due before the first-check delay; after it the inquiry finds the result."""
     emulator.state.faults.update({"drop_notifications": -1})
     created = await service.create_session("checkout", "vr-lost", SessionParameters())
-    await submit_card(emulator, created.record.session.session_data, "4000000000000002")
+    await buyer_submits(emulator, created.record.session.session_data, "4000000000000002")
     assert await reconciler.run_once() == 0
     clock.advance(seconds=61)
     assert await reconciler.run_once() == 1

@@ -1,0 +1,147 @@
+"""``vault-service serve`` as a real process: configuration errors, signals, SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.e2e.conftest import ServiceEnv
+from tests.fixtures.antom import buyer_submits
+from vault_service._proto.vault.v1 import vault_service_pb2 as pb
+from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
+from vault_service.domain import VaultingStatus
+from vault_service.emulator import EmulatorServer
+from vault_service.store.sqlite import SQLiteStore
+
+COMMAND = (sys.executable, "-m", "vault_service")
+
+
+@dataclass
+class ServeProcess:
+    process: asyncio.subprocess.Process
+    grpc_port: int
+
+
+@pytest.fixture
+async def serve_process(service_env: ServiceEnv) -> AsyncIterator[ServeProcess]:
+    """A running `vault-service serve`; its ports are read from its "serving" log line."""
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND,
+        "serve",
+        env={**os.environ, **service_env},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    async with asyncio.timeout(30):
+        while True:
+            line = await process.stderr.readline()
+            assert line, "serve exited before it was serving"
+            entry = json.loads(line)
+            if entry["message"] == "vault-service serving":
+                grpc_port = int(entry["listen"].split("grpc :")[1].split(",")[0])
+                break
+    yield ServeProcess(process, grpc_port)
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+async def run(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND, *args, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(30):
+        _, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, err.decode()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"VAULT_ANTOM_CLIENT_ID": ""}, "VAULT_ANTOM_CLIENT_ID is not set"),
+        ({"VAULT_MERCHANT_PRIVATE_KEY_FILE": "/nonexistent.pem"}, "cannot read"),
+        ({"VAULT_GRPC_LISTEN": "nonsense"}, "VAULT_GRPC_LISTEN must be HOST:PORT"),
+        ({"VAULT_AUTO_MIGRATE": "0"}, "vault-service migrate"),
+        ({"VAULT_ANTOM_BASE_URL": "http://10.1.2.3:8090"}, "VAULT_ANTOM_ALLOW_HTTP"),
+    ],
+)
+async def test_bad_configuration_is_one_line_and_exit_2(
+    service_env: ServiceEnv, change: dict[str, str], message: str
+) -> None:
+    """Operators get one clear line naming the setting, never a traceback."""
+    code, err = await run("serve", env={**os.environ, **service_env, **change})
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+async def test_an_unreadable_key_is_one_line_and_exit_2(
+    service_env: ServiceEnv, tmp_path: Path
+) -> None:
+    """A key file with garbage in it fails at start, naming the file."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a key")
+    code, err = await run(
+        "serve", env={**os.environ, **service_env, "VAULT_ANTOM_PUBLIC_KEY_FILE": str(garbage)}
+    )
+    assert code == 2
+    assert str(garbage) in err
+    assert "Traceback" not in err
+
+
+async def test_migrate_then_serve_without_auto_migrate(service_env: ServiceEnv) -> None:
+    """`vault-service migrate` prepares the database the way `serve` expects it."""
+    env = {**os.environ, **service_env, "VAULT_AUTO_MIGRATE": "0"}
+    assert (await run("migrate", env=env))[0] == 0
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND, "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stderr is not None
+    async with asyncio.timeout(30):
+        line = json.loads(await process.stderr.readline())
+    assert line["message"] == "vault-service serving"
+    process.send_signal(signal.SIGTERM)
+    assert await process.wait() == 0
+
+
+async def test_sigterm_stops_cleanly(serve_process: ServeProcess) -> None:
+    """Kubernetes' SIGTERM: the process drains and exits 0 within the grace period."""
+    serve_process.process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(15):
+        assert await serve_process.process.wait() == 0
+
+
+async def test_an_acknowledged_notification_survives_sigkill(
+    serve_process: ServeProcess, emulator: EmulatorServer, service_env: ServiceEnv
+) -> None:
+    """Once Antom got our acknowledgement it never sends the notification again, so the
+    result must already be durable: SIGKILL right after the ack loses nothing."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{serve_process.grpc_port}") as channel:
+        stub = pb_grpc.VaultServiceStub(channel)
+        created = await stub.CreateSession(pb.CreateSessionRequest(vaulting_request_id="kill-1"))
+    await buyer_submits(emulator, created.session_data, "4111111111111111")
+    async with asyncio.timeout(10):
+        await emulator.state.notifier.wait_idle()
+    assert [a.outcome for a in emulator.state.notifier.attempts("kill-1")] == ["acknowledged"]
+    serve_process.process.kill()
+    await serve_process.process.wait()
+
+    database = service_env["VAULT_DATABASE_URL"].removeprefix("sqlite:///")
+    store = await SQLiteStore.open(database, auto_migrate=False)
+    try:
+        record = await store.get("kill-1")
+        assert record is not None
+        assert record.status is VaultingStatus.SUCCEEDED
+        assert len(await store.events_after(0, limit=10)) == 1
+    finally:
+        await store.close()

@@ -1,0 +1,241 @@
+"""Settings from the environment (12-factor), checked once at start.
+
+Every setting is read here, with its default and its meaning in :data:`SETTINGS_HELP` (shown by
+``vault-service serve --help`` and the README). A missing or malformed setting raises
+:class:`ConfigError` naming the variable, which the CLI prints as one line before exiting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+from urllib.parse import urlsplit
+
+from vault_service.errors import VaultError
+
+DEFAULT_GRPC_LISTEN: Final = "127.0.0.1:50051"
+DEFAULT_HTTP_LISTEN: Final = "127.0.0.1:8080"
+DEFAULT_DATABASE_URL: Final = "sqlite:///vault-service.db"
+DEFAULT_NOTIFY_PATH: Final = "/antom/vaulting/notify"
+
+SETTINGS_HELP: Final = f"""\
+environment:
+  VAULT_GRPC_LISTEN                gRPC address (default {DEFAULT_GRPC_LISTEN})
+  VAULT_HTTP_LISTEN                webhook address for Antom's notifyVaulting
+                                   (default {DEFAULT_HTTP_LISTEN})
+  VAULT_DATABASE_URL               sqlite:///relative/path.db or sqlite:////absolute/path.db
+                                   (default {DEFAULT_DATABASE_URL}, in the working directory)
+  VAULT_AUTO_MIGRATE               1 to apply database migrations at start (default 0: run
+                                   `vault-service migrate` first)
+  VAULT_SQLITE_SYNCHRONOUS         NORMAL (default: survives a crash or SIGKILL, not power loss)
+                                   or FULL (also survives power loss, slower)
+  VAULT_ANTOM_BASE_URL             Antom gateway, e.g. https://open-sea-global.alipay.com, or
+                                   the emulator's http://127.0.0.1:8090 (required)
+  VAULT_ANTOM_CLIENT_ID            merchant client id; SANDBOX_... selects Antom's sandbox
+                                   paths (required)
+  VAULT_MERCHANT_PRIVATE_KEY_FILE  merchant RSA private key, PEM or bare base64 (required)
+  VAULT_ANTOM_PUBLIC_KEY_FILE      Antom's RSA public key, PEM or bare base64 (required)
+  VAULT_ANTOM_KEY_VERSION          keyVersion sent in request signatures (default 1)
+  VAULT_ANTOM_ALLOW_HTTP           1 to allow a plain-http gateway that is not on loopback
+                                   (an emulator in a test cluster); loopback is always allowed
+  VAULT_ANTOM_TIMEOUT              seconds one Antom call may take, retries included, when the
+                                   caller set no deadline (default 15)
+  VAULT_NOTIFY_URL                 public URL Antom posts notifications to; the webhook serves
+                                   its path (default http://<VAULT_HTTP_LISTEN>{DEFAULT_NOTIFY_PATH})
+  VAULT_CHECKPOINT_INTERVAL        seconds between StreamResults checkpoints (default 30)
+  VAULT_RECONCILE_INTERVAL         seconds between reconciler passes (default 5)
+  VAULT_RECONCILE_AFTER            seconds before a session without result is first inquired
+                                   (default 60); later inquiries back off up to 15 minutes
+  VAULT_EXPIRY_GRACE               seconds after a session's expiry before it is marked EXPIRED
+                                   (default 300)
+  VAULT_SHUTDOWN_GRACE             seconds to finish calls on SIGTERM (default 20)
+  VAULT_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (default INFO)
+"""
+
+
+class ConfigError(VaultError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, name: str, value: str) -> Listen:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"{name} must be HOST:PORT, got {value!r}")
+        return cls(host.strip("[]"), int(port))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    grpc_listen: Listen
+    http_listen: Listen
+    database_path: Path
+    auto_migrate: bool
+    sqlite_synchronous: Literal["NORMAL", "FULL"]
+    antom_base_url: str
+    antom_client_id: str
+    antom_allow_http: bool
+    antom_key_version: str
+    antom_timeout: float
+    merchant_private_key_file: Path
+    antom_public_key_file: Path
+    notify_url: str | None
+    checkpoint_interval: float
+    reconcile_interval: float
+    reconcile_after: float
+    expiry_grace: float
+    shutdown_grace: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        reader = _Reader(env)
+        settings = cls(
+            grpc_listen=Listen.parse(
+                "VAULT_GRPC_LISTEN", reader.text("VAULT_GRPC_LISTEN", DEFAULT_GRPC_LISTEN)
+            ),
+            http_listen=Listen.parse(
+                "VAULT_HTTP_LISTEN", reader.text("VAULT_HTTP_LISTEN", DEFAULT_HTTP_LISTEN)
+            ),
+            database_path=database_path_from_env(env),
+            auto_migrate=reader.flag("VAULT_AUTO_MIGRATE"),
+            sqlite_synchronous="FULL"
+            if reader.choice("VAULT_SQLITE_SYNCHRONOUS", "NORMAL", {"NORMAL", "FULL"}) == "FULL"
+            else "NORMAL",
+            antom_base_url=reader.required("VAULT_ANTOM_BASE_URL"),
+            antom_client_id=reader.required("VAULT_ANTOM_CLIENT_ID"),
+            antom_allow_http=reader.flag("VAULT_ANTOM_ALLOW_HTTP"),
+            antom_key_version=reader.text("VAULT_ANTOM_KEY_VERSION", "1"),
+            antom_timeout=reader.seconds("VAULT_ANTOM_TIMEOUT", 15.0),
+            merchant_private_key_file=reader.readable_file("VAULT_MERCHANT_PRIVATE_KEY_FILE"),
+            antom_public_key_file=reader.readable_file("VAULT_ANTOM_PUBLIC_KEY_FILE"),
+            notify_url=reader.optional_url("VAULT_NOTIFY_URL"),
+            checkpoint_interval=reader.seconds("VAULT_CHECKPOINT_INTERVAL", 30.0),
+            reconcile_interval=reader.seconds("VAULT_RECONCILE_INTERVAL", 5.0),
+            reconcile_after=reader.seconds("VAULT_RECONCILE_AFTER", 60.0),
+            expiry_grace=reader.seconds("VAULT_EXPIRY_GRACE", 300.0),
+            shutdown_grace=reader.seconds("VAULT_SHUTDOWN_GRACE", 20.0),
+            log_level=reader.choice(
+                "VAULT_LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"}
+            ),
+        )
+        gateway = urlsplit(settings.antom_base_url)
+        if gateway.scheme == "http" and not (
+            settings.antom_allow_http or _is_loopback(gateway.hostname)
+        ):
+            raise ConfigError(
+                "VAULT_ANTOM_BASE_URL uses plain http on a non-loopback host;"
+                " set VAULT_ANTOM_ALLOW_HTTP=1 if that is an emulator"
+            )
+        return settings
+
+    @property
+    def antom_plain_http_allowed(self) -> bool:
+        return urlsplit(self.antom_base_url).scheme == "http"
+
+    def notify_url_for(self, bound_http_port: int) -> str:
+        """The URL Antom posts to: the configured one, or this process's webhook address."""
+        if self.notify_url is not None:
+            return self.notify_url
+        return f"http://{Listen(self.http_listen.host, bound_http_port)}{DEFAULT_NOTIFY_PATH}"
+
+
+def database_path_from_env(env: Mapping[str, str]) -> Path:
+    """The database alone, for commands that need nothing else (``vault-service migrate``)."""
+    return _sqlite_path(_Reader(env).text("VAULT_DATABASE_URL", DEFAULT_DATABASE_URL))
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _sqlite_path(url: str) -> Path:
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ConfigError(
+            f"VAULT_DATABASE_URL must be sqlite:///PATH (PostgreSQL arrives later), got {url!r}"
+        )
+    return Path(url[len(prefix) :])
+
+
+class _Reader:
+    """Reads typed values from the environment, naming the variable in every error."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def text(self, name: str, default: str) -> str:
+        return self._env.get(name, "").strip() or default
+
+    def required(self, name: str) -> str:
+        value = self._env.get(name, "").strip()
+        if not value:
+            raise ConfigError(f"{name} is not set")
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = self._env.get(name, "0").strip().lower()
+        if value in {"", "0", "false", "no"}:
+            return False
+        if value in {"1", "true", "yes"}:
+            return True
+        raise ConfigError(f"{name} must be 1 or 0, got {value!r}")
+
+    def choice(self, name: str, default: str, allowed: set[str]) -> str:
+        value = self.text(name, default).upper()
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(sorted(allowed))}, got {value!r}")
+        return value
+
+    def seconds(self, name: str, default: float) -> float:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+        if not value > 0:
+            raise ConfigError(f"{name} must be positive, got {raw!r}")
+        return value
+
+    def readable_file(self, name: str) -> Path:
+        path = Path(self.required(name))
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
+        return path
+
+    def optional_url(self, name: str) -> str | None:
+        value = self._env.get(name, "").strip()
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc or not parts.path:
+            raise ConfigError(f"{name} must be an absolute http(s) URL with a path, got {value!r}")
+        if parts.query or parts.fragment:
+            raise ConfigError(
+                f"{name} must not have a query or fragment: Antom's signature covers the path only"
+            )
+        return value
