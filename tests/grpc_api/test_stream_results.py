@@ -10,8 +10,10 @@ import grpc
 import pytest
 from grpc import StatusCode
 
+from tests.grpc_api.conftest import RunningServer
 from tests.grpc_api.support import CALLER_METADATA_KEY, bad_request, eventually, notify
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
+from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 from vault_service.domain import encode_resume_token
 from vault_service.grpc_api.servicer import VaultServicer
 from vault_service.service.vaulting import VaultingService
@@ -247,3 +249,24 @@ async def test_a_burst_of_stream_opens_all_get_their_first_checkpoint(
         for stream in streams:
             stream.cancel()
     await eventually(lambda: servicer.active_streams == 0, within=5)
+
+
+async def test_a_client_that_stops_reading_stalls_nobody_and_loses_nothing(
+    stub: VaultServiceAsyncStub, vaulting: VaultingService, grpc_server: RunningServer
+) -> None:
+    """A subscriber that stops reading (far more events than HTTP/2 flow control lets the
+    server buffer for it) must not hold back another subscriber, and when it reads again it
+    gets every event, in order: the server waits on it instead of dropping or queueing."""
+    ids = [f"vr-slow-{n:03}" for n in range(300)]
+    await create(stub, *ids)
+    slow = open_stream(stub)
+    await checkpoint(slow)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_server.port}") as other:
+        fast = pb_grpc.VaultServiceStub(other).StreamResults(pb.StreamResultsRequest())
+        await checkpoint(fast)
+        for vaulting_request_id in ids:
+            await notify(vaulting, vaulting_request_id)
+        assert ids_of(await events(fast, len(ids))) == ids
+        fast.cancel()
+    assert ids_of(await events(slow, len(ids))) == ids
+    slow.cancel()
