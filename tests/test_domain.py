@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -19,6 +19,8 @@ from vault_service.domain import (
     EventSource,
     InvalidResumeTokenError,
     Observation,
+    Session,
+    SessionParameters,
     VaultingRecord,
     VaultingStatus,
     apply_observation,
@@ -212,3 +214,37 @@ def test_malformed_tokens_are_refused(token: str) -> None:
 def test_the_largest_event_id_is_accepted() -> None:
     assert decode_resume_token(encode_resume_token("log", MAX_EVENT_ID), "log") == MAX_EVENT_ID
     assert decode_resume_token(encode_resume_token("log", 0), "log") == 0
+
+
+def test_a_success_learned_without_the_card_takes_the_token_later() -> None:
+    """Regression: a SUCCESS inquiry without paymentMethodDetail made the record final, and the
+    notification carrying the card token was then dropped as a duplicate."""
+    moment = datetime(2026, 11, 25, tzinfo=UTC)
+    base = VaultingRecord(
+        vaulting_request_id="vr",
+        owner="o",
+        parameters=SessionParameters(),
+        session=Session("s", "d", moment),
+        created_at=moment,
+        updated_at=moment,
+    )
+    bare = apply_observation(
+        base, Observation(VaultingStatus.SUCCEEDED, EventSource.INQUIRY, moment)
+    )
+    assert bare is not None
+    with_card = Observation(
+        VaultingStatus.SUCCEEDED,
+        EventSource.NOTIFICATION,
+        moment,
+        card=Card(card_token="ALIPAYtok", brand="VISA"),
+    )
+    completed = apply_observation(bare, with_card)
+    assert completed is not None
+    assert completed.card is not None
+    assert completed.card.card_token == "ALIPAYtok"
+    assert completed.final_at == bare.final_at
+    assert apply_observation(completed, with_card) is None
+    failed = Observation(
+        VaultingStatus.FAILED, EventSource.NOTIFICATION, moment, card=with_card.card
+    )
+    assert apply_observation(bare, failed) is None

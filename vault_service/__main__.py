@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from vault_service import app, logs
 from vault_service.config import SETTINGS_HELP, ConfigError, Settings, database_path_from_env
 from vault_service.emulator import cli as emulator_cli
-from vault_service.store.base import SchemaVersionError
+from vault_service.store.base import StoreError
 from vault_service.store.sqlite import migrate
 
 EXIT_USAGE = 2
@@ -61,11 +61,12 @@ def _fail(message: str) -> int:
 
 
 async def _serve(settings: Settings) -> None:
-    running = await app.start(settings)
+    # Handlers first: a SIGTERM that lands while starting still ends in a clean stop.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    running = await app.start(settings)
     try:
         await stop.wait()
     finally:
@@ -77,7 +78,7 @@ def serve() -> int:
         settings = Settings.from_env(os.environ)
         logs.configure(settings.log_level)
         asyncio.run(_serve(settings))
-    except (ConfigError, SchemaVersionError) as exc:
+    except (ConfigError, StoreError) as exc:
         return _fail(str(exc))
     return 0
 
@@ -86,7 +87,7 @@ def run_migrations() -> int:
     try:
         path = database_path_from_env(os.environ)
         applied = asyncio.run(migrate(path))
-    except (ConfigError, SchemaVersionError) as exc:
+    except (ConfigError, StoreError) as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"VAULT_DATABASE_URL: {exc}")

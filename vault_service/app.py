@@ -70,7 +70,7 @@ async def start(settings: Settings) -> RunningService:
         client_id=settings.antom_client_id,
         key_version=settings.antom_key_version,
         budget=settings.antom_timeout,
-        allow_plain_http=settings.antom_plain_http_allowed,
+        allow_plain_http=settings.antom_uses_http,
     )
     async with contextlib.AsyncExitStack() as resources:
         store = await SQLiteStore.open(
@@ -85,6 +85,7 @@ async def start(settings: Settings) -> RunningService:
             raise ConfigError(
                 f"VAULT_HTTP_LISTEN: cannot listen on {settings.http_listen}: {exc.strerror}"
             ) from None
+        resources.callback(sock.close)
         http_port = int(sock.getsockname()[1])
         notify_url = settings.notify_url_for(http_port)
         hub = EventHub()
@@ -151,6 +152,6 @@ async def start(settings: Settings) -> RunningService:
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait for it, without swallowing our own cancellation."""
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await asyncio.gather(task, return_exceptions=True)

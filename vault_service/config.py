@@ -43,8 +43,11 @@ environment:
                                    (an emulator in a test cluster); loopback is always allowed
   VAULT_ANTOM_TIMEOUT              seconds one Antom call may take, retries included, when the
                                    caller set no deadline (default 15)
-  VAULT_NOTIFY_URL                 public URL Antom posts notifications to; the webhook serves
-                                   its path (default http://<VAULT_HTTP_LISTEN>{DEFAULT_NOTIFY_PATH})
+  VAULT_NOTIFY_URL                 public https URL Antom posts notifications to; the webhook
+                                   serves its path (required unless the gateway is on loopback,
+                                   where it defaults to http://<VAULT_HTTP_LISTEN>{DEFAULT_NOTIFY_PATH})
+  VAULT_INSECURE                   1 to let gRPC listen beyond loopback although callers are not
+                                   authenticated yet (every caller then sees every session)
   VAULT_CHECKPOINT_INTERVAL        seconds between StreamResults checkpoints (default 30)
   VAULT_RECONCILE_INTERVAL         seconds between reconciler passes (default 5)
   VAULT_RECONCILE_AFTER            seconds before a session without result is first inquired
@@ -98,6 +101,7 @@ class Settings:
     expiry_grace: float
     shutdown_grace: float
     log_level: str
+    insecure: bool
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -130,19 +134,42 @@ class Settings:
             log_level=reader.choice(
                 "VAULT_LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"}
             ),
+            insecure=reader.flag("VAULT_INSECURE"),
         )
-        gateway = urlsplit(settings.antom_base_url)
-        if gateway.scheme == "http" and not (
-            settings.antom_allow_http or _is_loopback(gateway.hostname)
-        ):
+        settings.check_exposure()
+        return settings
+
+    def check_exposure(self) -> None:
+        """Refuse settings that would expose card data or lose notifications."""
+        gateway = urlsplit(self.antom_base_url)
+        if gateway.scheme not in {"http", "https"} or not gateway.hostname:
+            raise ConfigError(
+                f"VAULT_ANTOM_BASE_URL must be an http(s) URL, got {self.antom_base_url!r}"
+            )
+        if gateway.path.strip("/") or gateway.query:
+            raise ConfigError("VAULT_ANTOM_BASE_URL is a gateway base URL without path or query")
+        local_gateway = _is_loopback(gateway.hostname)
+        if gateway.scheme == "http" and not (self.antom_allow_http or local_gateway):
             raise ConfigError(
                 "VAULT_ANTOM_BASE_URL uses plain http on a non-loopback host;"
                 " set VAULT_ANTOM_ALLOW_HTTP=1 if that is an emulator"
             )
-        return settings
+        notify = self.notify_url
+        if not local_gateway and (notify is None or not notify.startswith("https://")):
+            raise ConfigError(
+                "VAULT_NOTIFY_URL must be the public https URL Antom can reach"
+                " (the default only works with a local emulator)"
+            )
+        if not _is_loopback(self.grpc_listen.host) and not self.insecure:
+            raise ConfigError(
+                f"VAULT_GRPC_LISTEN={self.grpc_listen} is not loopback and callers are not"
+                " authenticated yet, so every caller would see every session: listen on"
+                " loopback or set VAULT_INSECURE=1"
+            )
 
     @property
-    def antom_plain_http_allowed(self) -> bool:
+    def antom_uses_http(self) -> bool:
+        """Whether the (already vetted) gateway is plain http: an emulator."""
         return urlsplit(self.antom_base_url).scheme == "http"
 
     def notify_url_for(self, bound_http_port: int) -> str:

@@ -158,6 +158,10 @@ def apply_observation(record: VaultingRecord, news: Observation) -> VaultingReco
     """The record after ``news``, or ``None`` when the news changes nothing (no event then)."""
     current, incoming = record.status, news.status
     if current.is_antom_final:
+        if incoming is current and _completes_card(record.card, news.card):
+            # A success first learned without the card (an inquiry answer without
+            # paymentMethodDetail) still takes the token when it arrives; nothing else changes.
+            return replace(record, card=news.card, updated_at=news.observed_at)
         return None
     if current is VaultingStatus.EXPIRED and not incoming.is_antom_final:
         return None
@@ -174,6 +178,11 @@ def apply_observation(record: VaultingRecord, news: Observation) -> VaultingReco
         updated_at=news.observed_at,
         final_at=news.observed_at if incoming.is_final else None,
     )
+
+
+def _completes_card(known: Card | None, incoming: Card | None) -> bool:
+    has_token = known is not None and bool(known.card_token)
+    return not has_token and incoming is not None and bool(incoming.card_token)
 
 
 @dataclass(frozen=True, slots=True)

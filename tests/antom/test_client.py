@@ -24,6 +24,7 @@ from vault_service.antom.client import (
     request_path,
 )
 from vault_service.antom.errors import (
+    AntomProtocolError,
     AntomRejectedError,
     AntomUnavailableError,
     AntomUnknownResultError,
@@ -364,3 +365,35 @@ def test_signed_answer_uses_the_answer_client_id_and_any_header_case(
             result=result,
             client_id=CLIENT_ID,
         )
+
+
+async def test_an_inquiry_answer_about_another_request_is_refused(
+    merchant_key: PrivateKey, antom_key: PrivateKey
+) -> None:
+    """Antom's signature covers the answer, not the question: a correctly signed answer about
+    another vaulting request (a replay, a gateway mix-up) must not be taken for this one.
+    Antom (the emulator) never does this, so a hand-made gateway answers here."""
+    path = "/ams/sandbox/api/v1/vaults/inquireVaulting"
+    body = json.dumps(
+        {
+            "result": {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success."},
+            "vaultingRequestId": "vr-someone-else",
+            "vaultingStatus": "SUCCESS",
+        }
+    ).encode()
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        signature = Signer(antom_key).sign("POST", path, CLIENT_ID, "1", body)
+        headers = {"signature": signature, "response-time": "1", "client-id": CLIENT_ID}
+        return httpx.Response(200, content=body, headers=headers)
+
+    config = AntomClientConfig(
+        gateway="http://antom.test", client_id=CLIENT_ID, allow_plain_http=True
+    )
+    http = httpx.AsyncClient(transport=httpx.MockTransport(gateway))
+    async with AntomClient(
+        config, Signer(merchant_key), Verifier(antom_key.public_key()), http=http
+    ) as antom:
+        with pytest.raises(AntomProtocolError, match="another vaulting request"):
+            await antom.inquire_vaulting(InquireVaultingRequest(vaulting_request_id="vr-mine"))
+    await http.aclose()

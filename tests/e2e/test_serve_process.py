@@ -73,6 +73,9 @@ async def run(*args: str, env: dict[str, str]) -> tuple[int, str]:
         ({"VAULT_GRPC_LISTEN": "nonsense"}, "VAULT_GRPC_LISTEN must be HOST:PORT"),
         ({"VAULT_AUTO_MIGRATE": "0"}, "vault-service migrate"),
         ({"VAULT_ANTOM_BASE_URL": "http://10.1.2.3:8090"}, "VAULT_ANTOM_ALLOW_HTTP"),
+        ({"VAULT_GRPC_LISTEN": "0.0.0.0:0"}, "VAULT_INSECURE"),
+        ({"VAULT_ANTOM_BASE_URL": "https://open-sea-global.alipay.com"}, "VAULT_NOTIFY_URL"),
+        ({"VAULT_ANTOM_BASE_URL": "http://127.0.0.1:8090/ams/api"}, "without path"),
     ],
 )
 async def test_bad_configuration_is_one_line_and_exit_2(

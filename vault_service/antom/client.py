@@ -47,12 +47,6 @@ CREATE_VAULTING_SESSION_PATH: Final = "/ams/api/v1/vaults/createVaultingSession"
 INQUIRE_VAULTING_PATH: Final = "/ams/api/v1/vaults/inquireVaulting"
 SANDBOX_CLIENT_PREFIX: Final = "SANDBOX_"
 
-REGION_GATEWAYS: Final = {
-    "SG": "https://open-sea-global.alipay.com",
-    "NA": "https://open-na-global.alipay.com",
-    "US": "https://open.antglobal-us.com",
-    "DE": "https://open-de-global.alipay.com",
-}
 _RETRYABLE_HTTP_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
 _CONTENT_TYPE: Final = "application/json; charset=UTF-8"
 _ResponseT = TypeVar("_ResponseT", bound=AntomModel)
@@ -178,13 +172,22 @@ class AntomClient:
     async def inquire_vaulting(
         self, request: InquireVaultingRequest, *, budget: float | None = None
     ) -> InquireVaultingResponse:
-        return await self._call(
+        """Antom's answer about one vaulting request.
+
+        The answer must name the request asked about: the signature covers the answer, not
+        the question, so a signed answer about another request (a replay, a gateway mix-up)
+        would otherwise hand one buyer's card token to another's record.
+        """
+        answer = await self._call(
             INQUIRE_VAULTING_PATH,
             request,
             InquireVaultingResponse,
             request.vaulting_request_id,
             budget,
         )
+        if answer.vaulting_request_id != request.vaulting_request_id:
+            raise AntomProtocolError("Antom answered an inquiry about another vaulting request")
+        return answer
 
     async def _call(
         self,

@@ -85,12 +85,15 @@ class _VaultingStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Vaulti
     """
     VAULTING_STATUS_EXPIRED: _VaultingStatus.ValueType  # 5
     """The session expired and neither Antom's notification nor an inquiry reported an outcome.
-    Final; start again with a new `vaulting_request_id`.
+    Final for the caller (start again with a new `vaulting_request_id`), but replaced by
+    SUCCEEDED or FAILED should Antom still report one.
     """
 
 class VaultingStatus(_VaultingStatus, metaclass=_VaultingStatusEnumTypeWrapper):
-    """VaultingStatus is where a vaulting request stands. SUCCEEDED, FAILED and EXPIRED are final: a
-    final status never changes again.
+    """VaultingStatus is where a vaulting request stands. SUCCEEDED and FAILED are Antom's final word
+    and never change again (a SUCCEEDED first learned without its card may still gain the card
+    token, in one more event). EXPIRED is the service's own inference and yields to a final result
+    Antom reports later, so keep listening for an EXPIRED request's id if a late card matters.
     """
 
 VAULTING_STATUS_UNSPECIFIED: VaultingStatus.ValueType  # 0
@@ -109,7 +112,8 @@ VAULTING_STATUS_FAILED: VaultingStatus.ValueType  # 4
 """
 VAULTING_STATUS_EXPIRED: VaultingStatus.ValueType  # 5
 """The session expired and neither Antom's notification nor an inquiry reported an outcome.
-Final; start again with a new `vaulting_request_id`.
+Final for the caller (start again with a new `vaulting_request_id`), but replaced by
+SUCCEEDED or FAILED should Antom still report one.
 """
 Global___VaultingStatus: _TypeAlias = VaultingStatus  # noqa: Y015
 
@@ -330,10 +334,11 @@ class GetResultRequest(_message.Message):
     vaulting_request_id: _builtins.str
     """The `vaulting_request_id` given to CreateSession: required, 1 to 64 characters."""
     refresh: _builtins.bool
-    """When true and the result is not final yet, ask Antom (inquireVaulting) first and record what
-    it reports (which also emits the event on StreamResults if the result changed). A final
-    result never changes, so it is returned without asking Antom. If Antom cannot be reached the
-    call fails with UNAVAILABLE; the stored result is still readable with `refresh` = false.
+    """When true and Antom has not reported a final result yet (any status but SUCCEEDED or
+    FAILED), ask Antom (inquireVaulting) first and record what it reports (which also emits the
+    event on StreamResults if the result changed). SUCCEEDED and FAILED are returned without
+    asking Antom. If Antom cannot be reached the call fails with UNAVAILABLE; the stored result
+    is still readable with `refresh` = false.
     """
     def __init__(
         self,
