@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from vault_service import app, logs
-from vault_service.config import SETTINGS_HELP, ConfigError, Settings, database_path_from_env
+from vault_service.config import SETTINGS_HELP, ConfigError, Settings, database_url_from_env
 from vault_service.emulator import cli as emulator_cli
 from vault_service.store.base import StoreError
-from vault_service.store.sqlite import migrate
+from vault_service.store.factory import migrate
 
 EXIT_USAGE = 2
 
@@ -85,16 +85,17 @@ def serve() -> int:
 
 def run_migrations() -> int:
     try:
-        path = database_path_from_env(os.environ)
-        applied = asyncio.run(migrate(path))
+        url = database_url_from_env(os.environ)
+        database = app.database_of(url)
+        applied = asyncio.run(migrate(url))
     except (ConfigError, StoreError) as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"VAULT_DATABASE_URL: {exc}")
     if applied:
-        print(f"{path}: applied migrations {', '.join(map(str, applied))}")
+        print(f"{database}: applied migrations {', '.join(map(str, applied))}")
     else:
-        print(f"{path}: up to date")
+        print(f"{database}: up to date")
     return 0
 
 

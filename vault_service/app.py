@@ -23,15 +23,24 @@ from vault_service.config import ConfigError, Settings
 from vault_service.events import EventHub
 from vault_service.grpc_api.server import Health, build_grpc_server, stop_grpc_server
 from vault_service.grpc_api.servicer import VaultServicer
+from vault_service.pg_wakeups import ListenUnavailableError, PostgresWakeups
 from vault_service.service.reconciler import Reconciler
 from vault_service.service.streaming import ResultStreams
 from vault_service.service.vaulting import VaultingService
-from vault_service.store.sqlite import SQLiteStore
+from vault_service.store.factory import DatabaseURL, open_store, parse_database_url
+from vault_service.store.postgres import EVENTS_CHANNEL
 from vault_service.webhook import bind, build_webhook_app, serve_webhook
 
 log = logging.getLogger(__name__)
 
 RECONCILE_MAX_DELAY = timedelta(minutes=15)
+
+
+def database_of(url: str) -> DatabaseURL:
+    try:
+        return parse_database_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"VAULT_DATABASE_URL: {exc}") from None
 
 
 def load_keys(settings: Settings) -> tuple[Signer, Verifier]:
@@ -73,10 +82,11 @@ async def start(settings: Settings) -> RunningService:
         allow_plain_http=settings.antom_uses_http,
     )
     async with contextlib.AsyncExitStack() as resources:
-        store = await SQLiteStore.open(
-            settings.database_path,
+        database = database_of(settings.database_url)
+        store = await open_store(
+            settings.database_url,
             auto_migrate=settings.auto_migrate,
-            synchronous=settings.sqlite_synchronous,
+            sqlite_synchronous=settings.sqlite_synchronous,
         )
         resources.push_async_callback(store.close)
         try:
@@ -89,6 +99,14 @@ async def start(settings: Settings) -> RunningService:
         http_port = int(sock.getsockname()[1])
         notify_url = settings.notify_url_for(http_port)
         hub = EventHub()
+        if database.backend == "postgresql":
+            # Several replicas share the database: learn about their events through NOTIFY.
+            wakeups = PostgresWakeups(database.location, hub, channel=EVENTS_CHANNEL)
+            try:
+                await wakeups.start()
+            except ListenUnavailableError as exc:
+                raise ConfigError(f"VAULT_DATABASE_URL: {exc}") from None
+            resources.push_async_callback(wakeups.close)
         antom = AntomClient(antom_config, signer, verifier)
         resources.push_async_callback(antom.aclose)
         vaulting = VaultingService(

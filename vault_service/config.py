@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import urlsplit
@@ -26,8 +26,11 @@ environment:
   VAULT_GRPC_LISTEN                gRPC address (default {DEFAULT_GRPC_LISTEN})
   VAULT_HTTP_LISTEN                webhook address for Antom's notifyVaulting
                                    (default {DEFAULT_HTTP_LISTEN})
-  VAULT_DATABASE_URL               sqlite:///relative/path.db or sqlite:////absolute/path.db
-                                   (default {DEFAULT_DATABASE_URL}, in the working directory)
+  VAULT_DATABASE_URL               sqlite:///relative/path.db or sqlite:////absolute/path.db for
+                                   one replica (default {DEFAULT_DATABASE_URL}, in the working
+                                   directory); postgresql://user:password@host:5432/db for any
+                                   number of replicas sharing one database (reached directly or
+                                   through a session-mode pool: LISTEN needs a session)
   VAULT_AUTO_MIGRATE               1 to apply database migrations at start (default 0: run
                                    `vault-service migrate` first)
   VAULT_SQLITE_SYNCHRONOUS         NORMAL (default: survives a crash or SIGKILL, not power loss)
@@ -84,7 +87,7 @@ class Listen:
 class Settings:
     grpc_listen: Listen
     http_listen: Listen
-    database_path: Path
+    database_url: str = field(repr=False)  # may carry a password
     auto_migrate: bool
     sqlite_synchronous: Literal["NORMAL", "FULL"]
     antom_base_url: str
@@ -113,7 +116,7 @@ class Settings:
             http_listen=Listen.parse(
                 "VAULT_HTTP_LISTEN", reader.text("VAULT_HTTP_LISTEN", DEFAULT_HTTP_LISTEN)
             ),
-            database_path=database_path_from_env(env),
+            database_url=database_url_from_env(env),
             auto_migrate=reader.flag("VAULT_AUTO_MIGRATE"),
             sqlite_synchronous="FULL"
             if reader.choice("VAULT_SQLITE_SYNCHRONOUS", "NORMAL", {"NORMAL", "FULL"}) == "FULL"
@@ -179,9 +182,12 @@ class Settings:
         return f"http://{Listen(self.http_listen.host, bound_http_port)}{DEFAULT_NOTIFY_PATH}"
 
 
-def database_path_from_env(env: Mapping[str, str]) -> Path:
-    """The database alone, for commands that need nothing else (``vault-service migrate``)."""
-    return _sqlite_path(_Reader(env).text("VAULT_DATABASE_URL", DEFAULT_DATABASE_URL))
+def database_url_from_env(env: Mapping[str, str]) -> str:
+    """The database URL alone, for commands that need nothing else (``vault-service migrate``).
+
+    The store factory parses it (and says what is wrong with it): the backends know their URLs.
+    """
+    return _Reader(env).text("VAULT_DATABASE_URL", DEFAULT_DATABASE_URL)
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -193,15 +199,6 @@ def _is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _sqlite_path(url: str) -> Path:
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or len(url) == len(prefix):
-        raise ConfigError(
-            f"VAULT_DATABASE_URL must be sqlite:///PATH (PostgreSQL arrives later), got {url!r}"
-        )
-    return Path(url[len(prefix) :])
 
 
 class _Reader:

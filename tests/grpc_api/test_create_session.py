@@ -28,7 +28,7 @@ from vault_service.antom.models import CreateVaultingSessionRequest
 from vault_service.emulator import EmulatorServer
 from vault_service.grpc_api.servicer import VaultServicer
 from vault_service.service.streaming import ResultStreams
-from vault_service.service.vaulting import CreatedSession, VaultingService
+from vault_service.service.vaulting import CreatedSession, VaultingService, remaining
 
 if TYPE_CHECKING:
     from vault_service._proto.vault.v1.vault_service_pb2_grpc import VaultServiceAsyncStub
@@ -256,16 +256,16 @@ async def test_no_time_left_is_deadline_exceeded_without_calling_antom(
 async def test_the_antom_budget_is_the_callers_remaining_time_less_the_margin(
     vaulting: VaultingService, streams: ResultStreams, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The use case receives the caller's remaining time minus the margin as its Antom
-    budget, and no budget (the Antom client's default) when the caller set no deadline.
+    """The use case receives the caller's deadline minus the margin as its Antom deadline,
+    and none (the Antom client's default budget) when the caller set no deadline.
     (A 1 s margin makes the subtraction visible above the few ms by which the server's view
     of a deadline can differ from the client's.)"""
     budgets: list[float | None] = []
     create_session = vaulting.create_session
 
-    async def recording(*args: Any, budget: float | None = None) -> CreatedSession:
-        budgets.append(budget)
-        return await create_session(*args, budget=budget)
+    async def recording(*args: Any, deadline: float | None = None) -> CreatedSession:
+        budgets.append(remaining(deadline))
+        return await create_session(*args, deadline=deadline)
 
     monkeypatch.setattr(vaulting, "create_session", recording)
     async with serving(VaultServicer(vaulting, streams, deadline_margin=1.0)) as stub:

@@ -4,6 +4,7 @@ refresh by inquiry, and the reconciler that catches what notifications missed.""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -103,7 +104,9 @@ async def test_a_failed_antom_call_leaves_nothing_behind(
     """When Antom refuses, no half-created record remains, and a retry can succeed."""
     emulator.state.faults.update({"http_5xx": -1})
     with pytest.raises(AntomUnavailableError, match="503"):
-        await service.create_session("checkout", "vr-retry", SessionParameters(), budget=0.5)
+        await service.create_session(
+            "checkout", "vr-retry", SessionParameters(), deadline=time.monotonic() + 0.5
+        )
     assert await sqlite_store.get("vr-retry") is None
     emulator.state.faults.update({"http_5xx": 0})
     created = await service.create_session("checkout", "vr-retry", SessionParameters())
@@ -229,3 +232,54 @@ async def test_reconciler_task_stops_on_cancel(reconciler: Reconciler) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_sessions_do_not_expire_while_antom_is_unreachable(
+    service: VaultingService,
+    reconciler: Reconciler,
+    emulator: EmulatorServer,
+    clock: Clock,
+) -> None:
+    """Regression: the reconciler marked a session EXPIRED when the inquiry failed, burying a
+    card the buyer may have saved (its notification lost). It now waits for Antom's answer."""
+    created = await service.create_session("checkout", "vr-dark", SessionParameters())
+    emulator.state.faults.update({"http_5xx": -1})
+    clock.now = created.record.session.expires_at + timedelta(minutes=6)
+    assert await reconciler.run_once() == 1
+    assert (await service.get_result("checkout", "vr-dark")).status is (
+        VaultingStatus.SESSION_CREATED
+    )
+    emulator.state.faults.update({"http_5xx": 0})
+    clock.advance(hours=1)
+    assert await reconciler.run_once() == 1
+    assert (await service.get_result("checkout", "vr-dark")).status is VaultingStatus.EXPIRED
+
+
+async def test_one_failing_record_does_not_stop_the_others(
+    service: VaultingService,
+    reconciler: Reconciler,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: an unexpected error on one record ended the whole pass and left that record
+    due forever; now the others are reconciled and the failing one is retried later."""
+    for rid in ("vr-bad", "vr-good"):
+        await service.create_session("checkout", rid, SessionParameters())
+    inquire = service.inquire
+    asked: list[str] = []
+
+    async def flaky(vaulting_request_id: str, *, budget: float | None = None) -> bool:
+        asked.append(vaulting_request_id)
+        if vaulting_request_id == "vr-bad":
+            raise RuntimeError("boom")
+        return await inquire(vaulting_request_id, budget=budget)
+
+    monkeypatch.setattr(service, "inquire", flaky)
+    clock.advance(seconds=61)
+    assert await reconciler.run_once() == 2
+    good = await service.get_result("checkout", "vr-good")
+    assert good.status is VaultingStatus.PROCESSING
+    assert await reconciler.run_once() == 0, "the failing record waits before its retry"
+    clock.advance(seconds=31)
+    await reconciler.run_once()
+    assert asked.count("vr-bad") == 2

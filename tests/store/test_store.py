@@ -9,14 +9,17 @@ import random
 import sys
 import threading
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from datetime import UTC, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.store.backends import BACKENDS, Backend
+from tests.store.backends import Backend, MakeBackend
 from tests.store.strategies import T0, full_card, full_record, new_record, observe, records
 from vault_service.domain import (
     Event,
@@ -302,61 +305,128 @@ async def test_an_orphan_does_not_create_a_record_or_an_event(store: Store) -> N
     assert await store.last_event_id() == 0
 
 
-# Reconciliation schedule.
+# Reconciliation schedule: claims with leases.
+
+LEASE = timedelta(minutes=10)
 
 
-async def test_due_records_come_oldest_first_up_to_the_limit(store: Store) -> None:
+def _ids(records: list[VaultingRecord]) -> list[str]:
+    return [r.vaulting_request_id for r in records]
+
+
+async def test_claim_due_takes_the_longest_overdue_first_up_to_the_limit(store: Store) -> None:
+    """Guards the reconciler's batches: oldest first, ``limit`` at a time, each record once."""
     for minutes, vaulting_request_id in [(3, "c"), (1, "a"), (2, "b"), (10, "later")]:
         await store.insert(
             new_record(vaulting_request_id), next_check_at=T0 + timedelta(minutes=minutes)
         )
     now = T0 + timedelta(minutes=5)
-    assert [r.vaulting_request_id for r in await store.due_for_reconciliation(now, 10)] == [
-        "a",
-        "b",
-        "c",
-    ]
-    assert [r.vaulting_request_id for r in await store.due_for_reconciliation(now, 2)] == ["a", "b"]
-    due_at_the_check_time = await store.due_for_reconciliation(T0 + timedelta(minutes=1), 10)
-    assert [r.vaulting_request_id for r in due_at_the_check_time] == ["a"]
-    assert await store.due_for_reconciliation(T0, 10) == []
+    assert _ids(await store.claim_due(now, 2, LEASE)) == ["a", "b"]
+    assert _ids(await store.claim_due(now, 10, LEASE)) == ["c"]
+    assert await store.claim_due(now, 10, LEASE) == []
 
 
-async def test_due_records_are_the_stored_records(store: Store) -> None:
+async def test_a_record_is_due_at_its_check_time_not_before(store: Store) -> None:
+    """Guards the boundary: ``next_check_at <= now``, to the microsecond."""
+    await store.insert(new_record("a"), next_check_at=T0)
+    assert await store.claim_due(T0 - timedelta(microseconds=1), 10, LEASE) == []
+    assert _ids(await store.claim_due(T0, 10, LEASE)) == ["a"]
+
+
+async def test_a_claim_lapses_after_its_lease(store: Store) -> None:
+    """Guards a reconciler that dies mid-claim: the record comes back once the lease ends."""
+    await store.insert(new_record("a"), next_check_at=T0)
+    assert _ids(await store.claim_due(T0, 10, LEASE)) == ["a"]
+    assert await store.claim_due(T0 + LEASE - timedelta(microseconds=1), 10, LEASE) == []
+    assert _ids(await store.claim_due(T0 + LEASE, 10, LEASE)) == ["a"]
+
+
+async def test_claimed_records_are_the_stored_records(store: Store) -> None:
+    """Guards the reconciler's input: what it claims is the record as stored, not stale."""
     await store.insert(new_record("a"), next_check_at=T0)
     await store.apply("a", observe(S.PROCESSING, card=None))
-    assert await store.due_for_reconciliation(T0, 10) == [await store.get("a")]
+    assert await store.claim_due(T0, 10, LEASE) == [await store.get("a")]
 
 
 async def test_reschedule_moves_the_next_check(store: Store) -> None:
+    """Guards the reconciler's back-off: a rescheduled record is not due before its time."""
     await store.insert(new_record("a"), next_check_at=T0)
     await store.insert(new_record("b"), next_check_at=T0 + timedelta(seconds=1))
     await store.reschedule("a", T0 + timedelta(minutes=5))
-    now = T0 + timedelta(minutes=1)
-    assert [r.vaulting_request_id for r in await store.due_for_reconciliation(now, 10)] == ["b"]
-    later = T0 + timedelta(minutes=5)
-    assert [r.vaulting_request_id for r in await store.due_for_reconciliation(later, 10)] == [
-        "b",
-        "a",
-    ]
+    assert _ids(await store.claim_due(T0 + timedelta(minutes=1), 10, LEASE)) == ["b"]
+    assert _ids(await store.claim_due(T0 + timedelta(minutes=5), 10, LEASE)) == ["a"]
+
+
+async def test_reschedule_ends_a_lease_early(store: Store) -> None:
+    """The reconciler's normal path: claim, inquire, reschedule for the next check."""
+    await store.insert(new_record("a"), next_check_at=T0)
+    await store.claim_due(T0, 10, timedelta(hours=1))
+    await store.reschedule("a", T0 + timedelta(minutes=1))
+    assert _ids(await store.claim_due(T0 + timedelta(minutes=1), 10, LEASE)) == ["a"]
 
 
 @pytest.mark.parametrize("final", [S.SUCCEEDED, S.FAILED, S.EXPIRED])
 async def test_final_records_are_never_due(store: Store, final: VaultingStatus) -> None:
-    """Guards against inquiring about finished vaultings, also after a racing reschedule."""
+    """Guards against inquiring about finished vaultings, also after a racing reschedule or
+    when the record became final while claimed."""
     await store.insert(new_record("done"), next_check_at=T0)
-    await store.insert(new_record("pending"), next_check_at=T0)
-    await store.apply("done", observe(final))
+    await store.insert(new_record("claimed"), next_check_at=T0)
+    await store.insert(new_record("pending"), next_check_at=T0 + timedelta(seconds=1))
+    assert _ids(await store.claim_due(T0, 10, LEASE)) == ["claimed", "done"]
+    for vaulting_request_id in ("done", "claimed"):
+        await store.apply(vaulting_request_id, observe(final))
     await store.reschedule("done", T0)
     far_future = T0 + timedelta(days=3650)
-    assert [r.vaulting_request_id for r in await store.due_for_reconciliation(far_future, 10)] == [
-        "pending"
-    ]
+    assert _ids(await store.claim_due(far_future, 10, LEASE)) == ["pending"]
 
 
 async def test_a_record_inserted_final_is_never_due(store: Store) -> None:
     await store.insert(full_record(), next_check_at=T0)
-    assert await store.due_for_reconciliation(T0 + timedelta(days=1), 10) == []
+    assert await store.claim_due(T0 + timedelta(days=1), 10, LEASE) == []
+
+
+@pytest.mark.parametrize(
+    ("limit", "lease", "message"),
+    [
+        (0, LEASE, "limit"),
+        (1, timedelta(0), "lease"),
+        (1, -LEASE, "lease"),
+    ],
+)
+async def test_claim_due_refuses_a_non_positive_limit_or_lease(
+    store: Store, limit: int, lease: timedelta, message: str
+) -> None:
+    """Guards against a zero lease, which would let two replicas claim one record at once."""
+    with pytest.raises(ValueError, match=message):
+        await store.claim_due(T0, limit, lease)
+
+
+async def test_concurrent_claims_from_two_replicas_never_share_a_record(
+    backend: Backend, store: Store
+) -> None:
+    """Guards "reconciler work is shared among replicas without two of them polling one
+    record at once": two stores on one database claim concurrently until nothing is due;
+    together they claim every due record exactly once."""
+    due = [f"vr-{i:03d}" for i in range(120)]
+    for n, vaulting_request_id in enumerate(due):
+        await store.insert(
+            new_record(vaulting_request_id), next_check_at=T0 + timedelta(microseconds=n)
+        )
+    other = await backend.open()
+    now = T0 + timedelta(minutes=1)
+
+    async def claim_all(replica: Store) -> list[str]:
+        claimed: list[str] = []
+        while batch := await replica.claim_due(now, 7, LEASE):
+            claimed += _ids(batch)
+        return claimed
+
+    try:
+        claims = await asyncio.gather(*(claim_all(r) for r in (store, other, store, other)))
+    finally:
+        await other.close()
+    every = [vaulting_request_id for claimed in claims for vaulting_request_id in claimed]
+    assert sorted(every) == due
 
 
 async def test_reschedule_of_an_unknown_id_raises(store: Store) -> None:
@@ -384,7 +454,7 @@ async def test_everything_survives_a_restart(backend: Backend, store: Store) -> 
         assert await _log(reopened) == events
         assert await reopened.last_event_id() == events[-1].event_id
         assert await reopened.list_orphans(limit=10) == [OrphanNotification("ghost", b"body", T0)]
-        assert await reopened.due_for_reconciliation(T0 + timedelta(days=1), 10) == []
+        assert await reopened.claim_due(T0 + timedelta(days=1), 10, LEASE) == []
         await reopened.insert(new_record("after-restart"), next_check_at=T0)
         event = await reopened.apply("after-restart", observe(S.SUCCEEDED))
         assert event is not None
@@ -394,10 +464,10 @@ async def test_everything_survives_a_restart(backend: Backend, store: Store) -> 
 
 
 async def test_each_database_has_its_own_stable_log_id(
-    backend: Backend, store: Store, tmp_path: Path
+    new_backend: MakeBackend, store: Store
 ) -> None:
     """Guards resume tokens: a token from another database must not decode against this one."""
-    other_backend = BACKENDS[backend.name](tmp_path)
+    other_backend = await new_backend()
     await other_backend.migrate()
     other = await other_backend.open()
     try:
@@ -423,6 +493,18 @@ async def test_auto_migrate_migrates_then_opens(backend: Backend) -> None:
     assert await backend.migrate() == []
 
 
+async def test_concurrent_migrations_apply_each_version_once(backend: Backend) -> None:
+    """Guards several replicas starting with auto-migrate (or running ``migrate``) at once:
+    each version is applied exactly once and every one of them ends up on the latest."""
+    outcomes = await asyncio.gather(*(backend.migrate() for _ in range(4)))
+    applied = [version for versions in outcomes for version in versions]
+    assert applied
+    assert len(applied) == len(set(applied))
+    assert await backend.migrate() == []
+    opened = await backend.open()
+    await opened.close()
+
+
 async def test_migrate_applies_each_version_once(backend: Backend) -> None:
     """Guards re-running ``vault-service migrate`` (every deploy may): it must be a no-op."""
     applied = await backend.migrate()
@@ -434,7 +516,7 @@ async def test_migrate_applies_each_version_once(backend: Backend) -> None:
 async def test_a_database_from_a_newer_build_is_refused(backend: Backend) -> None:
     """Guards against an old build (a rollback) misreading or migrating a newer schema."""
     applied = await backend.migrate()
-    backend.record_schema_version(applied[-1] + 1)
+    await backend.record_schema_version(applied[-1] + 1)
     for attempt in (backend.open(), backend.open(auto_migrate=True), backend.migrate()):
         with pytest.raises(SchemaVersionError, match="migrated by a newer vault-service"):
             await attempt
@@ -462,12 +544,15 @@ async def test_calls_after_close_raise_a_clear_error(store: Store) -> None:
         store.events_after(0, limit=1),
         store.events_after(0, limit=1, vaulting_request_ids=frozenset()),
         store.last_event_id(),
-        store.due_for_reconciliation(T0, 1),
+        store.claim_due(T0, 1, LEASE),
         store.reschedule("a", T0),
     ]
     for call in calls:
         with pytest.raises(StoreClosedError, match="closed"):
             await call
+    with pytest.raises(StoreClosedError, match="closed"):
+        async with store.creation_lock("a"):
+            pass
 
 
 # Concurrency and crashes.
@@ -535,3 +620,166 @@ async def test_a_commit_survives_sigkill(backend: Backend, store: Store) -> None
         assert event.record == record
     finally:
         await reopened.close()
+
+
+@pytest.fixture
+async def replicas(backend: Backend, store: Store) -> AsyncIterator[list[Store]]:
+    """Three stores on one database, as three replicas would have (``store`` is the first)."""
+    others = [await backend.open() for _ in range(2)]
+    yield [store, *others]
+    for other in others:
+        await other.close()
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(seed=st.integers(0, 2**32 - 1))
+async def test_readers_resuming_anywhere_see_every_later_event_once_in_order(
+    replicas: list[Store], seed: int
+) -> None:
+    """Guards the event log's cursor under concurrent writers on several replicas (PostgreSQL
+    allocates ids before commit): 8 writers spread ~70 applies over 3 stores while 6 readers
+    page through the log from cursors taken at random moments, resuming after every page on a
+    random store. Each reader must receive exactly the events above its starting cursor, each
+    once, in id order; one that saw an id before a smaller one committed would miss it."""
+    rng = random.Random(seed)
+    example = next(_unique)
+    ids = [f"ex{example}-{n}" for n in range(24)]
+    for vaulting_request_id in ids:
+        await replicas[0].insert(new_record(vaulting_request_id), next_check_at=T0)
+    news = [(i, status) for i in ids for status in (S.PROCESSING, S.SUCCEEDED)]
+    news += [(rng.choice(ids), S.SUCCEEDED) for _ in range(20)]  # duplicates: no event
+    rng.shuffle(news)
+    writers_done = asyncio.Event()
+
+    async def write(share: list[tuple[str, VaultingStatus]]) -> None:
+        for vaulting_request_id, status in share:
+            await rng.choice(replicas).apply(vaulting_request_id, observe(status))
+            if rng.random() < 0.5:
+                await asyncio.sleep(0)
+
+    async def read() -> tuple[int, list[int]]:
+        for _ in range(rng.randrange(20)):
+            await asyncio.sleep(0)
+        cursor = start = await rng.choice(replicas).last_event_id()
+        seen: list[int] = []
+        while True:
+            finished = writers_done.is_set()
+            page = await rng.choice(replicas).events_after(cursor, limit=rng.randint(1, 8))
+            seen += [event.event_id for event in page]
+            if page:
+                cursor = page[-1].event_id
+            elif finished:
+                return start, seen
+
+    async def write_all() -> None:
+        await asyncio.gather(*(write(news[n::8]) for n in range(8)))
+        writers_done.set()
+
+    readers = [asyncio.create_task(read()) for _ in range(6)]
+    await write_all()
+    results = await asyncio.gather(*readers)
+
+    full = await _log(replicas[0])
+    log = [event.event_id for event in full]
+    assert log == sorted(set(log))
+    succeeded = [e.record.vaulting_request_id for e in full if e.record.status is S.SUCCEEDED]
+    assert Counter(i for i in succeeded if i in ids) == Counter(ids)
+    for start, seen in results:
+        assert seen == [event_id for event_id in log if event_id > start]
+
+
+# Cross-replica creation lock.
+
+
+async def _hold(
+    lock: AbstractAsyncContextManager[None], entered: asyncio.Event, leave: asyncio.Event
+) -> None:
+    async with lock:
+        entered.set()
+        await leave.wait()
+
+
+@pytest.fixture
+async def two_replicas(backend: Backend, store: Store) -> AsyncIterator[tuple[Store, Store]]:
+    """Two stores on one database (separate pools or threads), as two replicas have."""
+    other = await backend.open()
+    yield store, other
+    await other.close()
+
+
+@pytest.mark.parametrize("where", ["same replica", "other replica"])
+async def test_the_creation_lock_excludes_one_id_and_only_that_id(
+    two_replicas: tuple[Store, Store], where: str
+) -> None:
+    """Guards "the same id arriving on two replicas at once makes one Antom call": a second
+    holder of one id waits until the first leaves, while other ids stay free."""
+    first_replica, other_replica = two_replicas
+    second_replica = first_replica if where == "same replica" else other_replica
+    first_in, first_out, second_in, second_out = (asyncio.Event() for _ in range(4))
+    first = asyncio.create_task(_hold(first_replica.creation_lock("vr-1"), first_in, first_out))
+    await asyncio.wait_for(first_in.wait(), 5)
+    second = asyncio.create_task(_hold(second_replica.creation_lock("vr-1"), second_in, second_out))
+    await asyncio.sleep(0.2)
+    assert not second_in.is_set()
+    async with asyncio.timeout(5):
+        for replica in two_replicas:
+            async with replica.creation_lock("vr-2"):
+                pass
+
+    first_out.set()
+    await first
+    await asyncio.wait_for(second_in.wait(), 5)
+    second_out.set()
+    await second
+
+
+async def test_cancelling_a_creation_lock_waiter_leaves_nothing_locked(
+    two_replicas: tuple[Store, Store],
+) -> None:
+    """Guards a CreateSession whose deadline expires while it waits: it leaves, and once the
+    holder is done, both replicas can take the lock at once."""
+    holder, waiter = two_replicas
+    held, release = asyncio.Event(), asyncio.Event()
+    holding = asyncio.create_task(_hold(holder.creation_lock("vr-1"), held, release))
+    await asyncio.wait_for(held.wait(), 5)
+    waiting = asyncio.create_task(_hold(waiter.creation_lock("vr-1"), asyncio.Event(), release))
+    await asyncio.sleep(0.1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    release.set()
+    await holding
+    async with asyncio.timeout(5):
+        for replica in (waiter, holder):
+            async with replica.creation_lock("vr-1"):
+                pass
+
+
+async def test_cancelling_or_failing_inside_the_creation_lock_releases_it(
+    two_replicas: tuple[Store, Store],
+) -> None:
+    """Guards a CreateSession cancelled or failing mid-way (its Antom call, say): the lock
+    goes with it, on its replica and on the others."""
+    first, second = two_replicas
+    held = asyncio.Event()
+    holding = asyncio.create_task(_hold(first.creation_lock("vr-1"), held, asyncio.Event()))
+    await asyncio.wait_for(held.wait(), 5)
+    holding.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await holding
+    async with asyncio.timeout(5):
+        with pytest.raises(RuntimeError, match="antom down"):
+            async with second.creation_lock("vr-1"):
+                raise RuntimeError("antom down")
+        for replica in two_replicas:
+            async with replica.creation_lock("vr-1"):
+                pass
+
+
+async def test_a_naive_datetime_is_refused(store: Store) -> None:
+    """Guards against a naive datetime being stored as some zone's local time."""
+    with pytest.raises(ValueError, match="naive"):
+        await store.insert(new_record("a"), next_check_at=T0.replace(tzinfo=None))
+    assert await store.get("a") is None

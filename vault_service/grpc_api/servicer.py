@@ -8,6 +8,7 @@ the result. Errors are raised, never answered here: :mod:`.errors` turns them in
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Final
 
@@ -96,7 +97,7 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
             validation.ensure_valid(validation.create_session_violations(request))
             vaulting_request_id, parameters = mapping.session_request(request)
             created = await self._vaulting.create_session(
-                owner, vaulting_request_id, parameters, budget=self._antom_budget(context)
+                owner, vaulting_request_id, parameters, deadline=self._antom_deadline(context)
             )
             return mapping.created_session(created)
 
@@ -111,7 +112,7 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
                 owner,
                 request.vaulting_request_id,
                 refresh=request.refresh,
-                budget=self._antom_budget(context) if request.refresh else None,
+                deadline=self._antom_deadline(context) if request.refresh else None,
             )
             return pb.GetResultResponse(result=mapping.vaulting_result(record))
 
@@ -134,12 +135,12 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
             async for item in items:
                 yield mapping.stream_item(item)
 
-    def _antom_budget(self, context: Context) -> float | None:
-        """The time an Antom call may take: the caller's remaining time less the margin, or
-        ``None`` (the Antom client's own default) when the caller set no deadline."""
+    def _antom_deadline(self, context: Context) -> float | None:
+        """When an Antom call must be over (``time.monotonic()``): the caller's deadline less
+        the margin, or ``None`` (the Antom client's own default) when the caller set none."""
         remaining: float | None = context.time_remaining()
         if remaining is None:
             return None
         if remaining <= self._deadline_margin:
             raise DeadlineExceededError("no time left to call Antom")
-        return remaining - self._deadline_margin
+        return time.monotonic() + remaining - self._deadline_margin

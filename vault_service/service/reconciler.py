@@ -13,7 +13,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from vault_service.antom.errors import AntomError
+from vault_service.antom.errors import AntomError, AntomRejectedError
 from vault_service.domain import VaultingRecord
 from vault_service.events import EventHub
 from vault_service.service import news
@@ -21,6 +21,11 @@ from vault_service.service.vaulting import Clock, VaultingService, utc_now
 from vault_service.store.base import Store
 
 log = logging.getLogger(__name__)
+
+INQUIRY_CONCURRENCY = 8
+CLAIM_MARGIN = timedelta(seconds=60)
+"""Beyond the inquiry budget, how long a claimed record stays with this replica; if the
+replica dies mid-pass, another one picks the record up after that."""
 
 
 class Reconciler:
@@ -59,17 +64,46 @@ class Reconciler:
             await asyncio.sleep(self._interval)
 
     async def run_once(self) -> int:
-        """One pass over the sessions that are due; returns how many were looked at."""
-        due = await self._store.due_for_reconciliation(self._clock(), self._batch_size)
-        for record in due:
-            await self._reconcile(record)
+        """One pass over the sessions that are due; returns how many were looked at.
+
+        Records are reconciled concurrently (bounded), and one failing record never stops the
+        others: it is looked at again after the shortest delay.
+        """
+        lease = timedelta(seconds=self._inquiry_budget) + CLAIM_MARGIN
+        due = await self._store.claim_due(self._clock(), self._batch_size, lease)
+        limit = asyncio.Semaphore(INQUIRY_CONCURRENCY)
+
+        async def guarded(record: VaultingRecord) -> None:
+            async with limit:
+                try:
+                    await self._reconcile(record)
+                except Exception:
+                    log.exception(
+                        "reconciling a record failed; retrying later",
+                        extra={"vaulting_request_id": record.vaulting_request_id},
+                    )
+                    await self._store.reschedule(
+                        record.vaulting_request_id, self._clock() + self._min_delay
+                    )
+
+        await asyncio.gather(*(guarded(record) for record in due))
         return len(due)
 
     async def _reconcile(self, record: VaultingRecord) -> None:
         vaulting_request_id = record.vaulting_request_id
         try:
             await self._service.inquire(vaulting_request_id, budget=self._inquiry_budget)
+            antom_answered = True
+        except AntomRejectedError as exc:
+            # A definitive F (e.g. Antom does not know the request) is still an answer: the
+            # buyer never completed the session, so it may expire.
+            antom_answered = True
+            log.info(
+                "reconciliation inquiry refused",
+                extra={"vaulting_request_id": vaulting_request_id, "result_code": exc.result_code},
+            )
         except AntomError as exc:
+            antom_answered = False
             log.warning(
                 "reconciliation inquiry failed",
                 extra={"vaulting_request_id": vaulting_request_id, "error": type(exc).__name__},
@@ -78,7 +112,9 @@ class Reconciler:
         if current is None or current.status.is_final:
             return
         now = self._clock()
-        if now >= current.session.expires_at + self._expiry_grace:
+        if antom_answered and now >= current.session.expires_at + self._expiry_grace:
+            # Only once Antom has answered: expiring while it is unreachable could bury a card
+            # the buyer did save (its notification lost, its inquiry not yet possible).
             if await self._store.apply(vaulting_request_id, news.expiry(now)) is not None:
                 self._hub.notify()
             return

@@ -6,10 +6,9 @@ and another owner's id answers exactly like an unknown one so that ids leak noth
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -35,33 +34,16 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def remaining(deadline: float | None) -> float | None:
+    """Seconds left until a ``time.monotonic()`` deadline, read when Antom is about to be
+    called: time spent waiting (e.g. behind a concurrent duplicate) comes off the budget."""
+    return None if deadline is None else deadline - time.monotonic()
+
+
 @dataclass(frozen=True, slots=True)
 class CreatedSession:
     record: VaultingRecord
     created: bool
-
-
-class _KeyedLocks:
-    """One asyncio lock per key, dropped when no task holds or awaits it."""
-
-    __slots__ = ("_entries",)
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._entries.get(key, (asyncio.Lock(), 0))
-        self._entries[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._entries[key]
-            if users == 1:
-                del self._entries[key]
-            else:
-                self._entries[key] = (lock, users - 1)
 
 
 class VaultingService:
@@ -83,7 +65,6 @@ class VaultingService:
         self._notify_url = notify_url
         self._first_check_after = first_check_after
         self._clock = clock
-        self._creating = _KeyedLocks()
 
     async def create_session(
         self,
@@ -91,26 +72,27 @@ class VaultingService:
         vaulting_request_id: str,
         parameters: SessionParameters,
         *,
-        budget: float | None = None,
+        deadline: float | None = None,
     ) -> CreatedSession:
         """Start a vaulting session, or replay the stored one for the same id and parameters.
 
-        Concurrent calls with one id are serialised here so that Antom sees one call; across
-        processes the store's unique key decides, and Antom's own idempotency on
-        ``vaultingRequestId`` makes a lost race harmless.
+        Concurrent calls with one id, on this replica or any other, are serialised by the
+        store's creation lock so that Antom sees one call. Should a race still get past it, the
+        store's unique key decides and Antom's own idempotency on ``vaultingRequestId`` makes
+        it harmless.
         """
-        async with self._creating.hold(vaulting_request_id):
+        async with self._store.creation_lock(vaulting_request_id):
             existing = await self._store.get(vaulting_request_id)
             if existing is not None:
                 return CreatedSession(_replay(existing, owner, parameters), created=False)
-            return await self._create(owner, vaulting_request_id, parameters, budget)
+            return await self._create(owner, vaulting_request_id, parameters, deadline)
 
     async def _create(
         self,
         owner: str,
         vaulting_request_id: str,
         parameters: SessionParameters,
-        budget: float | None,
+        deadline: float | None,
     ) -> CreatedSession:
         answer = await self._antom.create_vaulting_session(
             CreateVaultingSessionRequest(
@@ -121,7 +103,7 @@ class VaultingService:
                 merchant_region=parameters.merchant_region or None,
                 is_3ds_authentication=parameters.is_3ds_authentication,
             ),
-            budget=budget,
+            budget=remaining(deadline),
         )
         try:
             expires_at = datetime.fromisoformat(answer.vaulting_session_expiry_time)
@@ -178,13 +160,13 @@ class VaultingService:
         vaulting_request_id: str,
         *,
         refresh: bool = False,
-        budget: float | None = None,
+        deadline: float | None = None,
     ) -> VaultingRecord:
         """The stored state; with ``refresh`` ask Antom first unless it is already final."""
         record = await self._owned(owner, vaulting_request_id)
         if not refresh or record.status.is_antom_final:
             return record
-        await self.inquire(vaulting_request_id, budget=budget)
+        await self.inquire(vaulting_request_id, budget=remaining(deadline))
         return await self._owned(owner, vaulting_request_id)
 
     async def inquire(self, vaulting_request_id: str, *, budget: float | None = None) -> bool:

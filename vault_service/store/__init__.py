@@ -2,6 +2,7 @@
 
 from vault_service.store.base import (
     CorruptDataError,
+    DatabaseUnavailableError,
     OrphanNotification,
     RecordExistsError,
     RecordNotFoundError,
@@ -13,6 +14,7 @@ from vault_service.store.base import (
 
 __all__ = [
     "CorruptDataError",
+    "DatabaseUnavailableError",
     "OrphanNotification",
     "RecordExistsError",
     "RecordNotFoundError",

@@ -11,15 +11,19 @@ What every backend guarantees:
 * Event ids are positive, unique and increasing in the order ``events_after`` reveals them, and
   the log never grows "behind" a reader: once ``events_after`` has returned an event, no event
   with a smaller id can become visible later. A backend whose ids are allocated before commit
-  (PostgreSQL sequences under concurrent writers) must hold back events above any id that may
-  still commit; a resuming ``StreamResults`` reader would otherwise skip it for ever.
+  (PostgreSQL sequences under concurrent writers) must either hold back events above any id
+  that may still commit or allocate ids in commit order (PostgreSQL serialises its appends); a
+  resuming ``StreamResults`` reader would otherwise skip an event for ever.
+* Several replicas may share one database: ``claim_due`` hands each due record to one caller
+  at a time, and ``creation_lock`` makes one replica at a time create a given session.
 * Datetimes go in and come out timezone-aware; what comes out is in UTC.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from vault_service.domain import Event, Observation, VaultingRecord
@@ -53,6 +57,11 @@ class RecordNotFoundError(StoreError):
 class SchemaVersionError(StoreError):
     """The database's schema is not the one this build works with; the message tells the
     operator what to do (run ``vault-service migrate``, or deploy a newer build)."""
+
+
+class DatabaseUnavailableError(StoreError):
+    """The database could not be reached at open (wrong address or credentials, a database
+    that does not exist, a server that is down); the message names it, without secrets."""
 
 
 class CorruptDataError(StoreError):
@@ -151,9 +160,16 @@ class Store(Protocol):
         """
         ...
 
-    async def due_for_reconciliation(self, now: datetime, limit: int) -> list[VaultingRecord]:
-        """Up to ``limit`` non-final records whose next check is at or before ``now``,
-        the longest overdue first."""
+    async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[VaultingRecord]:
+        """Claim up to ``limit`` non-final records whose next check is at or before ``now``,
+        the longest overdue first, for ``lease``.
+
+        Claiming moves each record's next check to ``now + lease`` in the same atomic step, so
+        a concurrent caller (another replica's reconciler) never gets the same record while the
+        lease runs. The claimant ends the lease early with :meth:`reschedule`, or the record
+        becomes final and leaves the schedule; a claimant that dies simply lets it lapse, and
+        the record is due again. ``lease`` must be positive.
+        """
         ...
 
     async def reschedule(self, vaulting_request_id: str, next_check_at: datetime) -> None:
@@ -164,3 +180,30 @@ class Store(Protocol):
         unknown id.
         """
         ...
+
+    def creation_lock(
+        self, vaulting_request_id: str
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Exclusive, across every replica sharing the database, for one vaulting request id.
+
+        CreateSession holds it around "look the id up, call Antom, insert the record", so that
+        the same id arriving on two replicas at once makes one Antom call: the second caller
+        waits, then finds the record. Locks of different ids are independent. Leaving the
+        block releases it, also when the holder is cancelled, whether it held the lock or was
+        still waiting for it; a replica that dies holding it releases it with its connection.
+        Raises :class:`StoreClosedError` on entry once the store is closed.
+        """
+        ...
+
+
+def check_limit(limit: int) -> None:
+    """The contract's rule for every ``limit`` argument, shared by the backends."""
+    if limit < 1:
+        raise ValueError(f"limit must be positive, not {limit}")
+
+
+def check_lease(lease: timedelta) -> None:
+    """The contract's rule for ``claim_due``'s lease: a claim must keep the record away from
+    other claimants for some time, or two replicas could claim it at once."""
+    if lease <= timedelta(0):
+        raise ValueError(f"lease must be positive, not {lease}")

@@ -1,7 +1,8 @@
 """Domain objects <-> database values, shared by every backend.
 
 One encoding for every backend keeps a record's stored form independent of where it is stored
-(and lets a PostgreSQL migration copy rows from SQLite verbatim):
+(a move from SQLite to PostgreSQL copies the JSON and token columns as they are, and converts
+the integer instants to ``timestamptz``):
 
 * Instants are integer microseconds since the Unix epoch, UTC (:func:`encode_instant`). They
   are exact (no float or text-format rounding), compare and index as plain integers, and fit a

@@ -111,3 +111,76 @@ SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
         ),
     ),
 )
+
+
+POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
+    # Instants are timestamptz (microsecond resolution, like the codec's integers, so the
+    # conversion is exact both ways) so that operators can read and compare them in SQL. JSON is
+    # jsonb: PostgreSQL validates it on write and operators can query inside it (card->>'brand');
+    # the codec reads it back whatever the key order or spacing, and its pairs are JSON arrays,
+    # which jsonb keeps in order. The card token stays in its own column, outside the JSON.
+    Migration(
+        version=1,
+        description="records, event log, orphan notifications, log id",
+        statements=(
+            """
+            CREATE TABLE meta (
+                key   text PRIMARY KEY,
+                value text NOT NULL
+            )
+            """,
+            "INSERT INTO meta (key, value) VALUES ('log_id', md5(gen_random_uuid()::text))",
+            """
+            CREATE TABLE records (
+                vaulting_request_id text PRIMARY KEY,
+                owner               text NOT NULL,
+                status              text NOT NULL CHECK (status IN (
+                    'SESSION_CREATED', 'PROCESSING', 'SUCCEEDED', 'FAILED', 'EXPIRED')),
+                parameters          jsonb NOT NULL,
+                session_id          text NOT NULL,
+                session_data        text NOT NULL,
+                session_expires_at  timestamptz NOT NULL,
+                session_normal_url  text NOT NULL,
+                card_token          text,
+                card                jsonb,
+                antom_result        jsonb,
+                acquirer_info       jsonb NOT NULL,
+                created_at          timestamptz NOT NULL,
+                updated_at          timestamptz NOT NULL,
+                final_at            timestamptz,
+                next_check_at       timestamptz,
+                CHECK ((card IS NULL) = (card_token IS NULL)),
+                CHECK ((next_check_at IS NULL) = (status IN ('SUCCEEDED', 'FAILED', 'EXPIRED')))
+            )
+            """,
+            """
+            CREATE INDEX records_due ON records (next_check_at, vaulting_request_id)
+            WHERE next_check_at IS NOT NULL
+            """,
+            """
+            CREATE TABLE events (
+                id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                vaulting_request_id text NOT NULL REFERENCES records (vaulting_request_id),
+                owner               text NOT NULL,
+                source              text NOT NULL CHECK (source IN (
+                    'NOTIFICATION', 'INQUIRY', 'EXPIRY')),
+                occurred_at         timestamptz NOT NULL,
+                snapshot            jsonb NOT NULL,
+                card_token          text
+            )
+            """,
+            "CREATE INDEX events_by_owner ON events (owner, id)",
+            "CREATE INDEX events_by_request ON events (vaulting_request_id, id)",
+            """
+            CREATE TABLE orphan_notifications (
+                id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                vaulting_request_id text NOT NULL,
+                body                bytea NOT NULL,
+                body_sha256         bytea NOT NULL,
+                received_at         timestamptz NOT NULL,
+                UNIQUE (vaulting_request_id, body_sha256)
+            )
+            """,
+        ),
+    ),
+)

@@ -25,20 +25,29 @@ configuration choice) decides what a commit survives:
 
 Multiple processes. Writes take the write lock at ``BEGIN IMMEDIATE`` and wait up to
 ``busy_timeout`` for another process (an operator's ``vault-service migrate``, a sqlite3 shell)
-to release it, instead of failing half-way through a transaction.
+to release it, instead of failing half-way through a transaction. ``claim_due`` reads and
+moves the schedule in one such transaction, so two stores on one file never claim one record.
+
+One serving process. SQLite is the single-replica backend: one ``vault-service serve`` owns the
+file. ``creation_lock`` is therefore an in-process asyncio lock keyed by (database file, id),
+which also covers several stores opened on one file in one process (tests do that); it needs
+no database round trip and nothing can be left locked by a crash. A second serving process on
+the same file is not a supported deployment (use PostgreSQL for replicas): it would still
+store one record per id, but could make a second Antom call for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal, ParamSpec, TypeVar
 
@@ -56,6 +65,8 @@ from vault_service.store.base import (
     SchemaVersionError,
     StoreClosedError,
     StoreError,
+    check_lease,
+    check_limit,
 )
 from vault_service.store.codec import (
     RECORD_COLUMNS,
@@ -67,6 +78,7 @@ from vault_service.store.codec import (
     record_from_row,
     record_to_row,
 )
+from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import SQLITE_MIGRATIONS, Migration, check_schema_version
 
 Synchronous = Literal["NORMAL", "FULL"]
@@ -97,11 +109,14 @@ _SELECT_DUE: Final = (
     f"SELECT {_COLUMNS} FROM records WHERE next_check_at <= ? "  # noqa: S608
     "ORDER BY next_check_at, vaulting_request_id LIMIT ?"
 )
+_LEASE: Final = "UPDATE records SET next_check_at = ? WHERE vaulting_request_id = ?"
 _INSERT_EVENT: Final = (
     "INSERT INTO events (vaulting_request_id, owner, source, occurred_at, snapshot, card_token) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 _SELECT_EVENTS: Final = "SELECT id, source, occurred_at, snapshot, card_token FROM events WHERE "
+# (absolute database path, vaulting request id): shared by every store of this process.
+_CREATION_LOCKS: Final[KeyedLocks[tuple[Path, str]]] = KeyedLocks()
 _SCHEMA_MIGRATIONS_TABLE: Final = """
     CREATE TABLE IF NOT EXISTS schema_migrations (
         version     INTEGER PRIMARY KEY,
@@ -130,11 +145,16 @@ class SQLiteStore:
     """
 
     def __init__(
-        self, executor: ThreadPoolExecutor, connection: sqlite3.Connection, log_id: str
+        self,
+        executor: ThreadPoolExecutor,
+        connection: sqlite3.Connection,
+        log_id: str,
+        path: Path,
     ) -> None:
         self._executor = executor
         self._connection = connection
         self._log_id = log_id
+        self._path = path
         self._closed = False
 
     @property
@@ -163,14 +183,14 @@ class SQLiteStore:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_THREAD_NAME)
         connecting = executor.submit(_connect, path, migrate=migrate, synchronous=synchronous)
         try:
-            connection, log_id, applied = await asyncio.wrap_future(connecting)
+            connection, log_id, applied, resolved = await asyncio.wrap_future(connecting)
         except BaseException:
             # Cancelled or failed: queued behind the connect, this closes a connection that it
             # may still have opened, and the thread exits once it has.
             executor.submit(_close_opened, connecting)
             executor.shutdown(wait=False)
             raise
-        return cls(executor, connection, log_id), applied
+        return cls(executor, connection, log_id, resolved), applied
 
     async def close(self) -> None:
         if self._closed:
@@ -198,7 +218,7 @@ class SQLiteStore:
         await self._run(self._record_orphan, vaulting_request_id, body, received_at)
 
     async def list_orphans(self, *, limit: int) -> list[OrphanNotification]:
-        _check_limit(limit)
+        check_limit(limit)
         return await self._run(self._list_orphans, limit)
 
     async def events_after(
@@ -209,7 +229,7 @@ class SQLiteStore:
         owner: str | None = None,
         vaulting_request_ids: frozenset[str] | None = None,
     ) -> list[Event]:
-        _check_limit(limit)
+        check_limit(limit)
         if vaulting_request_ids is not None and not vaulting_request_ids:
             self._check_open()
             return []
@@ -220,12 +240,20 @@ class SQLiteStore:
     async def last_event_id(self) -> int:
         return await self._run(self._last_event_id)
 
-    async def due_for_reconciliation(self, now: datetime, limit: int) -> list[VaultingRecord]:
-        _check_limit(limit)
-        return await self._run(self._due, now, limit)
+    async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[VaultingRecord]:
+        check_limit(limit)
+        check_lease(lease)
+        return await self._run(self._claim_due, now, limit, lease)
 
     async def reschedule(self, vaulting_request_id: str, next_check_at: datetime) -> None:
         await self._run(self._reschedule, vaulting_request_id, next_check_at)
+
+    @contextlib.asynccontextmanager
+    async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:
+        """See the module docstring ("One serving process") for why in-process is enough."""
+        self._check_open()
+        async with _CREATION_LOCKS.hold((self._path, vaulting_request_id)):
+            yield
 
     def _check_open(self) -> None:
         if self._closed:
@@ -333,9 +361,17 @@ class SQLiteStore:
         last: int = _scalar(self._connection, "SELECT coalesce(max(id), 0) FROM events")
         return last
 
-    def _due(self, now: datetime, limit: int) -> list[VaultingRecord]:
-        rows = self._connection.execute(_SELECT_DUE, (encode_instant(now), limit)).fetchall()
-        return [record_from_row(RecordRow(*row)) for row in rows]
+    def _claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[VaultingRecord]:
+        due_at, leased_until = encode_instant(now), encode_instant(now + lease)
+
+        def work(connection: sqlite3.Connection) -> list[VaultingRecord]:
+            rows = [RecordRow(*row) for row in connection.execute(_SELECT_DUE, (due_at, limit))]
+            connection.executemany(
+                _LEASE, [(leased_until, row.vaulting_request_id) for row in rows]
+            )
+            return [record_from_row(row) for row in rows]
+
+        return _transaction(self._connection, work)
 
     def _reschedule(self, vaulting_request_id: str, next_check_at: datetime) -> None:
         # Final records have no next check (a CHECK constraint says so): they stay unscheduled.
@@ -351,11 +387,6 @@ class SQLiteStore:
 def _scalar(connection: sqlite3.Connection, sql: str) -> Any:
     """The first column of the first row of ``sql`` (which always returns a row)."""
     return connection.execute(sql).fetchone()[0]
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 1:
-        raise ValueError(f"limit must be positive, not {limit}")
 
 
 def _select_record(
@@ -380,8 +411,11 @@ def _transaction(connection: sqlite3.Connection, work: Callable[[sqlite3.Connect
 
 def _connect(
     path: Path, *, migrate: bool, synchronous: Synchronous
-) -> tuple[sqlite3.Connection, str, list[int]]:
-    """Open, configure and version-check (or migrate) the database; runs on the store thread."""
+) -> tuple[sqlite3.Connection, str, list[int], Path]:
+    """Open, configure and version-check (or migrate) the database; runs on the store thread.
+
+    Also returns the file's resolved path, which names it in ``creation_lock``'s keys.
+    """
     # mode=rw: only migrating may create the file, so a mistyped path is not silently an empty
     # new database.
     uri = f"{path.absolute().as_uri()}?mode={'rwc' if migrate else 'rw'}"
@@ -405,10 +439,11 @@ def _connect(
         )
         applied = _apply_migrations(connection) if migrate else []
         log_id: str = _scalar(connection, "SELECT value FROM meta WHERE key = 'log_id'")
+        resolved = path.resolve()
     except BaseException:
         connection.close()
         raise
-    return connection, log_id, applied
+    return connection, log_id, applied, resolved
 
 
 def _configure(connection: sqlite3.Connection, path: Path, synchronous: Synchronous) -> None:
@@ -422,7 +457,7 @@ def _configure(connection: sqlite3.Connection, path: Path, synchronous: Synchron
     connection.execute("PRAGMA foreign_keys = ON")
 
 
-def _close_opened(connecting: Future[tuple[sqlite3.Connection, str, list[int]]]) -> None:
+def _close_opened(connecting: Future[tuple[sqlite3.Connection, str, list[int], Path]]) -> None:
     if not connecting.cancelled() and connecting.exception() is None:
         connecting.result()[0].close()
 

@@ -1,0 +1,92 @@
+"""Backend selection: ``VAULT_DATABASE_URL`` names the backend by its scheme.
+
+* ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: the embedded SQLite
+  backend (one replica).
+* ``postgresql://user:password@host:port/database?sslmode=...`` (or ``postgres://``): the
+  PostgreSQL backend, shared by any number of replicas; the URL is passed to asyncpg as is.
+
+A module of its own rather than the package's ``__init__``, so that importing the contract
+(``vault_service.store``) does not import both drivers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from vault_service.store import postgres, sqlite
+from vault_service.store.base import Store
+
+SQLITE_PREFIX: Final = "sqlite:///"
+POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
+
+Backend = Literal["sqlite", "postgresql"]
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseURL:
+    """A parsed database URL: which backend, and where (a file path or a DSN)."""
+
+    backend: Backend
+    location: str
+
+    def __str__(self) -> str:
+        """The URL for messages and logs, without a password."""
+        if self.backend == "sqlite":
+            return f"{SQLITE_PREFIX}{self.location}"
+        return postgres.redact_dsn(self.location)
+
+
+def parse_database_url(url: str) -> DatabaseURL:
+    """``url`` as a backend and a location; :class:`ValueError` for anything else."""
+    if url.startswith(SQLITE_PREFIX) and len(url) > len(SQLITE_PREFIX):
+        return DatabaseURL("sqlite", url[len(SQLITE_PREFIX) :])
+    if url.startswith(POSTGRES_SCHEMES) and len(url) > len(url.partition("://")[0]) + 3:
+        return DatabaseURL("postgresql", url)
+    shown = postgres.redact_dsn(url) if "://" in url else url
+    raise ValueError(
+        f"unsupported database URL {shown!r}: expected sqlite:///PATH or "
+        "postgresql://[user[:password]@]host[:port]/database"
+    )
+
+
+async def open_store(
+    url: str,
+    *,
+    auto_migrate: bool,
+    sqlite_synchronous: sqlite.Synchronous = "NORMAL",
+    postgres_pool_size: int = 10,
+    postgres_lock_pool_size: int = 10,
+) -> Store:
+    """Open the store ``url`` names, migrating it first when ``auto_migrate``.
+
+    Raises :class:`ValueError` for an unsupported URL,
+    :class:`~vault_service.store.base.SchemaVersionError` for a database this build cannot use
+    as is (the message says what to do), and
+    :class:`~vault_service.store.base.DatabaseUnavailableError` for a PostgreSQL server that
+    cannot be reached. ``sqlite_synchronous`` only applies to SQLite, the pool sizes only to
+    PostgreSQL (the lock pool bounds how many sessions one replica creates at once).
+    """
+    database = parse_database_url(url)
+    if database.backend == "sqlite":
+        return await sqlite.SQLiteStore.open(
+            database.location, auto_migrate=auto_migrate, synchronous=sqlite_synchronous
+        )
+    return await postgres.PostgresStore.open(
+        database.location,
+        auto_migrate=auto_migrate,
+        max_size=postgres_pool_size,
+        lock_pool_size=postgres_lock_pool_size,
+    )
+
+
+async def migrate(url: str) -> list[int]:
+    """Apply the migrations the database at ``url`` lacks; the versions applied, oldest first.
+
+    Backs ``vault-service migrate``; safe to run again and concurrently (also from several
+    replicas on one PostgreSQL database). Raises as :func:`open_store` does.
+    """
+    database = parse_database_url(url)
+    if database.backend == "sqlite":
+        return await sqlite.migrate(database.location)
+    return await postgres.migrate(database.location)
