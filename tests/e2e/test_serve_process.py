@@ -76,6 +76,8 @@ async def run(*args: str, env: dict[str, str]) -> tuple[int, str]:
         ({"VAULT_GRPC_LISTEN": "0.0.0.0:0"}, "VAULT_INSECURE"),
         ({"VAULT_ANTOM_BASE_URL": "https://open-sea-global.alipay.com"}, "VAULT_NOTIFY_URL"),
         ({"VAULT_ANTOM_BASE_URL": "http://127.0.0.1:8090/ams/api"}, "without path"),
+        ({"VAULT_DATABASE_URL": "mysql://db/vault"}, "VAULT_DATABASE_URL"),
+        ({"VAULT_DATABASE_URL": "postgresql://vault:hunter2@127.0.0.1:1/vault"}, "127.0.0.1:1"),
     ],
 )
 async def test_bad_configuration_is_one_line_and_exit_2(
@@ -86,6 +88,7 @@ async def test_bad_configuration_is_one_line_and_exit_2(
     assert code == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1, err
+    assert "hunter2" not in err
 
 
 async def test_an_unreadable_key_is_one_line_and_exit_2(
