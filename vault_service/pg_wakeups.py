@@ -124,7 +124,7 @@ class PostgresWakeups:
                 await self._drop()
                 try:
                     self._connection = await self._listen()
-                except (OSError, asyncpg.PostgresError, ListenUnavailableError) as exc:
+                except Exception as exc:  # whatever the driver raises: never stop retrying
                     log.warning(
                         "LISTEN connection lost; reconnecting",
                         extra={"error": type(exc).__name__},

@@ -32,6 +32,7 @@ from vault_service.antom.errors import (
 )
 from vault_service.domain import InvalidResumeTokenError
 from vault_service.errors import ConflictError, InvalidArgumentError, NotFoundError, VaultError
+from vault_service.store.base import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,10 @@ def rich_status(exc: Exception) -> status_pb2.Status:
                 code_pb2.UNAVAILABLE,
                 "Antom could not be reached or answered badly; retry later",
                 _retry_info(),
+            )
+        case StoreUnavailableError():
+            return _status(
+                code_pb2.UNAVAILABLE, "the database is unavailable; retry later", _retry_info()
             )
         case SignatureError():
             return _status(

@@ -69,6 +69,12 @@ class CorruptDataError(StoreError):
     or written by an incompatible build. Never raised for data this build wrote itself."""
 
 
+class StoreUnavailableError(StoreError):
+    """The database could not be reached, or the connection was lost during the call (a
+    failover, a restart, ``pg_terminate_backend``). A write may or may not have committed;
+    repeating the call is safe (writes are idempotent), so callers are told to retry."""
+
+
 class StoreClosedError(StoreError):
     """The store was used after ``close()``: a shutdown ordering bug in the caller."""
 

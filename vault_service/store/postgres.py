@@ -74,6 +74,7 @@ from vault_service.store.base import (
     RecordExistsError,
     RecordNotFoundError,
     StoreClosedError,
+    StoreUnavailableError,
     check_lease,
     check_limit,
 )
@@ -106,6 +107,15 @@ EVENTS_CHANNEL: Final = "vault_events"
 
 EVENT_APPEND_LOCK: Final = _advisory_key("vault-service:event-append")
 MIGRATION_LOCK: Final = _advisory_key("vault-service:migrate")
+
+CONNECTION_LOST: Final = (
+    asyncpg.PostgresConnectionError,  # class 08, and "connection closed in the middle of operation"
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: admin/crash shutdown, cancels
+    asyncpg.InterfaceError,  # "connection is closed"
+    asyncpg.exceptions.InternalClientError,  # a terminated connection used before its EOF is read
+    OSError,  # includes TimeoutError
+)
+"""What asyncpg raises when a connection is lost or cannot be made."""
 
 APPLICATION_NAME: Final = "vault-service"
 STATEMENT_TIMEOUT: Final = "30s"
@@ -449,10 +459,17 @@ class PostgresStore:
         """
         self._check_open()
         async with self._creating.hold(vaulting_request_id):
-            connection = await self._acquire(self._lock_pool)
+            try:
+                connection = await self._acquire(self._lock_pool)
+            except CONNECTION_LOST as exc:
+                self._check_open()
+                raise StoreUnavailableError("database connection lost") from exc
             locked = False
             try:
-                await connection.execute(_LOCK_ID, vaulting_request_id)
+                try:
+                    await connection.execute(_LOCK_ID, vaulting_request_id)
+                except CONNECTION_LOST as exc:
+                    raise StoreUnavailableError("database connection lost") from exc
                 locked = True
                 yield
             finally:
@@ -483,12 +500,17 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
-        """A connection of the main pool for one unit of work."""
-        connection = await self._acquire(self._pool)
+        """A connection of the main pool for one unit of work; losing it, or failing to get
+        one, raises :class:`StoreUnavailableError` (retryable)."""
         try:
-            yield connection
-        finally:
-            await self._pool.release(connection)
+            connection = await self._acquire(self._pool)
+            try:
+                yield connection
+            finally:
+                await self._pool.release(connection)
+        except CONNECTION_LOST as exc:
+            self._check_open()
+            raise StoreUnavailableError(f"database connection lost ({type(exc).__name__})") from exc
 
     async def _acquire(self, pool: Pool[asyncpg.Record]) -> Connection:
         self._check_open()
