@@ -152,13 +152,16 @@ class Notifier:
         self, http: aiohttp.ClientSession, vaulting_request_id: str, url: str, body: bytes
     ) -> None:
         loop = asyncio.get_running_loop()
-        due = loop.time()
+        # Attempts follow a fixed grid from the first one (as Antom's do), so a late attempt
+        # does not push the later ones back; ``scheduled_at`` is the grid time, not when the
+        # loop got round to it.
+        start, wall_start = loop.time(), time.time()
+        due = start
         for number, interval in enumerate(RETRY_INTERVALS, start=1):
             scaled = interval * self._time_scale
             due += scaled
-            wait = max(0.0, due - loop.time())
-            scheduled_at = time.time() + wait
-            await asyncio.sleep(wait)
+            scheduled_at = wall_start + (due - start)
+            await asyncio.sleep(max(0.0, due - loop.time()))
             attempt = _AttemptInfo(vaulting_request_id, number, scaled, scheduled_at, url)
             outcome, status = await self._attempt(http, attempt, body)
             if outcome is Outcome.ACKNOWLEDGED:
