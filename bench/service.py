@@ -62,6 +62,7 @@ from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 from vault_service.antom.keys import read_private_key_file
 from vault_service.antom.signing import Signer
 from vault_service.config import DEFAULT_NOTIFY_PATH
+from vault_service.store.data_keys import add_data_key
 from vault_service.webhook import ACKNOWLEDGEMENT
 
 CLIENT_ID = "BENCH0000000001"
@@ -200,10 +201,14 @@ class Service:
 def service_env(workdir: Path, emu: Emulator, name: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("VAULT_")}
     grpc_port, http_port = free_ports(2)
+    data_key_file = workdir / "data-keys.json"
+    if not data_key_file.exists():
+        add_data_key(data_key_file)
     return env | {
         "VAULT_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
         "VAULT_HTTP_LISTEN": f"127.0.0.1:{http_port}",
         "VAULT_DATABASE_URL": f"sqlite:///{workdir / f'{name}.db'}",
+        "VAULT_DATA_KEY_FILE": str(data_key_file),
         "VAULT_AUTO_MIGRATE": "1",
         "VAULT_ANTOM_BASE_URL": emu.url,
         "VAULT_ANTOM_CLIENT_ID": CLIENT_ID,

@@ -50,7 +50,9 @@ from vault_service.domain import (
 )
 from vault_service.grpc_api import mapping
 from vault_service.store.codec import decode_snapshot
+from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.postgres import APPLICATION_NAME
+from vault_service.store.sealing import EVENT_TOKEN, open_token
 
 if TYPE_CHECKING:
     from vault_service._proto.vault.v1.vault_service_pb2_grpc import VaultServiceAsyncStub
@@ -137,13 +139,15 @@ class Log:
         return [event for event in self.events if event.event_id > position]
 
 
-async def read_log(dsn: str) -> Log:
-    """The whole event log, read directly with SQL (not through the store under test)."""
+async def read_log(dsn: str, data_keys: DataKeyRing) -> Log:
+    """The whole event log, read directly with SQL (not through the store under test); card
+    tokens are opened with ``data_keys``, the ring the replicas seal with."""
     admin = await asyncpg.connect(dsn)
     try:
         log_id: str = await admin.fetchval("SELECT value FROM meta WHERE key = 'log_id'")
         rows = await admin.fetch(
-            "SELECT id, source, occurred_at, snapshot, card_token FROM events ORDER BY id"
+            "SELECT id, vaulting_request_id, source, occurred_at, snapshot, card_token "
+            "FROM events ORDER BY id"
         )
     finally:
         await admin.close()
@@ -154,7 +158,12 @@ async def read_log(dsn: str) -> Log:
                 event_id=row["id"],
                 source=EventSource(row["source"]),
                 occurred_at=row["occurred_at"],
-                record=decode_snapshot(row["snapshot"], row["card_token"]),
+                record=decode_snapshot(
+                    row["snapshot"],
+                    open_token(
+                        data_keys, EVENT_TOKEN, row["vaulting_request_id"], row["card_token"]
+                    ),
+                ),
             )
             for row in rows
         ],

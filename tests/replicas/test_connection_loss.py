@@ -38,6 +38,7 @@ from vault_service.domain import (
 from vault_service.emulator import EmulatorServer
 from vault_service.emulator.notifier import Outcome
 from vault_service.grpc_api import mapping
+from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.postgres import APPLICATION_NAME, PostgresStore
 
 SESSIONS = 36
@@ -91,6 +92,7 @@ async def test_streams_survive_terminated_pool_and_listen_connections_under_load
     open_stub: OpenStub,
     emulator: EmulatorServer,
     postgres_dsn: str,
+    data_keys: DataKeyRing,
 ) -> None:
     """For three seconds every connection of three replicas (their pools and their LISTEN
     connections) is terminated ten times a second, while buyers save cards (Antom notifies
@@ -144,7 +146,7 @@ async def test_streams_survive_terminated_pool_and_listen_connections_under_load
         await buyer_submits(emulator, created.session_data, VISA)
         async with asyncio.timeout(10):
             await emulator.state.notifier.wait_idle()
-        log = await read_log(postgres_dsn)
+        log = await read_log(postgres_dsn, data_keys)
         await wait_until(
             lambda: all(s.caught_up(len(log.events)) for s in subscribers),
             within=5,
@@ -183,6 +185,7 @@ async def test_a_replica_gets_its_listen_connection_back_however_a_reconnect_fai
     start_replica: StartReplica,
     open_stub: OpenStub,
     postgres_dsn: str,
+    data_keys: DataKeyRing,
     monkeypatch: pytest.MonkeyPatch,
     failure: Exception,
 ) -> None:
@@ -200,7 +203,8 @@ async def test_a_replica_gets_its_listen_connection_back_however_a_reconnect_fai
             raise failures.pop()
         await add_listener(self, *args, **kwargs)
 
-    other = await PostgresStore.open(postgres_dsn, auto_migrate=False)  # another replica's store
+    # Another replica's store.
+    other = await PostgresStore.open(postgres_dsn, auto_migrate=False, data_keys=data_keys)
     try:
         await other.insert(
             new_record("deaf-1", created_at=NOW), next_check_at=NOW + timedelta(hours=1)

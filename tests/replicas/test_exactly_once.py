@@ -42,6 +42,7 @@ from vault_service.domain import (
 from vault_service.events import EventHub
 from vault_service.pg_wakeups import PostgresWakeups
 from vault_service.service.streaming import ResultStreams, StreamedEvent, StreamItem
+from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.postgres import EVENTS_CHANNEL, PostgresStore
 
 REPLICAS = 3
@@ -75,12 +76,12 @@ class Replica:
 
 
 @pytest.fixture
-async def replicas(postgres_dsn: str) -> AsyncIterator[list[Replica]]:
+async def replicas(postgres_dsn: str, data_keys: DataKeyRing) -> AsyncIterator[list[Replica]]:
     """Three replicas on the test's database; closed at teardown, leaving no connection."""
     async with contextlib.AsyncExitStack() as stack:
         started = []
         for _ in range(REPLICAS):
-            store = await PostgresStore.open(postgres_dsn, auto_migrate=True)
+            store = await PostgresStore.open(postgres_dsn, auto_migrate=True, data_keys=data_keys)
             stack.push_async_callback(store.close)
             hub = EventHub()
             wakeups = PostgresWakeups(postgres_dsn, hub, channel=EVENTS_CHANNEL)
@@ -132,7 +133,7 @@ def observations(rng: random.Random, rid: str) -> list[Observation]:
     return pile
 
 
-async def run_round(replicas: list[Replica], dsn: str, seed: int) -> None:
+async def run_round(replicas: list[Replica], dsn: str, data_keys: DataKeyRing, seed: int) -> None:
     rng = random.Random(seed)
     ids = [f"r{seed}-{n}" for n in range(RECORDS_PER_ROUND)]
     sentinel = f"r{seed}-sentinel"
@@ -193,7 +194,7 @@ async def run_round(replicas: list[Replica], dsn: str, seed: int) -> None:
             task.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
 
-    log = await read_log(dsn)
+    log = await read_log(dsn, data_keys)
     for start, seen in results:
         expected = [summary(e) for e in log.after(start)]
         assert [summary(e) for e in seen] == expected, f"reader from {start}"
@@ -225,7 +226,7 @@ async def check_record_history(store: PostgresStore, rid: str, log: list[Event])
 
 
 async def test_resuming_readers_on_any_replica_see_every_later_event_exactly_once_in_order(
-    replicas: list[Replica], postgres_dsn: str
+    replicas: list[Replica], postgres_dsn: str, data_keys: DataKeyRing
 ) -> None:
     """Guards cross-replica StreamResults: appends from several replicas must reach every
     reader (wake-ups through LISTEN/NOTIFY), and a reader resuming from any token must never
@@ -236,9 +237,9 @@ async def test_resuming_readers_on_any_replica_see_every_later_event_exactly_onc
     while rounds < MIN_ROUNDS or (rounds < MAX_ROUNDS and time.monotonic() - started < TIME_BUDGET):
         seed = SEED + rounds
         try:
-            await run_round(replicas, postgres_dsn, seed)
+            await run_round(replicas, postgres_dsn, data_keys, seed)
         except (AssertionError, TimeoutError) as failure:
             raise AssertionError(f"round with seed {seed} failed: {failure!r}") from failure
         rounds += 1
-    log = await read_log(postgres_dsn)
+    log = await read_log(postgres_dsn, data_keys)
     assert len(log.events) >= rounds * (RECORDS_PER_ROUND + 1)

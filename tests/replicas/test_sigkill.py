@@ -22,6 +22,7 @@ from tests.replicas.conftest import (
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service.emulator import EmulatorServer
 from vault_service.emulator.notifier import Outcome
+from vault_service.store.data_keys import DataKeyRing
 
 SESSIONS = 24
 EVENTS_BEFORE_KILL = 6
@@ -36,7 +37,11 @@ def acknowledged(emulator: EmulatorServer) -> int:
 
 
 async def test_a_subscriber_resumes_on_another_replica_after_sigkill_and_loses_nothing(
-    serve_processes: SpawnServe, open_stub: OpenStub, emulator: EmulatorServer, postgres_dsn: str
+    serve_processes: SpawnServe,
+    open_stub: OpenStub,
+    emulator: EmulatorServer,
+    postgres_dsn: str,
+    data_keys: DataKeyRing,
 ) -> None:
     """Two ``vault-service serve`` processes share the database; Antom notifies Y. A
     subscriber streams from X while cards are saved one after another; X is SIGKILLed in the
@@ -86,7 +91,7 @@ async def test_a_subscriber_resumes_on_another_replica_after_sigkill_and_loses_n
             producer.cancel()
         async with asyncio.timeout(10):
             await emulator.state.notifier.wait_idle()
-        log = await read_log(postgres_dsn)
+        log = await read_log(postgres_dsn, data_keys)
         await wait_until(
             lambda: subscriber.caught_up(len(log.events)),
             within=5,

@@ -8,6 +8,7 @@ import pytest
 
 from tests.store.strategies import T0, new_record
 from vault_service.store import SchemaVersionError
+from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.factory import DatabaseURL, migrate, open_store, parse_database_url
 from vault_service.store.postgres import PostgresStore
 from vault_service.store.sqlite import SQLiteStore
@@ -53,13 +54,15 @@ def test_other_urls_are_refused_without_showing_a_password(url: str) -> None:
     assert "pw" not in str(refused.value)
 
 
-async def test_open_store_and_migrate_on_sqlite(tmp_path: Path) -> None:
+async def test_open_store_and_migrate_on_sqlite(tmp_path: Path, data_keys: DataKeyRing) -> None:
     """Guards ``serve``/``migrate`` wiring for SQLite: refuse unmigrated, migrate, open."""
     url = f"sqlite:///{tmp_path / 'vault.db'}"
     with pytest.raises(SchemaVersionError, match="run `vault-service migrate`"):
-        await open_store(url, auto_migrate=False)
+        await open_store(url, auto_migrate=False, data_keys=data_keys)
     assert await migrate(url) == [1]
-    store = await open_store(url, auto_migrate=False, sqlite_synchronous="FULL")
+    store = await open_store(
+        url, auto_migrate=False, data_keys=data_keys, sqlite_synchronous="FULL"
+    )
     try:
         assert isinstance(store, SQLiteStore)
         await store.insert(new_record("a"), next_check_at=T0)
@@ -67,18 +70,24 @@ async def test_open_store_and_migrate_on_sqlite(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_open_store_and_migrate_on_postgres(postgres_dsn: str) -> None:
+async def test_open_store_and_migrate_on_postgres(
+    postgres_dsn: str, data_keys: DataKeyRing
+) -> None:
     """Guards ``serve``/``migrate`` wiring for PostgreSQL, both schemes, and auto-migrate."""
     with pytest.raises(SchemaVersionError, match="run `vault-service migrate`"):
-        await open_store(postgres_dsn, auto_migrate=False)
+        await open_store(postgres_dsn, auto_migrate=False, data_keys=data_keys)
     assert await migrate(postgres_dsn) == [1]
-    store = await open_store(postgres_dsn, auto_migrate=False, postgres_pool_size=2)
+    store = await open_store(
+        postgres_dsn, auto_migrate=False, data_keys=data_keys, postgres_pool_size=2
+    )
     try:
         assert isinstance(store, PostgresStore)
         await store.insert(new_record("a"), next_check_at=T0)
     finally:
         await store.close()
     auto = await open_store(
-        postgres_dsn.replace("postgresql://", "postgres://", 1), auto_migrate=True
+        postgres_dsn.replace("postgresql://", "postgres://", 1),
+        auto_migrate=True,
+        data_keys=data_keys,
     )
     await auto.close()

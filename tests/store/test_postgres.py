@@ -16,6 +16,7 @@ import pytest
 from tests.store.strategies import T0, new_record, observe
 from vault_service.domain import VaultingStatus
 from vault_service.store import DatabaseUnavailableError, SchemaVersionError
+from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.postgres import (
     APPLICATION_NAME,
     EVENTS_CHANNEL,
@@ -48,8 +49,8 @@ async def dsn(postgres_dsn: str) -> str:
 
 
 @pytest.fixture
-async def pg_store(dsn: str) -> AsyncIterator[PostgresStore]:
-    store = await PostgresStore.open(dsn, auto_migrate=False)
+async def pg_store(dsn: str, data_keys: DataKeyRing) -> AsyncIterator[PostgresStore]:
+    store = await PostgresStore.open(dsn, auto_migrate=False, data_keys=data_keys)
     yield store
     await store.close()
 
@@ -88,7 +89,7 @@ async def _wait_until_waiting(admin: asyncpg.Connection, count: int) -> None:
 
 
 async def test_a_later_append_waits_for_an_earlier_uncommitted_one(
-    dsn: str, pg_store: PostgresStore, admin: asyncpg.Connection
+    dsn: str, data_keys: DataKeyRing, pg_store: PostgresStore, admin: asyncpg.Connection
 ) -> None:
     """Guards "sequence order is not commit order": while one replica's event insert is held
     before its commit, another replica's append waits instead of committing a higher id, so a
@@ -98,7 +99,7 @@ async def test_a_later_append_waits_for_an_earlier_uncommitted_one(
         await pg_store.insert(new_record(vaulting_request_id), next_check_at=T0)
     notified: asyncio.Queue[str] = asyncio.Queue()
     await admin.add_listener(EVENTS_CHANNEL, lambda *args: notified.put_nowait(args[3]))
-    other = await PostgresStore.open(dsn, auto_migrate=False)
+    other = await PostgresStore.open(dsn, auto_migrate=False, data_keys=data_keys)
     try:
         await admin.execute("SELECT pg_advisory_lock($1)", GATE)
         gated = asyncio.create_task(pg_store.apply("gated", observe(S.SUCCEEDED)))
@@ -168,12 +169,12 @@ async def test_no_change_notifies_nothing(
 
 
 async def test_a_dead_replicas_creation_lock_vanishes_with_its_connection(
-    dsn: str, pg_store: PostgresStore, admin: asyncpg.Connection
+    dsn: str, data_keys: DataKeyRing, pg_store: PostgresStore, admin: asyncpg.Connection
 ) -> None:
     """Guards against a crashed replica blocking an id for ever: when its session ends (here:
     terminated by the server), another replica gets the lock, and the "dead" holder still
     leaves its block cleanly."""
-    other = await PostgresStore.open(dsn, auto_migrate=False)
+    other = await PostgresStore.open(dsn, auto_migrate=False, data_keys=data_keys)
     held, leave = asyncio.Event(), asyncio.Event()
 
     async def hold() -> None:
@@ -202,11 +203,11 @@ async def test_a_dead_replicas_creation_lock_vanishes_with_its_connection(
 
 
 async def test_creation_locks_leave_no_advisory_lock_behind(
-    dsn: str, pg_store: PostgresStore, admin: asyncpg.Connection
+    dsn: str, data_keys: DataKeyRing, pg_store: PostgresStore, admin: asyncpg.Connection
 ) -> None:
     """Guards the session-level locks, which outlive transactions: after holders finish,
     fail or are cancelled (also while waiting), the server holds no advisory lock at all."""
-    other = await PostgresStore.open(dsn, auto_migrate=False)
+    other = await PostgresStore.open(dsn, auto_migrate=False, data_keys=data_keys)
     try:
         held, leave = asyncio.Event(), asyncio.Event()
 
@@ -281,7 +282,8 @@ async def test_the_schema_keeps_instants_and_json_queryable(
     pg_store: PostgresStore, admin: asyncpg.Connection
 ) -> None:
     """Guards the storage choices operators rely on: instants are timestamptz, JSON is jsonb
-    (queryable by field), the card token is in its own column."""
+    (queryable by field), the card token is in its own column (sealed: tests/store/
+    test_data_at_rest.py checks its encryption)."""
     await pg_store.insert(new_record("a"), next_check_at=T0)
     await pg_store.apply("a", observe(S.SUCCEEDED))
     row = await admin.fetchrow(
@@ -292,7 +294,7 @@ async def test_the_schema_keeps_instants_and_json_queryable(
     assert row["created_at"] == T0
     assert row["brand"] == "VISA"
     assert row["token_in_json"] is False
-    assert row["card_token"] == "ALIPAY-token-0001"
+    assert row["card_token"].startswith("v1:")
     assert row["next_check_at"] is None
     snapshot_brand = await admin.fetchval("SELECT snapshot->'card'->>'brand' FROM events")
     assert snapshot_brand == "VISA"
@@ -313,7 +315,9 @@ async def test_refusals_name_the_database_without_its_password(postgres_dsn: str
     """Guards the operator's message: which database, what to do, and no secret in logs."""
     with_password = postgres_dsn.replace("postgres@", "postgres:s3cret@", 1)
     with pytest.raises(SchemaVersionError) as refused:
-        await PostgresStore.open(with_password, auto_migrate=False)
+        await PostgresStore.open(
+            with_password, auto_migrate=False, data_keys=DataKeyRing.generate()
+        )
     message = str(refused.value)
     assert "run `vault-service migrate`" in message
     assert redact_dsn(with_password) in message
@@ -323,7 +327,11 @@ async def test_refusals_name_the_database_without_its_password(postgres_dsn: str
 async def test_an_unreachable_server_is_a_clear_error() -> None:
     """Guards ``serve``/``migrate`` against a traceback for a wrong host or port."""
     with pytest.raises(DatabaseUnavailableError, match=r"cannot connect to the database") as error:
-        await PostgresStore.open("postgresql://vault:s3cret@127.0.0.1:1/vault", auto_migrate=False)
+        await PostgresStore.open(
+            "postgresql://vault:s3cret@127.0.0.1:1/vault",
+            auto_migrate=False,
+            data_keys=DataKeyRing.generate(),
+        )
     assert "s3cret" not in str(error.value)
 
 

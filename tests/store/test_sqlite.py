@@ -18,12 +18,15 @@ import pytest
 from tests.store.strategies import T0, new_record, observe
 from vault_service.domain import VaultingStatus
 from vault_service.store import SchemaVersionError
+from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.sqlite import SQLiteStore, Synchronous, migrate
 
 
 @pytest.fixture
-async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = await SQLiteStore.open(tmp_path / "vault.sqlite3", auto_migrate=True)
+async def sqlite_store(tmp_path: Path, data_keys: DataKeyRing) -> AsyncIterator[SQLiteStore]:
+    store = await SQLiteStore.open(
+        tmp_path / "vault.sqlite3", auto_migrate=True, data_keys=data_keys
+    )
     await store.insert(new_record("vr-1"), next_check_at=T0)
     yield store
     await store.close()
@@ -35,8 +38,12 @@ async def _pragma(store: SQLiteStore, name: str) -> Any:
 
 
 @pytest.mark.parametrize(("level", "value"), [("NORMAL", 1), ("FULL", 2)])
-async def test_connection_settings(tmp_path: Path, level: Synchronous, value: int) -> None:
-    store = await SQLiteStore.open(tmp_path / "db", auto_migrate=True, synchronous=level)
+async def test_connection_settings(
+    tmp_path: Path, data_keys: DataKeyRing, level: Synchronous, value: int
+) -> None:
+    store = await SQLiteStore.open(
+        tmp_path / "db", auto_migrate=True, data_keys=data_keys, synchronous=level
+    )
     try:
         assert await _pragma(store, "journal_mode") == "wal"
         assert await _pragma(store, "synchronous") == value
@@ -49,14 +56,19 @@ async def test_connection_settings(tmp_path: Path, level: Synchronous, value: in
 async def test_an_unknown_synchronous_level_is_refused(tmp_path: Path) -> None:
     """Guards against a config typo silently running with SQLite's default durability."""
     with pytest.raises(ValueError, match="NORMAL or FULL"):
-        await SQLiteStore.open(tmp_path / "db", auto_migrate=True, synchronous="OFF")  # type: ignore[arg-type]
+        await SQLiteStore.open(
+            tmp_path / "db",
+            auto_migrate=True,
+            data_keys=DataKeyRing.generate(),
+            synchronous="OFF",  # type: ignore[arg-type]
+        )
 
 
 async def test_opening_a_missing_database_creates_no_file(tmp_path: Path) -> None:
     """Guards against a mistyped path silently becoming a new, empty database."""
     path = tmp_path / "typo.sqlite3"
     with pytest.raises(SchemaVersionError, match=r"no database at .*run `vault-service migrate`"):
-        await SQLiteStore.open(path, auto_migrate=False)
+        await SQLiteStore.open(path, auto_migrate=False, data_keys=DataKeyRing.generate())
     assert not path.exists()
 
 

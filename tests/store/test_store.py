@@ -595,6 +595,7 @@ async def test_a_commit_survives_sigkill(backend: Backend, store: Store) -> None
         "tests.store.sigkill_child",
         backend.name,
         backend.location,
+        str(backend.key_file),
         "vr-kill",
         stdout=asyncio.subprocess.PIPE,
         cwd=REPO_ROOT,

@@ -16,8 +16,11 @@ from typing import Final, Literal
 
 from vault_service.store import postgres, sqlite
 from vault_service.store.base import Store
+from vault_service.store.data_keys import DataKeyRing
+from vault_service.store.sealing import ResealCount
 
 SQLITE_PREFIX: Final = "sqlite:///"
+ROTATION_BATCH_SIZE: Final = 500
 POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
 
 Backend = Literal["sqlite", "postgresql"]
@@ -54,6 +57,7 @@ async def open_store(
     url: str,
     *,
     auto_migrate: bool,
+    data_keys: DataKeyRing,
     sqlite_synchronous: sqlite.Synchronous = "NORMAL",
     postgres_pool_size: int = 10,
     postgres_lock_pool_size: int = 10,
@@ -64,20 +68,52 @@ async def open_store(
     :class:`~vault_service.store.base.SchemaVersionError` for a database this build cannot use
     as is (the message says what to do), and
     :class:`~vault_service.store.base.DatabaseUnavailableError` for a PostgreSQL server that
-    cannot be reached. ``sqlite_synchronous`` only applies to SQLite, the pool sizes only to
-    PostgreSQL (the lock pool bounds how many sessions one replica creates at once).
+    cannot be reached. Card data is sealed with ``data_keys``. ``sqlite_synchronous`` only
+    applies to SQLite, the pool sizes only to PostgreSQL (the lock pool bounds how many
+    sessions one replica creates at once).
     """
     database = parse_database_url(url)
     if database.backend == "sqlite":
         return await sqlite.SQLiteStore.open(
-            database.location, auto_migrate=auto_migrate, synchronous=sqlite_synchronous
+            database.location,
+            auto_migrate=auto_migrate,
+            data_keys=data_keys,
+            synchronous=sqlite_synchronous,
         )
     return await postgres.PostgresStore.open(
         database.location,
         auto_migrate=auto_migrate,
+        data_keys=data_keys,
         max_size=postgres_pool_size,
         lock_pool_size=postgres_lock_pool_size,
     )
+
+
+async def rotate_data_key(
+    url: str, data_keys: DataKeyRing, *, batch_size: int = ROTATION_BATCH_SIZE
+) -> list[ResealCount]:
+    """Seal every stored card value that is not under ``data_keys``' active key again under it.
+
+    Backs ``vault-service rotate-data-key``: safe to interrupt, to run again, and to run while
+    the service serves (the backends' ``reseal``). The schema must be current (no migration
+    runs here). Raises as :func:`open_store` does, and
+    :class:`~vault_service.store.data_keys.UnknownDataKeyError` for a value under a key the
+    ring lacks.
+    """
+    database = parse_database_url(url)
+    store: sqlite.SQLiteStore | postgres.PostgresStore
+    if database.backend == "sqlite":
+        store = await sqlite.SQLiteStore.open(
+            database.location, auto_migrate=False, data_keys=data_keys
+        )
+    else:
+        store = await postgres.PostgresStore.open(
+            database.location, auto_migrate=False, data_keys=data_keys, max_size=1, lock_pool_size=1
+        )
+    try:
+        return await store.reseal(batch_size=batch_size)
+    finally:
+        await store.close()
 
 
 async def migrate(url: str) -> list[int]:

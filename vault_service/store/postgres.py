@@ -61,7 +61,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Final, TypeAlias
+from typing import Final, NamedTuple, TypeAlias
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -88,8 +88,22 @@ from vault_service.store.codec import (
     record_from_row,
     record_to_row,
 )
+from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import POSTGRES_MIGRATIONS, Migration, check_schema_version
+from vault_service.store.sealing import (
+    EVENT_TOKEN,
+    SEALED_COLUMNS,
+    ResealCount,
+    SealedColumn,
+    open_body,
+    open_record_row,
+    open_token,
+    reseal,
+    seal_body,
+    seal_record_row,
+    seal_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +171,9 @@ _APPEND_EVENT: Final = f"""
     )
     SELECT id, pg_notify('{EVENTS_CHANNEL}', id::text) FROM appended
 """  # noqa: S608
-_SELECT_EVENTS: Final = "SELECT id, source, occurred_at, snapshot, card_token FROM events WHERE "
+_SELECT_EVENTS: Final = (
+    "SELECT id, vaulting_request_id, source, occurred_at, snapshot, card_token FROM events WHERE "
+)
 _CLAIM_DUE: Final = f"""
     WITH due AS (
         SELECT vaulting_request_id, next_check_at FROM records
@@ -195,11 +211,18 @@ async def migrate(dsn: str) -> list[int]:
     Backs ``vault-service migrate``. Safe to run again, and concurrently from several replicas
     (an advisory lock serialises them): versions already applied are skipped.
     """
-    store, applied = await PostgresStore._start(
-        dsn, migrate=True, min_size=1, max_size=1, lock_pool_size=1
-    )
-    await store.close()
-    return applied
+    opened = await _start(dsn, migrate=True, min_size=1, max_size=1, lock_pool_size=1)
+    await _close_pools(opened.pool, opened.lock_pool)
+    return opened.applied
+
+
+class _Opened(NamedTuple):
+    """Both pools open on a checked (or migrated) database: a store's makings."""
+
+    pool: Pool[asyncpg.Record]
+    lock_pool: Pool[asyncpg.Record]
+    log_id: str
+    applied: list[int]
 
 
 def redact_dsn(dsn: str) -> str:
@@ -227,11 +250,16 @@ class PostgresStore:
     """
 
     def __init__(
-        self, pool: Pool[asyncpg.Record], lock_pool: Pool[asyncpg.Record], log_id: str
+        self,
+        pool: Pool[asyncpg.Record],
+        lock_pool: Pool[asyncpg.Record],
+        log_id: str,
+        data_keys: DataKeyRing,
     ) -> None:
         self._pool = pool
         self._lock_pool = lock_pool
         self._log_id = log_id
+        self._keys = data_keys
         self._creating: KeyedLocks[str] = KeyedLocks()
         self._closed = False
 
@@ -245,6 +273,7 @@ class PostgresStore:
         dsn: str,
         *,
         auto_migrate: bool,
+        data_keys: DataKeyRing,
         min_size: int = 1,
         max_size: int = 10,
         lock_pool_size: int = 10,
@@ -255,53 +284,17 @@ class PostgresStore:
         :class:`~vault_service.store.base.SchemaVersionError`; a database migrated by a newer
         build is always refused. ``min_size``/``max_size`` bound the main pool;
         ``lock_pool_size`` bounds how many sessions this replica creates at once (each holds
-        a lock connection while it calls Antom).
+        a lock connection while it calls Antom). Card data is sealed with ``data_keys``
+        (:mod:`vault_service.store.sealing`).
         """
-        store, _ = await cls._start(
+        opened = await _start(
             dsn,
             migrate=auto_migrate,
             min_size=min_size,
             max_size=max_size,
             lock_pool_size=lock_pool_size,
         )
-        return store
-
-    @classmethod
-    async def _start(
-        cls, dsn: str, *, migrate: bool, min_size: int, max_size: int, lock_pool_size: int
-    ) -> tuple[PostgresStore, list[int]]:
-        settings = {
-            "application_name": APPLICATION_NAME,
-            "statement_timeout": STATEMENT_TIMEOUT,
-            "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_TIMEOUT,
-        }
-        where = redact_dsn(dsn)
-        pool = await _create_pool(
-            dsn,
-            where,
-            min_size=max(min_size, 1),
-            max_size=max_size,
-            settings=settings,
-            reset=_keep_session,
-        )
-        try:
-            async with pool.acquire() as connection:
-                applied = await _prepare_schema(connection, where, migrate=migrate)
-                log_id: str = await connection.fetchval(
-                    "SELECT value FROM meta WHERE key = 'log_id'"
-                )
-            lock_pool = await _create_pool(
-                dsn,
-                where,
-                min_size=0,
-                max_size=lock_pool_size,
-                settings={**settings, "statement_timeout": "0"},
-                reset=None,
-            )
-        except BaseException:
-            pool.terminate()
-            raise
-        return cls(pool, lock_pool, log_id), applied
+        return cls(opened.pool, opened.lock_pool, opened.log_id, data_keys)
 
     async def close(self) -> None:
         """Close both pools, after the connections in use are released (calls in flight
@@ -309,32 +302,28 @@ class PostgresStore:
         if self._closed:
             return
         self._closed = True
-        try:
-            await self._lock_pool.close()
-            await self._pool.close()
-        except BaseException:
-            self._lock_pool.terminate()
-            self._pool.terminate()
-            raise
+        await _close_pools(self._lock_pool, self._pool)
 
     async def get(self, vaulting_request_id: str) -> VaultingRecord | None:
         async with self._connection() as connection:
-            return await _select_record(connection, _SELECT_RECORD, vaulting_request_id)
+            return await self._select_record(connection, _SELECT_RECORD, vaulting_request_id)
 
     async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> None:
-        row = record_to_row(record)
+        row = seal_record_row(self._keys, record_to_row(record))
         check_at = None if record.status.is_final else _utc(next_check_at)
         async with self._connection() as connection:
             if await connection.fetchval(_INSERT_RECORD, *_record_parameters(row), check_at):
                 return
             # The conflicting insert has committed (ON CONFLICT waits for it): read it back.
-            existing = await _select_record(connection, _SELECT_RECORD, record.vaulting_request_id)
+            existing = await self._select_record(
+                connection, _SELECT_RECORD, record.vaulting_request_id
+            )
         assert existing is not None  # records are never deleted
         raise RecordExistsError(existing)
 
     async def apply(self, vaulting_request_id: str, news: Observation) -> Event | None:
         async with self._connection() as connection, connection.transaction():
-            record = await _select_record(
+            record = await self._select_record(
                 connection, _SELECT_RECORD_FOR_UPDATE, vaulting_request_id
             )
             if record is None:
@@ -342,7 +331,7 @@ class PostgresStore:
             changed = apply_observation(record, news)
             if changed is None:
                 return None
-            row = record_to_row(changed)
+            row = seal_record_row(self._keys, record_to_row(changed))
             await connection.execute(
                 _UPDATE_RECORD,
                 *_record_parameters(row)[1:],
@@ -359,7 +348,7 @@ class PostgresStore:
                 news.source.value,
                 occurred_at,
                 snapshot,
-                card_token,
+                seal_token(self._keys, EVENT_TOKEN, vaulting_request_id, card_token),
             )
             assert appended is not None
             event_id: int = appended["id"]
@@ -374,7 +363,8 @@ class PostgresStore:
                 "(vaulting_request_id, body, body_sha256, received_at) VALUES ($1, $2, $3, $4) "
                 "ON CONFLICT (vaulting_request_id, body_sha256) DO NOTHING",
                 vaulting_request_id,
-                body,
+                seal_body(self._keys, vaulting_request_id, body),
+                # Of the plaintext: a retried copy seals to a new ciphertext but is the same body.
                 hashlib.sha256(body).digest(),
                 _utc(received_at),
             )
@@ -388,7 +378,11 @@ class PostgresStore:
                 limit,
             )
         return [
-            OrphanNotification(row["vaulting_request_id"], row["body"], _utc(row["received_at"]))
+            OrphanNotification(
+                row["vaulting_request_id"],
+                open_body(self._keys, row["vaulting_request_id"], row["body"]),
+                _utc(row["received_at"]),
+            )
             for row in rows
         ]
 
@@ -423,7 +417,12 @@ class PostgresStore:
                 event_id=row["id"],
                 source=EventSource(row["source"]),
                 occurred_at=_utc(row["occurred_at"]),
-                record=decode_snapshot(row["snapshot"], row["card_token"]),
+                record=decode_snapshot(
+                    row["snapshot"],
+                    open_token(
+                        self._keys, EVENT_TOKEN, row["vaulting_request_id"], row["card_token"]
+                    ),
+                ),
             )
             for row in rows
         ]
@@ -439,7 +438,7 @@ class PostgresStore:
         check_lease(lease)
         async with self._connection() as connection:
             rows = await connection.fetch(_CLAIM_DUE, _utc(now), limit, _utc(now + lease))
-        return [record_from_row(_record_row(row)) for row in rows]
+        return [record_from_row(open_record_row(self._keys, _record_row(row))) for row in rows]
 
     async def reschedule(self, vaulting_request_id: str, next_check_at: datetime) -> None:
         async with self._connection() as connection:
@@ -449,6 +448,19 @@ class PostgresStore:
                 "SELECT true FROM records WHERE vaulting_request_id = $1", vaulting_request_id
             ):
                 raise RecordNotFoundError(vaulting_request_id)
+
+    async def reseal(self, *, batch_size: int) -> list[ResealCount]:
+        """Seal every card value that is not under the active data key again under it (one
+        pass per column); backs ``vault-service rotate-data-key``.
+
+        Safe while replicas serve, and to interrupt and run again: each batch of
+        ``batch_size`` rows is read without locks and written back in one statement that
+        replaces a row only if it still holds the value read (compare and swap). A concurrent
+        ``apply`` that rewrote the row meanwhile wins (it sealed the token itself) and the row
+        counts as ``changed``.
+        """
+        check_limit(batch_size)
+        return [await self._reseal_column(column, batch_size) for column in SEALED_COLUMNS]
 
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:
@@ -494,9 +506,40 @@ class PostgresStore:
             # cancelled pg_advisory_lock obtained just before its cancellation arrived.
             await self._lock_pool.release(connection)
 
+    async def _reseal_column(self, column: SealedColumn, batch_size: int) -> ResealCount:
+        select, swap = _reseal_statements(column)
+        after, rewritten, changed = column.first, 0, 0
+        while True:
+            async with self._connection() as connection:
+                rows = await connection.fetch(select, after, batch_size)
+                swaps = [
+                    (row["key"], row["stored"], new)
+                    for row in rows
+                    if (
+                        new := reseal(self._keys, column, row["vaulting_request_id"], row["stored"])
+                    )
+                    is not None
+                ]
+                if swaps:
+                    keys, olds, news = (list(values) for values in zip(*swaps, strict=True))
+                    status = await connection.execute(swap, keys, olds, news)
+                    done = int(status.rpartition(" ")[2])  # "UPDATE <rows>"
+                    rewritten, changed = rewritten + done, changed + len(swaps) - done
+            if len(rows) < batch_size:
+                return ResealCount(column, rewritten, changed)
+            after = rows[-1]["key"]
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosedError("the PostgreSQL store is closed")
+
+    async def _select_record(
+        self, connection: Connection, sql: str, vaulting_request_id: str
+    ) -> VaultingRecord | None:
+        row = await connection.fetchrow(sql, vaulting_request_id)
+        return (
+            None if row is None else record_from_row(open_record_row(self._keys, _record_row(row)))
+        )
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
@@ -520,6 +563,54 @@ class PostgresStore:
             # The pool is closing: a call raced close().
             self._check_open()
             raise
+
+
+async def _start(
+    dsn: str, *, migrate: bool, min_size: int, max_size: int, lock_pool_size: int
+) -> _Opened:
+    """Open the main pool, check (or migrate) the schema through it, then open the lock pool."""
+    settings = {
+        "application_name": APPLICATION_NAME,
+        "statement_timeout": STATEMENT_TIMEOUT,
+        "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_TIMEOUT,
+    }
+    where = redact_dsn(dsn)
+    pool = await _create_pool(
+        dsn,
+        where,
+        min_size=max(min_size, 1),
+        max_size=max_size,
+        settings=settings,
+        reset=_keep_session,
+    )
+    try:
+        async with pool.acquire() as connection:
+            applied = await _prepare_schema(connection, where, migrate=migrate)
+            log_id: str = await connection.fetchval("SELECT value FROM meta WHERE key = 'log_id'")
+        lock_pool = await _create_pool(
+            dsn,
+            where,
+            min_size=0,
+            max_size=lock_pool_size,
+            settings={**settings, "statement_timeout": "0"},
+            reset=None,
+        )
+    except BaseException:
+        pool.terminate()
+        raise
+    return _Opened(pool, lock_pool, log_id, applied)
+
+
+async def _close_pools(*pools: Pool[asyncpg.Record]) -> None:
+    """Close ``pools`` in order once their connections are released; a cancelled or failed
+    close terminates them all instead."""
+    try:
+        for pool in pools:
+            await pool.close()
+    except BaseException:
+        for pool in pools:
+            pool.terminate()
+        raise
 
 
 async def _create_pool(
@@ -618,11 +709,23 @@ async def _apply_migration(connection: Connection, migration: Migration) -> bool
     return True
 
 
-async def _select_record(
-    connection: Connection, sql: str, vaulting_request_id: str
-) -> VaultingRecord | None:
-    row = await connection.fetchrow(sql, vaulting_request_id)
-    return None if row is None else record_from_row(_record_row(row))
+def _reseal_statements(column: SealedColumn) -> tuple[str, str]:
+    """A batch read of ``column`` in key order, and its compare-and-swap write-back."""
+    key_type = "text" if isinstance(column.first, str) else "bigint"
+    value_type = "bytea" if column.binary else "text"
+    # Names and types come from the constant SEALED_COLUMNS, never from input.
+    select = (
+        f"SELECT {column.key} AS key, vaulting_request_id, {column.column} AS stored "  # noqa: S608
+        f"FROM {column.table} WHERE {column.key} > $1 AND {column.column} IS NOT NULL "
+        f"ORDER BY {column.key} LIMIT $2"
+    )
+    swap = (
+        f"UPDATE {column.table} AS t SET {column.column} = v.new "  # noqa: S608
+        f"FROM unnest($1::{key_type}[], $2::{value_type}[], $3::{value_type}[]) "
+        "AS v(key, old, new) "
+        f"WHERE t.{column.key} = v.key AND t.{column.column} = v.old"
+    )
+    return select, swap
 
 
 def _record_parameters(row: RecordRow) -> list[object]:

@@ -49,7 +49,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Literal, ParamSpec, TypeVar
+from typing import Any, Final, Literal, NamedTuple, ParamSpec, TypeVar
 
 from vault_service.domain import (
     Event,
@@ -78,8 +78,22 @@ from vault_service.store.codec import (
     record_from_row,
     record_to_row,
 )
+from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import SQLITE_MIGRATIONS, Migration, check_schema_version
+from vault_service.store.sealing import (
+    EVENT_TOKEN,
+    SEALED_COLUMNS,
+    ResealCount,
+    SealedColumn,
+    open_body,
+    open_record_row,
+    open_token,
+    reseal,
+    seal_body,
+    seal_record_row,
+    seal_token,
+)
 
 Synchronous = Literal["NORMAL", "FULL"]
 StorePath = str | os.PathLike[str]
@@ -114,7 +128,9 @@ _INSERT_EVENT: Final = (
     "INSERT INTO events (vaulting_request_id, owner, source, occurred_at, snapshot, card_token) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-_SELECT_EVENTS: Final = "SELECT id, source, occurred_at, snapshot, card_token FROM events WHERE "
+_SELECT_EVENTS: Final = (
+    "SELECT id, vaulting_request_id, source, occurred_at, snapshot, card_token FROM events WHERE "
+)
 # (absolute database path, vaulting request id): shared by every store of this process.
 _CREATION_LOCKS: Final[KeyedLocks[tuple[Path, str]]] = KeyedLocks()
 _SCHEMA_MIGRATIONS_TABLE: Final = """
@@ -133,9 +149,19 @@ async def migrate(path: StorePath) -> list[int]:
     already applied are skipped.
     """
     # FULL: schema changes are rare, so they may as well survive a power loss too.
-    store, applied = await SQLiteStore._start(Path(path), migrate=True, synchronous="FULL")
-    await store.close()
-    return applied
+    opened = await _start(Path(path), migrate=True, synchronous="FULL")
+    await _shut_down(opened.executor, opened.connection)
+    return opened.applied
+
+
+class _Opened(NamedTuple):
+    """A connection opened, checked (or migrated) on its own thread: a store's makings."""
+
+    executor: ThreadPoolExecutor
+    connection: sqlite3.Connection
+    log_id: str
+    path: Path
+    applied: list[int]
 
 
 class SQLiteStore:
@@ -150,11 +176,13 @@ class SQLiteStore:
         connection: sqlite3.Connection,
         log_id: str,
         path: Path,
+        data_keys: DataKeyRing,
     ) -> None:
         self._executor = executor
         self._connection = connection
         self._log_id = log_id
         self._path = path
+        self._keys = data_keys
         self._closed = False
 
     @property
@@ -163,48 +191,33 @@ class SQLiteStore:
 
     @classmethod
     async def open(
-        cls, path: StorePath, *, auto_migrate: bool, synchronous: Synchronous = "NORMAL"
+        cls,
+        path: StorePath,
+        *,
+        auto_migrate: bool,
+        data_keys: DataKeyRing,
+        synchronous: Synchronous = "NORMAL",
     ) -> SQLiteStore:
         """Open the database at ``path``, migrating it first when ``auto_migrate``.
 
         Without ``auto_migrate`` a missing, unmigrated or outdated database is refused with
         :class:`SchemaVersionError`, and no file is created; a database migrated by a newer
         build is always refused. ``synchronous`` is the durability level (module docstring).
+        Card data is sealed with ``data_keys`` (:mod:`vault_service.store.sealing`).
         """
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
-        store, _ = await cls._start(Path(path), migrate=auto_migrate, synchronous=synchronous)
-        return store
-
-    @classmethod
-    async def _start(
-        cls, path: Path, *, migrate: bool, synchronous: Synchronous
-    ) -> tuple[SQLiteStore, list[int]]:
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_THREAD_NAME)
-        connecting = executor.submit(_connect, path, migrate=migrate, synchronous=synchronous)
-        try:
-            connection, log_id, applied, resolved = await asyncio.wrap_future(connecting)
-        except BaseException:
-            # Cancelled or failed: queued behind the connect, this closes a connection that it
-            # may still have opened, and the thread exits once it has.
-            executor.submit(_close_opened, connecting)
-            executor.shutdown(wait=False)
-            raise
-        return cls(executor, connection, log_id, resolved), applied
+        opened = await _start(Path(path), migrate=auto_migrate, synchronous=synchronous)
+        return cls(opened.executor, opened.connection, opened.log_id, opened.path, data_keys)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        closing = self._executor.submit(self._connection.close)
-        self._executor.shutdown(wait=False)
-        # Shielded so that a cancelled close still closes the connection after queued work.
-        await asyncio.shield(asyncio.wrap_future(closing))
-        # The thread has nothing left to do: joining it does not hold up the loop.
-        self._executor.shutdown(wait=True)
+        await _shut_down(self._executor, self._connection)
 
     async def get(self, vaulting_request_id: str) -> VaultingRecord | None:
-        return await self._run(_select_record, self._connection, vaulting_request_id)
+        return await self._run(_select_record, self._connection, self._keys, vaulting_request_id)
 
     async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> None:
         await self._run(self._insert, record, next_check_at)
@@ -248,6 +261,29 @@ class SQLiteStore:
     async def reschedule(self, vaulting_request_id: str, next_check_at: datetime) -> None:
         await self._run(self._reschedule, vaulting_request_id, next_check_at)
 
+    async def reseal(self, *, batch_size: int) -> list[ResealCount]:
+        """Seal every card value that is not under the active data key again under it (one
+        pass per column); backs ``vault-service rotate-data-key``.
+
+        Each batch of ``batch_size`` rows is its own short write transaction, so the pass can
+        be interrupted at any point and run again, and a serving process waits at most one
+        batch for the write lock. A row is only replaced if it still holds the value that was
+        read (compare and swap), which the write lock already guarantees here.
+        """
+        check_limit(batch_size)
+        counts = []
+        for column in SEALED_COLUMNS:
+            after: object = column.first
+            rewritten = changed = 0
+            while True:
+                batch = await self._run(self._reseal_batch, column, after, batch_size)
+                rewritten, changed = rewritten + batch.rewritten, changed + batch.changed
+                if batch.last_key is None:
+                    break
+                after = batch.last_key
+            counts.append(ResealCount(column, rewritten, changed))
+        return counts
+
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:
         """See the module docstring ("One serving process") for why in-process is enough."""
@@ -267,12 +303,12 @@ class SQLiteStore:
     # Everything below runs on the store's thread.
 
     def _insert(self, record: VaultingRecord, next_check_at: datetime) -> None:
-        row = record_to_row(record)
+        row = seal_record_row(self._keys, record_to_row(record))
         check_at = None if record.status.is_final else encode_instant(next_check_at)
 
         def work(connection: sqlite3.Connection) -> None:
             if connection.execute(_INSERT_RECORD, (*row, check_at)).rowcount == 0:
-                existing = _select_record(connection, record.vaulting_request_id)
+                existing = _select_record(connection, self._keys, record.vaulting_request_id)
                 assert existing is not None  # records are never deleted
                 raise RecordExistsError(existing)
 
@@ -280,13 +316,13 @@ class SQLiteStore:
 
     def _apply(self, vaulting_request_id: str, news: Observation) -> Event | None:
         def work(connection: sqlite3.Connection) -> Event | None:
-            record = _select_record(connection, vaulting_request_id)
+            record = _select_record(connection, self._keys, vaulting_request_id)
             if record is None:
                 raise RecordNotFoundError(vaulting_request_id)
             changed = apply_observation(record, news)
             if changed is None:
                 return None
-            row = record_to_row(changed)
+            row = seal_record_row(self._keys, record_to_row(changed))
             connection.execute(
                 _UPDATE_RECORD, (*row[1:], changed.status.is_final, row.vaulting_request_id)
             )
@@ -300,7 +336,7 @@ class SQLiteStore:
                     news.source.value,
                     occurred_at,
                     snapshot,
-                    card_token,
+                    seal_token(self._keys, EVENT_TOKEN, vaulting_request_id, card_token),
                 ),
             )
             assert cursor.lastrowid is not None
@@ -313,7 +349,13 @@ class SQLiteStore:
             "INSERT INTO orphan_notifications "
             "(vaulting_request_id, body, body_sha256, received_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (vaulting_request_id, body_sha256) DO NOTHING",
-            (vaulting_request_id, body, hashlib.sha256(body).digest(), encode_instant(received_at)),
+            (
+                vaulting_request_id,
+                seal_body(self._keys, vaulting_request_id, body),
+                # Of the plaintext: a retried copy seals to a new ciphertext but is the same body.
+                hashlib.sha256(body).digest(),
+                encode_instant(received_at),
+            ),
         )
 
     def _list_orphans(self, limit: int) -> list[OrphanNotification]:
@@ -323,7 +365,11 @@ class SQLiteStore:
             (limit,),
         ).fetchall()
         return [
-            OrphanNotification(vaulting_request_id, body, decode_instant(received_at))
+            OrphanNotification(
+                vaulting_request_id,
+                open_body(self._keys, vaulting_request_id, body),
+                decode_instant(received_at),
+            )
             for vaulting_request_id, body, received_at in rows
         ]
 
@@ -352,9 +398,11 @@ class SQLiteStore:
                 event_id=event_id,
                 source=EventSource(source),
                 occurred_at=decode_instant(occurred_at),
-                record=decode_snapshot(snapshot, card_token),
+                record=decode_snapshot(
+                    snapshot, open_token(self._keys, EVENT_TOKEN, vaulting_request_id, card_token)
+                ),
             )
-            for event_id, source, occurred_at, snapshot, card_token in rows
+            for event_id, vaulting_request_id, source, occurred_at, snapshot, card_token in rows
         ]
 
     def _last_event_id(self) -> int:
@@ -369,7 +417,7 @@ class SQLiteStore:
             connection.executemany(
                 _LEASE, [(leased_until, row.vaulting_request_id) for row in rows]
             )
-            return [record_from_row(row) for row in rows]
+            return [record_from_row(open_record_row(self._keys, row)) for row in rows]
 
         return _transaction(self._connection, work)
 
@@ -380,8 +428,40 @@ class SQLiteStore:
             "WHERE vaulting_request_id = ? AND next_check_at IS NOT NULL",
             (encode_instant(next_check_at), vaulting_request_id),
         )
-        if cursor.rowcount == 0 and _select_record(self._connection, vaulting_request_id) is None:
+        if cursor.rowcount == 0 and not _exists(self._connection, vaulting_request_id):
             raise RecordNotFoundError(vaulting_request_id)
+
+    def _reseal_batch(self, column: SealedColumn, after: object, limit: int) -> _ResealBatch:
+        # Table and column names come from the constant SEALED_COLUMNS, never from input.
+        select = (
+            f"SELECT {column.key}, vaulting_request_id, {column.column} FROM {column.table} "  # noqa: S608
+            f"WHERE {column.key} > ? AND {column.column} IS NOT NULL ORDER BY {column.key} LIMIT ?"
+        )
+        update = (
+            f"UPDATE {column.table} SET {column.column} = ? "  # noqa: S608
+            f"WHERE {column.key} = ? AND {column.column} = ?"
+        )
+
+        def work(connection: sqlite3.Connection) -> _ResealBatch:
+            rows = connection.execute(select, (after, limit)).fetchall()
+            rewritten = changed = 0
+            for key, vaulting_request_id, stored in rows:
+                new = reseal(self._keys, column, vaulting_request_id, stored)
+                if new is None:
+                    continue
+                if connection.execute(update, (new, key, stored)).rowcount:
+                    rewritten += 1
+                else:
+                    changed += 1
+            return _ResealBatch(rewritten, changed, rows[-1][0] if len(rows) == limit else None)
+
+        return _transaction(self._connection, work)
+
+
+class _ResealBatch(NamedTuple):
+    rewritten: int
+    changed: int
+    last_key: object  # where the next batch starts; None: the column is done
 
 
 def _scalar(connection: sqlite3.Connection, sql: str) -> Any:
@@ -390,10 +470,42 @@ def _scalar(connection: sqlite3.Connection, sql: str) -> Any:
 
 
 def _select_record(
-    connection: sqlite3.Connection, vaulting_request_id: str
+    connection: sqlite3.Connection, keys: DataKeyRing, vaulting_request_id: str
 ) -> VaultingRecord | None:
     row = connection.execute(_SELECT_RECORD, (vaulting_request_id,)).fetchone()
-    return None if row is None else record_from_row(RecordRow(*row))
+    return None if row is None else record_from_row(open_record_row(keys, RecordRow(*row)))
+
+
+def _exists(connection: sqlite3.Connection, vaulting_request_id: str) -> bool:
+    found = connection.execute(
+        "SELECT 1 FROM records WHERE vaulting_request_id = ?", (vaulting_request_id,)
+    ).fetchone()
+    return found is not None
+
+
+async def _start(path: Path, *, migrate: bool, synchronous: Synchronous) -> _Opened:
+    """Connect and check (or migrate) on a new store thread, which owns the connection."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_THREAD_NAME)
+    connecting = executor.submit(_connect, path, migrate=migrate, synchronous=synchronous)
+    try:
+        connection, log_id, applied, resolved = await asyncio.wrap_future(connecting)
+    except BaseException:
+        # Cancelled or failed: queued behind the connect, this closes a connection that it
+        # may still have opened, and the thread exits once it has.
+        executor.submit(_close_opened, connecting)
+        executor.shutdown(wait=False)
+        raise
+    return _Opened(executor, connection, log_id, resolved, applied)
+
+
+async def _shut_down(executor: ThreadPoolExecutor, connection: sqlite3.Connection) -> None:
+    """Close ``connection`` on its thread after the work queued before, then end the thread."""
+    closing = executor.submit(connection.close)
+    executor.shutdown(wait=False)
+    # Shielded so that a cancelled close still closes the connection after queued work.
+    await asyncio.shield(asyncio.wrap_future(closing))
+    # The thread has nothing left to do: joining it does not hold up the loop.
+    executor.shutdown(wait=True)
 
 
 def _transaction(connection: sqlite3.Connection, work: Callable[[sqlite3.Connection], _T]) -> _T:

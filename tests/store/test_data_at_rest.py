@@ -1,0 +1,322 @@
+"""Card data at rest, on every backend: what the database holds is ciphertext bound to its row,
+and ``rotate-data-key`` moves it all under a new key without losing a value.
+
+The raw columns are read with plain SQL (``Backend.query``), never through the store, so a
+store that forgot to encrypt cannot hide it by decrypting symmetrically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.store.backends import BACKEND_AT, Backend
+from tests.store.strategies import T0, full_card, new_record, observe
+from vault_service.domain import VaultingStatus
+from vault_service.store import CorruptDataError, Store
+from vault_service.store.data_keys import (
+    DataKeyRing,
+    UnknownDataKeyError,
+    add_data_key,
+    parse_data_key_file,
+    read_data_key_file,
+)
+from vault_service.store.factory import rotate_data_key
+from vault_service.store.postgres import PostgresStore
+from vault_service.store.sealing import RECORD_TOKEN, seal_token
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+S = VaultingStatus
+
+
+def token(vaulting_request_id: str) -> str:
+    return f"ALIPAY-secret-token-{vaulting_request_id}"
+
+
+def notification(vaulting_request_id: str) -> bytes:
+    """A notifyVaulting body of an unknown request, with the card token inside."""
+    detail = {"cardToken": token(vaulting_request_id), "brand": "VISA"}
+    return json.dumps(
+        {"vaultingRequestId": vaulting_request_id, "paymentMethodDetail": {"card": detail}}
+    ).encode()
+
+
+async def save_card(store: Store, vaulting_request_id: str) -> None:
+    """A record that got a card (one event), as the webhook would leave it."""
+    await store.insert(new_record(vaulting_request_id), next_check_at=T0)
+    card = full_card(token(vaulting_request_id))
+    assert await store.apply(vaulting_request_id, observe(S.SUCCEEDED, card=card)) is not None
+
+
+async def raw_values(backend: Backend) -> list[str | bytes]:
+    """Every stored card-bearing value, straight from the database."""
+    rows = await backend.query(
+        "SELECT card_token FROM records WHERE card_token IS NOT NULL "
+        "UNION ALL SELECT card_token FROM events WHERE card_token IS NOT NULL"
+    )
+    bodies = await backend.query("SELECT body FROM orphan_notifications")
+    return [value for (value,) in rows] + [bytes(body) for (body,) in bodies]
+
+
+def as_text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode("ascii")
+
+
+async def assert_all_read_back(store: Store, ids: list[str], orphans: list[str]) -> None:
+    for rid in ids:
+        record = await store.get(rid)
+        assert record is not None
+        assert record.card is not None
+        assert record.card.card_token == token(rid)
+    events = await store.events_after(0, limit=100)
+    assert {e.record.vaulting_request_id: e.record.card for e in events}.keys() == set(ids)
+    assert all(
+        e.record.card and e.record.card.card_token == token(e.record.vaulting_request_id)
+        for e in events
+    )
+    stored = await store.list_orphans(limit=100)
+    assert [(o.vaulting_request_id, o.body) for o in stored] == [
+        (rid, notification(rid)) for rid in orphans
+    ]
+
+
+@pytest.fixture
+async def new_key_file(backend: Backend, tmp_path: Path) -> Path:
+    """A copy of the session's key file with a new key "k2" added and made active."""
+    path = tmp_path / "rotated-data-keys.json"
+    await asyncio.to_thread(shutil.copyfile, backend.key_file, path)
+    await asyncio.to_thread(add_data_key, path, key_id="k2")
+    return path
+
+
+@pytest.fixture
+async def filled(store: Store) -> Store:
+    """``store`` holding two saved cards and two orphan notifications."""
+    for rid in ("a", "b"):
+        await save_card(store, rid)
+        await store.record_orphan(f"orphan-{rid}", notification(f"orphan-{rid}"), T0)
+    return store
+
+
+async def test_card_data_is_ciphertext_at_rest(backend: Backend, filled: Store) -> None:
+    """Guards issue 5's acceptance: the raw card-token columns (records and events) and the
+    orphan bodies hold no card token, only envelopes under the active key; the store still
+    returns every value as it was given."""
+    values = await raw_values(backend)
+    assert len(values) == 6
+    for value in values:
+        text = as_text(value)
+        assert text.startswith("v1:session:")
+        assert "ALIPAY" not in text
+        assert "secret" not in text
+    await assert_all_read_back(filled, ["a", "b"], ["orphan-a", "orphan-b"])
+
+
+READS: dict[str, Callable[[Store], Awaitable[object]]] = {
+    "record": lambda store: store.get("b"),
+    "events": lambda store: store.events_after(0, limit=100),
+    "orphans": lambda store: store.list_orphans(limit=100),
+}
+
+
+@pytest.mark.parametrize(
+    ("move", "read"),
+    [
+        (
+            "UPDATE records SET card_token = "
+            "(SELECT card_token FROM records WHERE vaulting_request_id = 'a') "
+            "WHERE vaulting_request_id = 'b'",
+            "record",
+        ),
+        (
+            "UPDATE events SET card_token = "
+            "(SELECT card_token FROM events WHERE vaulting_request_id = 'a') "
+            "WHERE vaulting_request_id = 'b'",
+            "events",
+        ),
+        (
+            "UPDATE events SET card_token = "
+            "(SELECT card_token FROM records WHERE vaulting_request_id = 'b') "
+            "WHERE vaulting_request_id = 'b'",
+            "events",
+        ),
+        (
+            "UPDATE orphan_notifications SET body = "
+            "(SELECT body FROM orphan_notifications WHERE vaulting_request_id = 'orphan-a') "
+            "WHERE vaulting_request_id = 'orphan-b'",
+            "orphans",
+        ),
+    ],
+    ids=["record-to-record", "event-to-event", "record-to-event", "orphan-to-orphan"],
+)
+async def test_a_ciphertext_moved_to_another_row_does_not_decrypt(
+    backend: Backend, filled: Store, move: str, read: str
+) -> None:
+    """Guards the row binding: someone with SQL access copying A's token into B's row (or
+    into another column) must not hand A's card to B's session; B reads as corrupt data."""
+    await READS[read](filled)  # reads before the move
+    await backend.execute(move)
+    with pytest.raises(CorruptDataError, match="belongs to another row"):
+        await READS[read](filled)
+
+
+async def test_an_unknown_key_id_fails_naming_it(backend: Backend, filled: Store) -> None:
+    """Guards the operator's message when a key left the file too early: the key id, and no
+    card data."""
+    other = await reopen(backend, DataKeyRing.generate("unrelated"))
+    try:
+        for read in (
+            other.get("a"),
+            other.events_after(0, limit=10),
+            other.list_orphans(limit=10),
+        ):
+            with pytest.raises(UnknownDataKeyError, match="data key 'session'") as refused:
+                await read
+            assert "ALIPAY" not in str(refused.value)
+    finally:
+        await other.close()
+
+
+async def test_legacy_plaintext_still_reads(backend: Backend, filled: Store) -> None:
+    """Guards the upgrade: rows written before encryption hold plaintext and must read."""
+    await backend.execute(f"UPDATE records SET card_token = '{token('a')}'")
+    await backend.execute(f"UPDATE events SET card_token = '{token('a')}'")
+    record = await filled.get("a")
+    assert record is not None
+    assert record.card is not None
+    assert record.card.card_token == token("a")
+    events = await filled.events_after(0, limit=10, vaulting_request_ids=frozenset({"a"}))
+    assert [e.record.card.card_token for e in events if e.record.card] == [token("a")]
+
+
+async def test_rotation_reseals_everything_under_the_new_key(
+    backend: Backend, filled: Store, new_key_file: Path
+) -> None:
+    """Guards ``rotate-data-key``: every value, legacy plaintext included, ends up under the
+    new active key and reads back, also once the old key is gone; a second run rewrites
+    nothing."""
+    await backend.execute(
+        f"UPDATE records SET card_token = '{token('a')}' WHERE vaulting_request_id = 'a'"
+    )
+    ring = await asyncio.to_thread(read_data_key_file, new_key_file)
+
+    counts = await rotate_data_key(backend.url, ring, batch_size=1)  # many batches
+    assert {c.column.name: c.rewritten for c in counts} == {
+        "records.card_token": 2,
+        "events.card_token": 2,
+        "orphan_notifications.body": 2,
+    }
+    assert all(c.changed == 0 for c in counts)
+    values = await raw_values(backend)
+    assert all(as_text(value).startswith("v1:k2:") for value in values)
+
+    again = await rotate_data_key(backend.url, ring)
+    assert sum(c.rewritten for c in again) == 0
+    assert await raw_values(backend) == values
+
+    reopened = await reopen(backend, await without_key(new_key_file, "session"))
+    try:
+        await assert_all_read_back(reopened, ["a", "b"], ["orphan-a", "orphan-b"])
+    finally:
+        await reopened.close()
+
+
+async def test_rotate_data_key_command(backend: Backend, filled: Store, new_key_file: Path) -> None:
+    """Guards the operator command end to end: exit 0 and the count on stdout; run again, it
+    rewrites nothing; a key file missing the old key is one line naming it and exit 2."""
+    env = {
+        **os.environ,
+        "VAULT_DATABASE_URL": backend.url,
+        "VAULT_DATA_KEY_FILE": str(new_key_file),
+    }
+    code, out, err = await run_cli("rotate-data-key", env=env)
+    assert (code, err) == (0, "")
+    assert "re-encrypted 6 values under data key 'k2'" in out
+    assert all(as_text(value).startswith("v1:k2:") for value in await raw_values(backend))
+    code, out, _ = await run_cli("rotate-data-key", env=env)
+    assert code == 0
+    assert "re-encrypted 0 values" in out
+
+    lacking = new_key_file.with_name("lacking.json")
+    await asyncio.to_thread(add_data_key, lacking, key_id="k3")
+    code, out, err = await run_cli(
+        "rotate-data-key", env={**env, "VAULT_DATA_KEY_FILE": str(lacking)}
+    )
+    assert code == 2
+    assert "data key 'k2'" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "ALIPAY" not in err + out
+
+
+@pytest.mark.parametrize("new_backend", ["postgresql"], indirect=True)
+async def test_postgres_rotation_never_overwrites_a_concurrent_write(
+    backend: Backend, filled: Store, new_key_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards rotation while replicas serve: a record rewritten between the rotation's read and
+    its write (a replica's apply) keeps the replica's value; a re-run then reseals it."""
+    assert isinstance(filled, PostgresStore)  # SQLite rotates inside its write lock
+    concurrent = seal_token(backend.data_keys, RECORD_TOKEN, "a", token("a"))
+    real_execute = asyncpg.Connection.execute
+    writes: list[str] = []
+
+    async def execute_after_a_replica(self: asyncpg.Connection, sql: str, *args: object) -> str:
+        if sql.lstrip().startswith("UPDATE records AS t") and not writes:
+            # Another connection commits first: the rotation's read of "a" is now stale.
+            writes.append(sql)
+            await backend.execute(
+                f"UPDATE records SET card_token = '{concurrent}' WHERE vaulting_request_id = 'a'"
+            )
+        return await real_execute(self, sql, *args)
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", execute_after_a_replica)
+    ring = await asyncio.to_thread(read_data_key_file, new_key_file)
+    counts = await rotate_data_key(backend.url, ring)
+    monkeypatch.undo()
+    assert writes, "the rotation never wrote records back"
+
+    records = next(c for c in counts if c.column is RECORD_TOKEN)
+    assert (records.rewritten, records.changed) == (1, 1)
+    assert await backend.query(
+        "SELECT card_token FROM records WHERE vaulting_request_id = 'a'"
+    ) == [(concurrent,)]
+    again = await rotate_data_key(backend.url, ring)
+    assert [c.rewritten for c in again] == [1, 0, 0]
+    assert all(as_text(value).startswith("v1:k2:") for value in await raw_values(backend))
+
+
+async def reopen(backend: Backend, ring: DataKeyRing) -> Store:
+    """Another store on ``backend``'s database, sealing and opening with ``ring``."""
+    return await BACKEND_AT[backend.name](backend.location, backend.key_file, ring).open()
+
+
+async def without_key(path: Path, key_id: str) -> DataKeyRing:
+    """The ring in ``path`` with ``key_id`` removed, as an operator ends a rotation."""
+    document = json.loads(await asyncio.to_thread(path.read_bytes))
+    del document["keys"][key_id]
+    return parse_data_key_file(json.dumps(document).encode())
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """``vault-service ARGS`` as a process: exit code, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "vault_service",
+        *args,
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
