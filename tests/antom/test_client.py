@@ -31,6 +31,8 @@ from vault_service.antom.errors import (
     InvalidSignatureError,
     MalformedSignatureHeaderError,
     MissingSignatureError,
+    SignatureError,
+    UnknownKeyVersionError,
 )
 from vault_service.antom.keys import PrivateKey
 from vault_service.antom.models import (
@@ -397,3 +399,59 @@ async def test_an_inquiry_answer_about_another_request_is_refused(
         with pytest.raises(AntomProtocolError, match="another vaulting request"):
             await antom.inquire_vaulting(InquireVaultingRequest(vaulting_request_id="vr-mine"))
     await http.aclose()
+
+
+@pytest.mark.parametrize(
+    ("signed_by", "key_version", "expected"),
+    [
+        ("current", "1", None),
+        ("next", "2", None),
+        ("next", "1", InvalidSignatureError),
+        ("current", "3", UnknownKeyVersionError),
+    ],
+)
+async def test_answers_are_checked_with_the_key_of_their_version(
+    merchant_key: PrivateKey,
+    antom_key: PrivateKey,
+    antom_next_key: PrivateKey,
+    signed_by: str,
+    key_version: str,
+    expected: type[SignatureError] | None,
+) -> None:
+    """Guards keyVersion on Antom's answers: during a rotation an answer signed under either
+    configured version is accepted, one whose key does not match its version or whose version
+    has no key is refused at once (not retried)."""
+    path = "/ams/sandbox/api/v1/vaults/createVaultingSession"
+    body = json.dumps(
+        {
+            "result": {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success."},
+            "vaultingSessionData": "session-data",
+            "vaultingSessionId": "vs-1",
+            "vaultingSessionExpiryTime": "2026-05-18T11:10:00+08:00",
+        }
+    ).encode()
+    key = antom_key if signed_by == "current" else antom_next_key
+    calls = 0
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        signature = Signer(key, key_version).sign("POST", path, CLIENT_ID, "1", body)
+        headers = {"signature": signature, "response-time": "1", "client-id": CLIENT_ID}
+        return httpx.Response(200, content=body, headers=headers)
+
+    config = AntomClientConfig(
+        gateway="http://antom.test", client_id=CLIENT_ID, allow_plain_http=True
+    )
+    rotating = Verifier({"1": antom_key.public_key(), "2": antom_next_key.public_key()})
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(gateway)) as http,
+        AntomClient(config, Signer(merchant_key), rotating, http=http) as antom,
+    ):
+        if expected is None:
+            answer = await antom.create_vaulting_session(session_request("vr-rotating"))
+            assert answer.vaulting_session_id == "vs-1"
+        else:
+            with pytest.raises(expected):
+                await antom.create_vaulting_session(session_request("vr-rotating"))
+    assert calls == 1

@@ -22,6 +22,7 @@ from vault_service.antom.errors import (
     MalformedSignatureHeaderError,
     MissingSignatureError,
     SignatureError,
+    UnknownKeyVersionError,
 )
 from vault_service.antom.keys import PrivateKey
 from vault_service.antom.signing import SignatureHeader, Signer, Verifier, signing_content
@@ -234,25 +235,70 @@ def test_signature_from_another_key_fails(key: PrivateKey, other_key: PrivateKey
 def test_rotation_verifier_with_two_keys_accepts_either(
     key: PrivateKey, other_key: PrivateKey
 ) -> None:
-    """During a key rotation both the old and the new public key are trusted, in any order."""
+    """During a key rotation both the old and the new public key are trusted, each under the
+    keyVersion it is registered as."""
     old, new = MESSAGE.sign(Signer(key)), MESSAGE.sign(Signer(other_key, "2"))
-    trusted = [key.public_key(), other_key.public_key()]
-    for verifier in (Verifier(trusted), Verifier(trusted[::-1])):
-        assert MESSAGE.verify(verifier, old).key_version == "1"
-        assert MESSAGE.verify(verifier, new).key_version == "2"
+    verifier = Verifier({"1": key.public_key(), "2": other_key.public_key()})
+    assert MESSAGE.verify(verifier, old).key_version == "1"
+    assert MESSAGE.verify(verifier, new).key_version == "2"
 
 
 def test_rotation_old_verifier_rejects_new_key(key: PrivateKey, other_key: PrivateKey) -> None:
     """Before the new key is registered, its signatures are refused (the rotation test above
     therefore proves the second key is really consulted)."""
+    with pytest.raises(UnknownKeyVersionError):
+        MESSAGE.verify(Verifier({"1": key.public_key()}), MESSAGE.sign(Signer(other_key, "2")))
     with pytest.raises(InvalidSignatureError):
-        MESSAGE.verify(Verifier([key.public_key()]), MESSAGE.sign(Signer(other_key)))
+        MESSAGE.verify(Verifier({"1": key.public_key()}), MESSAGE.sign(Signer(other_key)))
 
 
-def test_verifier_needs_a_key() -> None:
-    """An empty trust list is a configuration error, not a verifier that rejects everything."""
+def test_key_is_chosen_by_key_version_not_tried_in_turn(
+    key: PrivateKey, other_key: PrivateKey
+) -> None:
+    """Guards version binding: a signature by the version-2 key that claims version 1 (or the
+    reverse) is refused, so a retired version's key cannot sign under another number."""
+    verifier = Verifier({"1": key.public_key(), "2": other_key.public_key()})
+    with pytest.raises(InvalidSignatureError):
+        MESSAGE.verify(verifier, MESSAGE.sign(Signer(other_key, "1")))
+    with pytest.raises(InvalidSignatureError):
+        MESSAGE.verify(verifier, MESSAGE.sign(Signer(key, "2")))
+
+
+def test_a_signature_without_key_version_means_version_1(
+    key: PrivateKey, other_key: PrivateKey
+) -> None:
+    """Antom's default keyVersion is 1: a header without one is checked with the version-1
+    key, and refused when only other versions are configured."""
+    header = MESSAGE.sign(Signer(key)).replace("keyVersion=1,", "")
+    assert MESSAGE.verify(Verifier({"1": key.public_key()}), header).key_version == "1"
+    with pytest.raises(UnknownKeyVersionError):
+        MESSAGE.verify(Verifier({"2": key.public_key()}), header)
+
+
+@pytest.mark.parametrize("versions", [{}, {"v1": 0}, {"": 0}, {"1 ": 0}])
+def test_verifier_needs_keys_under_versions_a_header_can_name(
+    key: PrivateKey, versions: dict[str, int]
+) -> None:
+    """An empty trust list or a version no header can carry is a configuration error, not a
+    verifier that silently rejects everything."""
+    with pytest.raises(ValueError, match=r"at least one|keyVersion"):
+        Verifier({version: key.public_key() for version in versions})
+
+
+def test_swapped_keys_take_effect_for_every_holder(key: PrivateKey, other_key: PrivateKey) -> None:
+    """Guards in-place reloads: after ``swap`` the same Signer signs with the new key and the
+    same Verifier trusts only the new keys; a rejected swap changes nothing."""
+    signer, verifier = Signer(key), Verifier({"1": key.public_key()})
+    signer.swap(other_key)
+    assert MESSAGE.sign(signer) == MESSAGE.sign(Signer(other_key))
+    with pytest.raises(InvalidSignatureError):
+        MESSAGE.verify(verifier, MESSAGE.sign(signer))
+    verifier.swap({"1": other_key.public_key()})
+    MESSAGE.verify(verifier, MESSAGE.sign(signer))
     with pytest.raises(ValueError, match="at least one"):
-        Verifier([])
+        verifier.swap({})
+    MESSAGE.verify(verifier, MESSAGE.sign(signer))
+    assert verifier.key_versions == frozenset({"1"})
 
 
 @pytest.mark.parametrize(
@@ -279,8 +325,13 @@ def test_signature_of_wrong_length_is_invalid(key: PrivateKey, length: int) -> N
 
 
 def test_signature_errors_form_one_family() -> None:
-    """Callers can catch SignatureError for all three; none is retryable."""
-    for error in (MalformedSignatureHeaderError, InvalidSignatureError, MissingSignatureError):
+    """Callers can catch SignatureError for all of them; none is retryable."""
+    for error in (
+        MalformedSignatureHeaderError,
+        InvalidSignatureError,
+        MissingSignatureError,
+        UnknownKeyVersionError,
+    ):
         assert issubclass(error, SignatureError)
         assert issubclass(error, AntomError)
         assert error.retryable is False
@@ -289,7 +340,9 @@ def test_signature_errors_form_one_family() -> None:
 def test_signer_and_verifier_repr_show_no_key(key: PrivateKey) -> None:
     """Logging a Signer or a Verifier cannot leak key material; a Signer cannot be pickled."""
     assert repr(Signer(key, "3")) == "Signer(key_version='3')"
-    assert repr(Verifier([key.public_key(), key.public_key()])) == "Verifier(keys=2)"
+    two = Verifier({"2": key.public_key(), "1": key.public_key()})
+    assert repr(two) == "Verifier(key_versions=['1', '2'])"
+    assert repr(Verifier(key.public_key())) == "Verifier(key_versions=any)"
     with pytest.raises(TypeError):
         pickle.dumps(Signer(key))
 

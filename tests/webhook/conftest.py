@@ -4,6 +4,10 @@
 does), then serves the app on the socket; the emulator's notifications reach it for real.
 ``WebhookCaller`` posts requests the way Antom does, signing with Antom's key from
 ``tests.fixtures.keys``, and lets each test break exactly one thing.
+
+The webhooks trust Antom's keys mid-rotation (``antom_verifier``): keyVersion 1 is
+``antom_key``, keyVersion 2 is ``antom_next_key``. A test module can change the app's options
+(the failure limit, say) by overriding ``webhook_options``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +36,6 @@ from vault_service.store.sqlite import SQLiteStore
 from vault_service.webhook import NotificationSink, bind, build_webhook_app, serve_webhook
 
 PATH = "/antom/vaulting/notify"
-REQUEST_TIME = "2026-05-18T10:40:05+08:00"
 JSON_UTF8 = "application/json; charset=UTF-8"
 VISA = "4111111111111111"
 DECLINED = "4000000000000002"
@@ -72,6 +76,11 @@ def notification(
     ).encode()
 
 
+def antom_time_now() -> str:
+    """A request-time as Antom's current docs show it: epoch milliseconds, now."""
+    return str(time.time_ns() // 1_000_000)
+
+
 class WebhookCaller:
     """Posts to the webhook like Antom: signed headers by default, each overridable."""
 
@@ -87,9 +96,12 @@ class WebhookCaller:
         signer: Signer | None = None,
         sign_path: str = PATH,
         client_id: str = CLIENT_ID,
-        request_time: str = REQUEST_TIME,
+        request_time: str | None = None,
     ) -> dict[str, str]:
-        """Antom's notification headers with a signature over exactly these values."""
+        """Antom's notification headers with a signature over exactly these values (the
+        request-time defaults to now)."""
+        if request_time is None:
+            request_time = antom_time_now()
         signature = (signer or self.signer).sign("POST", sign_path, client_id, request_time, body)
         return {
             "Content-Type": JSON_UTF8,
@@ -193,6 +205,18 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) 
 
 
 @pytest.fixture
+def antom_verifier(antom_key: PrivateKey, antom_next_key: PrivateKey) -> Verifier:
+    """Antom's public keys during a rotation, by keyVersion."""
+    return Verifier({"1": antom_key.public_key(), "2": antom_next_key.public_key()})
+
+
+@pytest.fixture
+def webhook_options() -> dict[str, Any]:
+    """Extra ``build_webhook_app`` options of the ``webhook`` fixture (none: the defaults)."""
+    return {}
+
+
+@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
@@ -202,7 +226,7 @@ ServeFactory = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
-async def serve(antom_key: PrivateKey) -> AsyncIterator[ServeFactory]:
+async def serve(antom_verifier: Verifier) -> AsyncIterator[ServeFactory]:
     """``await serve(sink, **app_options)``: another webhook app on its own port; its URL."""
     runners: list[web.AppRunner] = []
 
@@ -212,7 +236,7 @@ async def serve(antom_key: PrivateKey) -> AsyncIterator[ServeFactory]:
             sink,
             path=PATH,
             client_id=CLIENT_ID,
-            verifier=Verifier(antom_key.public_key()),
+            verifier=antom_verifier,
             **options,
         )
         runners.append(await serve_webhook(app, sock))
@@ -229,6 +253,8 @@ async def webhook(
     sqlite_store: SQLiteStore,
     emulator: EmulatorServer,
     antom_key: PrivateKey,
+    antom_verifier: Verifier,
+    webhook_options: dict[str, Any],
     http: aiohttp.ClientSession,
 ) -> AsyncIterator[Webhook]:
     sock = bind("127.0.0.1", 0)
@@ -236,7 +262,7 @@ async def webhook(
     base_url = f"http://127.0.0.1:{port}"
     service = make_vaulting(base_url + PATH)
     app = build_webhook_app(
-        service, path=PATH, client_id=CLIENT_ID, verifier=Verifier(antom_key.public_key())
+        service, path=PATH, client_id=CLIENT_ID, verifier=antom_verifier, **webhook_options
     )
     runner = await serve_webhook(app, sock)
     try:

@@ -1,24 +1,34 @@
 """Random requests against the live webhook: whatever arrives, the answer is a deliberate
 4xx or the acknowledgement, never a 5xx or an escaped exception, and a refused request
-changes nothing in the store."""
+changes nothing in the store.
+
+Signatures are made with either of Antom's rotation keys under its own keyVersion, under a
+version nobody configured, or under the other key's version; extra headers carry random and
+huge values. The failure limit is raised out of the way here, so that every example reaches
+the signature check; a second property runs the same requests against a tight limit.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.fixtures.antom import CLIENT_ID
+from vault_service.antom.keys import PrivateKey
+from vault_service.antom.signing import Signer
 
-from .conftest import JSON_UTF8, PATH, Webhook, notification
+from .conftest import JSON_UTF8, PATH, ServeFactory, Webhook, WebhookCaller, notification
 
 OPEN_ID = "vr-prop"
 ACK = b'{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":"success"}}'
 EXPECTED = {200, 400, 401, 404, 405, 413, 415}
+TIGHT_FAILURE_LIMIT = 3
 
 _printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
 _json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | _printable
@@ -72,16 +82,41 @@ _bodies = st.one_of(
 
 @dataclass(frozen=True)
 class Attempt:
-    """One request; ``signed_over`` is what the signature covers (None: no signature made)."""
+    """One request; ``signed_over`` is what the signature covers (None: no signature made),
+    by which key (``current``: keyVersion 1's, ``next``: keyVersion 2's) under which version."""
 
     method: str
     target: str
     body: bytes
     headers: dict[str, str]
     signed_over: bytes | None
+    key: str
+    key_version: str
 
 
-_PARTS = ("method", "target", "content-type", "client-id", "request-time", "signature")
+_PARTS = (
+    "method",
+    "target",
+    "content-type",
+    "client-id",
+    "request-time",
+    "signature",
+    "key-version",
+)
+_RIGHT_KEYS = st.sampled_from([("current", "1"), ("next", "2")])
+_WRONG_KEYS = st.sampled_from([("current", "2"), ("next", "1"), ("current", "3"), ("next", "77")])
+_header_values = (
+    _printable
+    | st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1).map(
+        lambda text: text * 2000
+    )
+    | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x10FFFF, exclude_characters="\x7f"))
+)
+_extra_headers = st.dictionaries(
+    st.sampled_from(["X-Extra", "Key-Version", "Request-Id", "User-Agent", "Forwarded"]),
+    _header_values,
+    max_size=2,
+)
 _url_text = st.text(st.sampled_from("abcxyz019/._-~"), max_size=20)
 
 
@@ -109,10 +144,14 @@ def _attempts(draw: st.DrawFn) -> Attempt:
         ),
         "request-time": part(
             "request-time",
-            st.sampled_from(["1716000000000", "2024-05-18T02:40:00+00:00"]) | _printable,
+            st.sampled_from(["1716000000000", "2024-05-18T02:40:00+00:00"])
+            | st.integers(0, 10**16).map(str)
+            | _printable,
             st.just(""),
         ),
+        **draw(_extra_headers),
     }
+    key, key_version = draw(_WRONG_KEYS if "key-version" in broken else _RIGHT_KEYS)
     signed_over: bytes | None = body
     if "signature" in broken:
         signed_over = draw(st.sampled_from([None, body + b" "]))
@@ -130,7 +169,52 @@ def _attempts(draw: st.DrawFn) -> Attempt:
         body=body,
         headers=headers,
         signed_over=signed_over,
+        key=key,
+        key_version=key_version,
     )
+
+
+@pytest.fixture
+def webhook_options() -> dict[str, Any]:
+    """No failure limit in reach: every example gets its signature checked."""
+    return {"failure_limit": 1_000_000}
+
+
+async def _check(
+    webhook: Webhook,
+    caller: WebhookCaller,
+    keys: dict[str, PrivateKey],
+    attempt: Attempt,
+    caplog: pytest.LogCaptureFixture,
+    expected: set[int],
+) -> None:
+    """Send ``attempt`` and check the property: an expected status, the exact ack on 200,
+    no stored change when refused, and no error logged (an exception escaping into aiohttp
+    would log one)."""
+    if await webhook.store.get(OPEN_ID) is None:
+        await webhook.open_session(OPEN_ID)
+    headers = dict(attempt.headers)
+    if attempt.signed_over is not None:
+        signer = Signer(keys[attempt.key], attempt.key_version)
+        headers["signature"] = signer.sign(
+            "POST", PATH, headers["client-id"], headers["request-time"], attempt.signed_over
+        )
+    before = await webhook.snapshot(OPEN_ID)
+
+    reply = await caller.post(attempt.body, headers, target=attempt.target, method=attempt.method)
+
+    event(f"HTTP {reply.status}")  # the spread of answers, for --hypothesis-show-statistics
+    assert reply.status in expected, (reply.status, reply.body)
+    if reply.status == 200:
+        assert reply.body == ACK
+    else:
+        assert await webhook.snapshot(OPEN_ID) == before
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.fixture
+def keys(antom_key: PrivateKey, antom_next_key: PrivateKey) -> dict[str, PrivateKey]:
+    return {"current": antom_key, "next": antom_next_key}
 
 
 @settings(
@@ -140,27 +224,39 @@ def _attempts(draw: st.DrawFn) -> Attempt:
 )
 @given(attempt=_attempts())
 async def test_random_requests_get_a_deliberate_answer(
-    webhook: Webhook, caplog: pytest.LogCaptureFixture, attempt: Attempt
+    webhook: Webhook,
+    keys: dict[str, PrivateKey],
+    caplog: pytest.LogCaptureFixture,
+    attempt: Attempt,
 ) -> None:
-    """Guards robustness of the whole gate, including validly signed random bodies: only the
-    expected statuses, the exact ack on 200, no stored change when refused, and no error
-    logged (an exception escaping into aiohttp would log one)."""
-    if await webhook.store.get(OPEN_ID) is None:
-        await webhook.open_session(OPEN_ID)
-    caller = webhook.caller
-    headers = dict(attempt.headers)
-    if attempt.signed_over is not None:
-        headers["signature"] = caller.signer.sign(
-            "POST", PATH, headers["client-id"], headers["request-time"], attempt.signed_over
-        )
-    before = await webhook.snapshot(OPEN_ID)
+    """Guards robustness of the whole gate, including validly signed random bodies and every
+    keyVersion case: only the expected statuses, the exact ack on 200, no stored change when
+    refused, and no error logged."""
+    await _check(webhook, webhook.caller, keys, attempt, caplog, EXPECTED)
 
-    reply = await caller.post(attempt.body, headers, target=attempt.target, method=attempt.method)
 
-    event(f"HTTP {reply.status}")  # the spread of answers, for --hypothesis-show-statistics
-    assert reply.status in EXPECTED, (reply.status, reply.body)
-    if reply.status == 200:
-        assert reply.body == ACK
-    else:
-        assert await webhook.snapshot(OPEN_ID) == before
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+@pytest.fixture
+async def tight_caller(
+    webhook: Webhook, serve: ServeFactory, antom_key: PrivateKey
+) -> WebhookCaller:
+    """A caller of a second app over the same service and store, with a tight failure limit."""
+    url = await serve(webhook.service, failure_limit=TIGHT_FAILURE_LIMIT)
+    return WebhookCaller(webhook.caller.http, url, antom_key)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(attempt=_attempts())
+async def test_random_requests_under_a_tight_failure_limit(
+    webhook: Webhook,
+    tight_caller: WebhookCaller,
+    keys: dict[str, PrivateKey],
+    caplog: pytest.LogCaptureFixture,
+    attempt: Attempt,
+) -> None:
+    """Guards the limiter inside the gate: once limited, a source gets the fixed 429 (never a
+    5xx, never a stored change) whatever it sends."""
+    await _check(webhook, tight_caller, keys, attempt, caplog, EXPECTED | {429})

@@ -22,7 +22,7 @@ from vault_service.antom.keys import PrivateKey
 from vault_service.antom.models import VaultingNotification
 from vault_service.antom.signing import SignatureHeader, Signer, Verifier
 from vault_service.domain import VaultingStatus
-from vault_service.logs import JsonFormatter
+from vault_service.logs import formatter
 from vault_service.webhook import ACKNOWLEDGEMENT, build_webhook_app
 
 from .conftest import (
@@ -397,7 +397,7 @@ async def test_one_log_line_per_request_without_secrets(
         await caller.post(body, {**headers, "request-time": "tampered"})
         await caller.post(body, headers)
     lines = [
-        json.loads(JsonFormatter().format(r))
+        json.loads(formatter().format(r))
         for r in caplog.records
         if r.name.startswith("vault_service.webhook")
     ]
@@ -426,6 +426,12 @@ def test_app_options_are_checked(antom_key: PrivateKey) -> None:
         build_webhook_app(sink, path=PATH, client_id=CLIENT_ID, verifier=verifier, max_body_bytes=0)
     with pytest.raises(ValueError, match="body_timeout"):
         build_webhook_app(sink, path=PATH, client_id=CLIENT_ID, verifier=verifier, body_timeout=0)
+    with pytest.raises(ValueError, match="max_clock_skew"):
+        build_webhook_app(sink, path=PATH, client_id=CLIENT_ID, verifier=verifier, max_clock_skew=0)
+    with pytest.raises(ValueError, match="failure limit"):
+        build_webhook_app(sink, path=PATH, client_id=CLIENT_ID, verifier=verifier, failure_limit=0)
+    with pytest.raises(ValueError, match="failure window"):
+        build_webhook_app(sink, path=PATH, client_id=CLIENT_ID, verifier=verifier, failure_window=0)
 
 
 async def test_sender_vanishing_mid_body_stores_nothing(

@@ -32,6 +32,10 @@ class InvalidSignatureError(SignatureError):
     """A signature parsed but does not match the content under any trusted key."""
 
 
+class UnknownKeyVersionError(SignatureError):
+    """A signature names a ``keyVersion`` for which no public key is configured."""
+
+
 class MissingSignatureError(SignatureError):
     """A message that must be signed arrived without a signature."""
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from urllib.parse import quote_plus, unquote
 
 from cryptography.exceptions import InvalidSignature
@@ -21,6 +22,7 @@ from vault_service.antom.errors import (
     InvalidSignatureError,
     MalformedSignatureHeaderError,
     MissingSignatureError,
+    UnknownKeyVersionError,
 )
 from vault_service.antom.keys import PrivateKey, PublicKey
 
@@ -87,7 +89,12 @@ class SignatureHeader:
 
 
 class Signer:
-    """Signs content with one private key; the key is parsed once, never per call."""
+    """Signs content with one private key; the key is parsed once, never per call.
+
+    :meth:`swap` replaces the key in place (a reloaded key file), so the Antom client holding
+    this signer signs its next request with the new key; the key version stays: it names the
+    key's registration at Antom, which is configuration, not key material.
+    """
 
     __slots__ = ("_key", "_key_version")
 
@@ -100,6 +107,10 @@ class Signer:
     def __repr__(self) -> str:
         return f"Signer(key_version={self._key_version!r})"
 
+    def swap(self, key: PrivateKey) -> None:
+        """Sign with ``key`` from now on."""
+        self._key = key
+
     def sign(self, method: str, path: str, client_id: str, time: str, body: bytes) -> str:
         """The ``Signature`` header value for this message."""
         raw = self._key.rsa.sign(
@@ -111,17 +122,38 @@ class Signer:
 
 
 class Verifier:
-    """Verifies signatures against one or more trusted public keys (several during rotation)."""
+    """Verifies signatures against Antom's public key(s), chosen by the header's ``keyVersion``.
+
+    Antom registers keys by version and names the version in every signature, so during a
+    rotation the old and the new key are both configured (``{"1": old, "2": new}``) and each
+    signature is checked against exactly the key of its version: trying every key would let a
+    retired version's key keep signing under any version number. A version with no configured
+    key is :class:`UnknownKeyVersionError`. A lone key (not a mapping) answers to every version:
+    that is for a party that only ever knows one key, such as the emulator checking the
+    merchant.
+
+    :meth:`swap` replaces the keys in place, so every holder of this verifier (the Antom client
+    and the webhook) sees new keys at the same moment after a reload.
+    """
 
     __slots__ = ("_keys",)
 
-    def __init__(self, keys: PublicKey | Sequence[PublicKey]) -> None:
-        self._keys = (keys,) if isinstance(keys, PublicKey) else tuple(keys)
-        if not self._keys:
-            raise ValueError("a verifier needs at least one public key")
+    def __init__(self, keys: PublicKey | Mapping[str, PublicKey]) -> None:
+        self._keys = _trusted(keys)
 
     def __repr__(self) -> str:
-        return f"Verifier(keys={len(self._keys)})"
+        if isinstance(self._keys, PublicKey):
+            return "Verifier(key_versions=any)"
+        return f"Verifier(key_versions={sorted(self._keys)!r})"
+
+    @property
+    def key_versions(self) -> frozenset[str] | None:
+        """The configured versions, or ``None`` when one key answers to every version."""
+        return None if isinstance(self._keys, PublicKey) else frozenset(self._keys)
+
+    def swap(self, keys: PublicKey | Mapping[str, PublicKey]) -> None:
+        """Trust ``keys`` from now on instead of the current ones (checked before the swap)."""
+        self._keys = _trusted(keys)
 
     def verify(
         self,
@@ -139,11 +171,25 @@ class Verifier:
         parsed = SignatureHeader.parse(header)
         if not parsed.signature:
             raise MissingSignatureError("the signature header has an empty signature")
+        keys = self._keys
+        key = keys if isinstance(keys, PublicKey) else keys.get(parsed.key_version)
+        if key is None:
+            raise UnknownKeyVersionError("no public key is configured for this keyVersion")
         content = signing_content(method, path, client_id, time, body)
-        for key in self._keys:
-            try:
-                key.rsa.verify(parsed.signature, content, padding.PKCS1v15(), hashes.SHA256())
-            except InvalidSignature:
-                continue
-            return parsed
-        raise InvalidSignatureError("the signature does not match the signed content")
+        try:
+            key.rsa.verify(parsed.signature, content, padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            raise InvalidSignatureError("the signature does not match the signed content") from None
+        return parsed
+
+
+def _trusted(keys: PublicKey | Mapping[str, PublicKey]) -> PublicKey | Mapping[str, PublicKey]:
+    """An immutable copy of ``keys`` after checking every version could appear in a header."""
+    if isinstance(keys, PublicKey):
+        return keys
+    if not keys:
+        raise ValueError("a verifier needs at least one public key")
+    for version in keys:
+        if not _is_key_version(version):
+            raise ValueError(f"keyVersion must be a number, got {version!r}")
+    return MappingProxyType(dict(keys))

@@ -15,7 +15,8 @@ Wiring, in the event loop that also runs the gRPC server::
         service,
         path=urlsplit(notify_url).path,
         client_id=settings.antom_client_id,
-        verifier=Verifier(antom_public_key),
+        verifier=antom_keys.verifier,  # Antom's public keys by keyVersion, swapped on reload
+        failure_limit=settings.webhook_failure_limit,
     )
     runner = await serve_webhook(app, sock)
     ...

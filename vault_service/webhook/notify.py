@@ -4,22 +4,28 @@ Every request walks the same gate, cheapest and least trusting check first, so t
 costs us as little as possible and learns nothing:
 
 1. routing: only ``POST <path>`` exists (other paths 404, other methods 405 with ``Allow``);
-2. size and media type: a declared ``Content-Length`` above the limit is refused before a byte
+2. the failure limit: a source address that failed authentication too often lately gets 429
+   before anything else is done for it (see :mod:`vault_service.webhook.limiter`);
+3. size and media type: a declared ``Content-Length`` above the limit is refused before a byte
    of body is read, a compressed or non-JSON body is refused (415), and the streamed read stops
    one byte past the limit (413) or after ``body_timeout`` seconds (408);
-3. authenticity: exactly one ``client-id`` (ours), ``request-time`` and ``signature`` header,
-   and a signature by Antom's key over ``POST <path>\\n<client-id>.<request-time>.<raw body>``
-   (401 otherwise) — before the body is parsed, so unauthenticated input never reaches the JSON
+4. authenticity: exactly one ``client-id`` (ours), ``request-time`` and ``signature`` header,
+   and a signature over ``POST <path>\\n<client-id>.<request-time>.<raw body>`` by Antom's key
+   of the ``keyVersion`` the signature names (401 otherwise, and one failure counted against
+   the source) — before the body is parsed, so unauthenticated input never reaches the JSON
    parser or the logs;
-4. shape: the body must be a notification with ``result`` and ``vaultingRequestId`` (400);
-5. persistence: the sink stores it (record + event, or an orphan for an unknown id); if that
+5. shape: the body must be a notification with ``result`` and ``vaultingRequestId`` (400);
+6. persistence: the sink stores it (record + event, or an orphan for an unknown id); if that
    fails the answer is 500 so that Antom retries — an acknowledgement is only ever sent for
    what is stored, and the store deduplicates the retries;
-6. the acknowledgement, byte for byte what Antom documents.
+7. the acknowledgement, byte for byte what Antom documents.
 
-``request-time`` is required (it is part of the signed content) but not checked against our
-clock: Antom does not document its format or the tolerated skew, and a replayed notification is
-harmless because recording is idempotent and transitions are monotonic.
+``request-time`` is required (it is part of the signed content) but never refused for its
+value: Antom does not document the tolerated skew, its retries may reuse the time, and a
+replayed notification is harmless because recording is idempotent and transitions are
+monotonic. Once a notification is authentic, a time further than ``max_clock_skew`` from our
+clock (or one that cannot be read) is logged as a warning, because it usually means our clock
+is wrong.
 
 Requests that are not well-formed HTTP (a bad request line or header, a duplicated
 ``Content-Type``) are answered 400 by aiohttp's protocol layer before this application runs;
@@ -35,6 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -44,9 +52,16 @@ from aiohttp.typedefs import Handler
 from multidict import CIMultiDictProxy
 from pydantic import ValidationError
 
-from vault_service.antom.errors import SignatureError
+from vault_service.antom.errors import SignatureError, UnknownKeyVersionError
 from vault_service.antom.models import VaultingNotification
 from vault_service.antom.signing import Verifier
+from vault_service.webhook.limiter import (
+    DEFAULT_FAILURE_LIMIT,
+    DEFAULT_FAILURE_WINDOW,
+    DEFAULT_MAX_SOURCES,
+    FailureLimiter,
+)
+from vault_service.webhook.request_time import request_epoch
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +72,7 @@ ACKNOWLEDGEMENT: Final = (
 
 DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024
 DEFAULT_BODY_TIMEOUT: Final = 10.0
+DEFAULT_MAX_CLOCK_SKEW: Final = 300.0
 JSON_MEDIA_TYPE: Final = "application/json"
 _IDENTITY: Final = "identity"
 
@@ -102,6 +118,7 @@ _TOO_LARGE: Final = _Refusal(413, "payload too large", close=True)
 _TIMEOUT: Final = _Refusal(408, "request timeout", close=True)
 _UNSUPPORTED: Final = _Refusal(415, "unsupported media type")
 _UNAUTHORIZED: Final = _Refusal(401, "unauthorized")
+_TOO_MANY: Final = _Refusal(429, "too many requests", close=True)
 _BAD_REQUEST: Final = _Refusal(400, "bad request")
 _NOT_STORED: Final = _Refusal(500, "internal error")
 
@@ -109,7 +126,17 @@ _NOT_STORED: Final = _Refusal(500, "internal error")
 class _NotifyHandler:
     """The request gate described in the module docstring, for one configured endpoint."""
 
-    __slots__ = ("_body_timeout", "_client_id", "_max_body_bytes", "_path", "_sink", "_verifier")
+    __slots__ = (
+        "_body_timeout",
+        "_client_id",
+        "_clock",
+        "_failures",
+        "_max_body_bytes",
+        "_max_clock_skew",
+        "_path",
+        "_sink",
+        "_verifier",
+    )
 
     def __init__(
         self,
@@ -120,6 +147,9 @@ class _NotifyHandler:
         verifier: Verifier,
         max_body_bytes: int,
         body_timeout: float,
+        failures: FailureLimiter,
+        max_clock_skew: float,
+        clock: Callable[[], float],
     ) -> None:
         self._sink = sink
         self._path = path
@@ -127,6 +157,9 @@ class _NotifyHandler:
         self._verifier = verifier
         self._max_body_bytes = max_body_bytes
         self._body_timeout = body_timeout
+        self._failures = failures
+        self._max_clock_skew = max_clock_skew
+        self._clock = clock
 
     async def handle(self, request: web.Request) -> web.Response:
         # The raw (still percent-encoded) path is what Antom signed, so it is what must match.
@@ -134,6 +167,12 @@ class _NotifyHandler:
             return _refuse(_NOT_FOUND, "unknown path", level=logging.INFO)
         if request.method != hdrs.METH_POST:
             return _refuse(_METHOD_NOT_ALLOWED, "method not allowed", level=logging.INFO)
+        # The TCP peer: behind a proxy that is the proxy, for every sender (see the limiter).
+        source = request.remote or "unknown"
+        if self._failures.is_limited(source):
+            return _refuse(
+                _TOO_MANY, "too many failed authentications", level=logging.INFO, source=source
+            )
         declared = request.content_length
         if declared is not None and declared > self._max_body_bytes:
             return _refuse(_TOO_LARGE, "declared body too large")
@@ -151,12 +190,14 @@ class _NotifyHandler:
             return _refuse(_TOO_LARGE, "body too large")
         reason = self._authentication_failure(request.headers, raw)
         if reason is not None:
-            return _refuse(_UNAUTHORIZED, reason)
+            limited = self._failures.record_failure(source)
+            return _refuse(_UNAUTHORIZED, reason, source=source, source_limited=limited)
         try:
             notification = VaultingNotification.model_validate_json(raw)
         except ValidationError:
             return _refuse(_BAD_REQUEST, "not a valid notification")
         vaulting_request_id = notification.vaulting_request_id
+        self._warn_if_clock_skewed(request.headers["request-time"], vaulting_request_id)
         try:
             await self._sink.record_notification(notification, raw)
         except Exception:
@@ -211,9 +252,36 @@ class _NotifyHandler:
                 time=request_time,
                 body=raw,
             )
+        except UnknownKeyVersionError:
+            return "unknown key version"
         except SignatureError as exc:
             return f"signature rejected ({type(exc).__name__})"
         return None
+
+    def _warn_if_clock_skewed(self, request_time: str, vaulting_request_id: str) -> None:
+        """Log (never refuse) an authentic notification whose time is far from our clock;
+        ``skew_seconds`` is positive when the time lies in our past."""
+        sent = request_epoch(request_time)
+        if sent is None:
+            log.warning(
+                "notifyVaulting request-time not understood; accepted anyway",
+                extra={
+                    "reason": "request-time neither epoch milliseconds nor ISO-8601 with offset",
+                    "vaulting_request_id": vaulting_request_id,
+                },
+            )
+            return
+        skew = self._clock() - sent
+        if abs(skew) > self._max_clock_skew:
+            log.warning(
+                "notifyVaulting request-time is %.0f s from our clock; accepted anyway",
+                skew,
+                extra={
+                    "reason": "clock skew",
+                    "skew_seconds": round(skew, 3),
+                    "vaulting_request_id": vaulting_request_id,
+                },
+            )
 
 
 def _single(headers: CIMultiDictProxy[str], name: str) -> str | None:
@@ -233,13 +301,13 @@ def _is_json(headers: CIMultiDictProxy[str]) -> bool:
     return media_type == JSON_MEDIA_TYPE
 
 
-def _refuse(refusal: _Refusal, reason: str, *, level: int = logging.WARNING) -> web.Response:
-    log.log(
-        level,
-        "notifyVaulting refused with HTTP %d",
-        refusal.status,
-        extra={"outcome": "rejected", "reason": reason},
-    )
+def _refuse(
+    refusal: _Refusal, reason: str, *, level: int = logging.WARNING, **fields: str | bool
+) -> web.Response:
+    """The refusal's fixed answer, after its one log line (``fields`` add to that line: the
+    ``source`` address, whether it is now ``source_limited``)."""
+    extra = {"outcome": "rejected", "reason": reason, **fields}
+    log.log(level, "notifyVaulting refused with HTTP %d", refusal.status, extra=extra)
     return refusal.response()
 
 
@@ -261,13 +329,23 @@ def build_webhook_app(
     verifier: Verifier,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    failure_limit: int = DEFAULT_FAILURE_LIMIT,
+    failure_window: float = DEFAULT_FAILURE_WINDOW,
+    max_tracked_sources: int = DEFAULT_MAX_SOURCES,
+    max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The public webhook application: ``POST <path>`` and nothing else.
 
     ``path`` is the path of the notify URL given to Antom, exactly as written there (Antom
     signs it; any query string of that URL is not part of it). ``client_id`` is our Antom
     client id: a notification for another merchant is refused. ``verifier`` holds Antom's
-    public key(s).
+    public key(s) by version; swapping its keys takes effect on the next request.
+
+    A source address gets ``failure_limit`` failed authentications, refilled evenly over
+    ``failure_window`` seconds, before it is answered 429 (at most ``max_tracked_sources``
+    addresses are remembered). ``max_clock_skew`` is how many seconds an authentic
+    notification's ``request-time`` may be from ``clock`` before a warning is logged.
     """
     if not path.startswith("/") or "?" in path or "#" in path:
         raise ValueError(f"the webhook path must be an absolute path without query, got {path!r}")
@@ -277,6 +355,11 @@ def build_webhook_app(
         raise ValueError("max_body_bytes must be at least 1")
     if not body_timeout > 0:
         raise ValueError("body_timeout must be > 0 seconds")
+    if not max_clock_skew > 0:
+        raise ValueError("max_clock_skew must be > 0 seconds")
+    failures = FailureLimiter(
+        limit=failure_limit, window=failure_window, max_sources=max_tracked_sources
+    )
     handler = _NotifyHandler(
         sink,
         path=path,
@@ -284,6 +367,9 @@ def build_webhook_app(
         verifier=verifier,
         max_body_bytes=max_body_bytes,
         body_timeout=body_timeout,
+        failures=failures,
+        max_clock_skew=max_clock_skew,
+        clock=clock,
     )
     app = web.Application(middlewares=[_fixed_error_bodies])
     # One catch-all route: the handler matches the raw path itself, so that the router's

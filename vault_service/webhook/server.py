@@ -8,16 +8,41 @@ order bind → notify URL → service → app → serve possible, in the same ev
 
 from __future__ import annotations
 
+import logging
 import socket
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
 LINGER_SECONDS: Final = 2.0
 """How long unread body bytes are still drained after an early answer (413, 415, 401 ...):
 long enough for an honest sender to finish writing and read the answer instead of a reset,
 short enough that an oversized or endless body is not consumed for long."""
+
+
+class _ProtocolLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's protocol-layer logger, with malformed HTTP demoted to one fixed line.
+
+    aiohttp logs a request it cannot parse (a header over 8 KiB, a bad request line) with
+    ``logger.exception``: an ERROR with a traceback whose message quotes the offending input.
+    On a port open to the internet that is anyone's lever on our error logs, so such a request
+    becomes the webhook's usual refusal line; any other exception (a bug) keeps its error and
+    traceback.
+    """
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        if isinstance(kwargs.get("exc_info"), HttpProcessingError):
+            self.logger.warning(
+                "notifyVaulting refused with HTTP 400",
+                extra={"outcome": "rejected", "reason": "malformed HTTP request"},
+            )
+            return
+        super().exception(msg, *args, **kwargs)
+
+
+_PROTOCOL_LOG: Final = _ProtocolLog(logging.getLogger("vault_service.webhook.http"))
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -42,6 +67,7 @@ async def serve_webhook(
     runner = web.AppRunner(
         app,
         access_log=None,
+        logger=_PROTOCOL_LOG,
         shutdown_timeout=shutdown_timeout,
         lingering_time=LINGER_SECONDS,
     )
