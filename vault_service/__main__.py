@@ -1,4 +1,5 @@
-"""The ``vault-service`` command line: ``serve``, ``migrate``, ``emulator``.
+"""The ``vault-service`` command line: ``serve``, ``migrate``, ``add-data-key``,
+``rotate-data-key``, ``emulator``.
 
 Operator mistakes (a missing setting, an unreadable key, an unmigrated database, a port in
 use) end with one line on stderr and exit code 2; tracebacks are for bugs.
@@ -8,18 +9,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
 
-from vault_service import app, logs
+from vault_service import app, data_key_commands, logs
 from vault_service.config import SETTINGS_HELP, ConfigError, Settings, database_url_from_env
 from vault_service.emulator import cli as emulator_cli
 from vault_service.store.base import StoreError
 from vault_service.store.factory import migrate
 
 EXIT_USAGE = 2
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply the database migrations this build knows to VAULT_DATABASE_URL. "
         "Safe to run again: applied versions are skipped.",
     )
+    data_key_commands.configure_parsers(commands)
     emulator_cli.configure_parser(
         commands.add_parser(
             "emulator",
@@ -61,16 +66,35 @@ def _fail(message: str) -> int:
 
 
 async def _serve(settings: Settings) -> None:
-    # Handlers first: a SIGTERM that lands while starting still ends in a clean stop.
+    # Handlers first: a SIGTERM that lands while starting still ends in a clean stop, and a
+    # SIGHUP then (whose default action would kill us) reloads once the service runs.
     stop = asyncio.Event()
+    reload = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
     running = await app.start(settings)
+    reloads = asyncio.create_task(_reload_when_asked(running, reload))
     try:
         await stop.wait()
     finally:
+        reloads.cancel()
+        await asyncio.gather(reloads, return_exceptions=True)
         await running.stop()
+
+
+async def _reload_when_asked(running: app.RunningService, asked: asyncio.Event) -> None:
+    """Run :meth:`RunningService.reload` for each SIGHUP; signals that arrive during a reload
+    coalesce into one more. A reload that fails by a bug is logged and the next SIGHUP tries
+    again: a broken reload must not take the serving process down."""
+    while True:
+        await asked.wait()
+        asked.clear()
+        try:
+            await running.reload()
+        except Exception:
+            log.exception("reload failed; the service keeps running with what it had")
 
 
 def serve() -> int:
@@ -105,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve()
     if args.command == "migrate":
         return run_migrations()
+    if args.command == "add-data-key":
+        return data_key_commands.run_add(args, _fail)
+    if args.command == "rotate-data-key":
+        return data_key_commands.run_rotate(_fail)
     return emulator_cli.run(args)
 
 

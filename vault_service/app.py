@@ -14,19 +14,24 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from vault_service.antom.client import AntomClient, AntomClientConfig
-from vault_service.antom.keys import KeyFormatError, read_private_key_file, read_public_key_file
-from vault_service.antom.signing import Signer, Verifier
+from vault_service.auth.callers import EMPTY_DIRECTORY, CallerDirectory, CallersFileError
+from vault_service.auth.token_file import TokenFile
 from vault_service.config import ConfigError, Settings
 from vault_service.events import EventHub
+from vault_service.grpc_api.auth import Authenticator, OpenServicesInterceptor
 from vault_service.grpc_api.server import Health, build_grpc_server, stop_grpc_server
 from vault_service.grpc_api.servicer import VaultServicer
+from vault_service.grpc_api.tls import ServerTls, TlsFiles, TlsFilesError
+from vault_service.key_files import AntomKeyFiles
 from vault_service.pg_wakeups import ListenUnavailableError, PostgresWakeups
 from vault_service.service.reconciler import Reconciler
 from vault_service.service.streaming import ResultStreams
 from vault_service.service.vaulting import VaultingService
+from vault_service.store.data_keys import DataKeyFileError, DataKeyRing, read_data_key_file
 from vault_service.store.factory import DatabaseURL, open_store, parse_database_url
 from vault_service.store.postgres import EVENTS_CHANNEL
 from vault_service.webhook import bind, build_webhook_app, serve_webhook
@@ -43,14 +48,66 @@ def database_of(url: str) -> DatabaseURL:
         raise ConfigError(f"VAULT_DATABASE_URL: {exc}") from None
 
 
-def load_keys(settings: Settings) -> tuple[Signer, Verifier]:
-    """Parse both keys once at start; a bad key is a configuration error, not a traceback."""
+async def load_data_keys(path: Path) -> DataKeyRing:
+    """The card-data key ring (also for ``rotate-data-key``); a bad file is a ConfigError."""
     try:
-        merchant = read_private_key_file(settings.merchant_private_key_file)
-        antom = read_public_key_file(settings.antom_public_key_file)
-        return Signer(merchant, settings.antom_key_version), Verifier(antom)
-    except (KeyFormatError, ValueError) as exc:
+        return await asyncio.to_thread(read_data_key_file, path)
+    except DataKeyFileError as exc:
+        raise ConfigError(f"VAULT_DATA_KEY_FILE: {exc}") from None
+
+
+async def open_token_file(settings: Settings) -> TokenFile | None:
+    """The callers file, loaded and watched; ``None`` when bearer tokens are not used."""
+    if settings.auth_tokens_file is None:
+        return None
+    token_file = TokenFile(settings.auth_tokens_file)
+    try:
+        await token_file.start()
+    except (OSError, CallersFileError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise ConfigError(f"VAULT_AUTH_TOKENS_FILE: {reason}") from None
+    return token_file
+
+
+async def load_tls(settings: Settings) -> ServerTls | None:
+    """The gRPC port's TLS material; ``None`` for plaintext."""
+    if settings.grpc_tls_cert_file is None or settings.grpc_tls_key_file is None:
+        return None
+    files = TlsFiles(
+        settings.grpc_tls_cert_file, settings.grpc_tls_key_file, settings.grpc_tls_client_ca_file
+    )
+    try:
+        return await ServerTls.load(files)
+    except TlsFilesError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def authenticator_for(token_file: TokenFile | None, tls: ServerTls | None) -> Authenticator:
+    """Bearer tokens if there is a token file, certificates if TLS is mutual (their scopes
+    come from the token file's certificate entries, when there is one)."""
+
+    def directory() -> CallerDirectory:
+        return EMPTY_DIRECTORY if token_file is None else token_file.directory
+
+    return Authenticator(
+        tokens=None if token_file is None else directory,
+        certificates=directory if tls is not None and tls.mutual else None,
+    )
+
+
+def warn_about_exposure(settings: Settings) -> None:
+    if settings.grpc_exposed_without_identity:
+        log.warning(
+            "gRPC listens beyond loopback with no caller identity (VAULT_INSECURE=1):"
+            " every caller sees and streams every session",
+            extra={"listen": str(settings.grpc_listen)},
+        )
+    if settings.tokens_in_cleartext:
+        log.warning(
+            "bearer tokens cross the network in cleartext: set VAULT_GRPC_TLS_CERT_FILE and"
+            " VAULT_GRPC_TLS_KEY_FILE unless a service mesh encrypts the connection",
+            extra={"listen": str(settings.grpc_listen)},
+        )
 
 
 @dataclass
@@ -62,7 +119,21 @@ class RunningService:
     http_port: int
     notify_url: str
     servicer: VaultServicer
+    token_file: TokenFile | None
+    tls: ServerTls | None
+    antom_keys: AntomKeyFiles
     _resources: contextlib.AsyncExitStack
+
+    async def reload(self) -> None:
+        """Re-read what lives in mounted files (on SIGHUP), one independent step after
+        another: a step that fails logs why and keeps its old state, and the others still run.
+        """
+        log.info("reloading key files")
+        await self.antom_keys.reload()
+        if self.tls is not None:
+            await self.tls.reload()
+        if self.token_file is not None:
+            await self.token_file.reload()
 
     async def stop(self) -> None:
         """Reconciler, gRPC (drained), webhook, Antom pool, store: the reverse of start."""
@@ -73,7 +144,7 @@ class RunningService:
 
 async def start(settings: Settings) -> RunningService:
     """Open the store, bind both ports, start serving; raise ConfigError on bad settings."""
-    signer, verifier = load_keys(settings)
+    antom_keys = await AntomKeyFiles.load(settings)
     antom_config = AntomClientConfig(
         gateway=settings.antom_base_url,
         client_id=settings.antom_client_id,
@@ -81,11 +152,13 @@ async def start(settings: Settings) -> RunningService:
         budget=settings.antom_timeout,
         allow_plain_http=settings.antom_uses_http,
     )
+    data_keys = await load_data_keys(settings.data_key_file)
     async with contextlib.AsyncExitStack() as resources:
         database = database_of(settings.database_url)
         store = await open_store(
             settings.database_url,
             auto_migrate=settings.auto_migrate,
+            data_keys=data_keys,
             sqlite_synchronous=settings.sqlite_synchronous,
         )
         resources.push_async_callback(store.close)
@@ -107,7 +180,7 @@ async def start(settings: Settings) -> RunningService:
             except ListenUnavailableError as exc:
                 raise ConfigError(f"VAULT_DATABASE_URL: {exc}") from None
             resources.push_async_callback(wakeups.close)
-        antom = AntomClient(antom_config, signer, verifier)
+        antom = AntomClient(antom_config, antom_keys.signer, antom_keys.verifier)
         resources.push_async_callback(antom.aclose)
         vaulting = VaultingService(
             store,
@@ -121,19 +194,38 @@ async def start(settings: Settings) -> RunningService:
                 vaulting,
                 path=urlsplit(notify_url).path,
                 client_id=settings.antom_client_id,
-                verifier=verifier,
+                verifier=antom_keys.verifier,
+                failure_limit=settings.webhook_failure_limit,
+                failure_window=settings.webhook_failure_window,
             ),
             sock,
         )
         resources.push_async_callback(webhook.cleanup)
+        token_file = await open_token_file(settings)
+        if token_file is not None:
+            resources.push_async_callback(token_file.close)
+        tls = await load_tls(settings)
+        authenticator = authenticator_for(token_file, tls)
+        warn_about_exposure(settings)
         servicer = VaultServicer(
             vaulting,
             ResultStreams(store, hub, checkpoint_interval=settings.checkpoint_interval),
+            caller_of=authenticator.caller,
         )
         health = Health()
         try:
             server, grpc_port = await build_grpc_server(
-                servicer, listen=str(settings.grpc_listen), health=health
+                servicer,
+                listen=str(settings.grpc_listen),
+                health=health,
+                credentials=None if tls is None else tls.credentials(),
+                interceptors=[
+                    OpenServicesInterceptor(
+                        authenticator,
+                        open_health=settings.public_health,
+                        open_reflection=settings.public_reflection,
+                    )
+                ],
             )
         except RuntimeError:
             raise ConfigError(
@@ -160,6 +252,9 @@ async def start(settings: Settings) -> RunningService:
             http_port=http_port,
             notify_url=notify_url,
             servicer=servicer,
+            token_file=token_file,
+            tls=tls,
+            antom_keys=antom_keys,
             _resources=resources.pop_all(),
         )
     log.info(

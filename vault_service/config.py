@@ -35,13 +35,25 @@ environment:
                                    `vault-service migrate` first)
   VAULT_SQLITE_SYNCHRONOUS         NORMAL (default: survives a crash or SIGKILL, not power loss)
                                    or FULL (also survives power loss, slower)
+  VAULT_DATA_KEY_FILE              JSON key ring that encrypts card tokens at rest (AES-256-GCM):
+                                   {{"active": ID, "keys": {{ID: base64 of 32 bytes, ...}}}}
+                                   (required; `vault-service add-data-key FILE` makes one)
   VAULT_ANTOM_BASE_URL             Antom gateway, e.g. https://open-sea-global.alipay.com, or
                                    the emulator's http://127.0.0.1:8090 (required)
   VAULT_ANTOM_CLIENT_ID            merchant client id; SANDBOX_... selects Antom's sandbox
                                    paths (required)
   VAULT_MERCHANT_PRIVATE_KEY_FILE  merchant RSA private key, PEM or bare base64 (required)
-  VAULT_ANTOM_PUBLIC_KEY_FILE      Antom's RSA public key, PEM or bare base64 (required)
-  VAULT_ANTOM_KEY_VERSION          keyVersion sent in request signatures (default 1)
+  VAULT_ANTOM_PUBLIC_KEY_FILE      Antom's RSA public key, PEM or bare base64 (required); checks
+                                   signatures whose keyVersion is the next setting's
+  VAULT_ANTOM_PUBLIC_KEY_VERSION   Antom's keyVersion of that key (default 1)
+  VAULT_ANTOM_NEXT_PUBLIC_KEY_FILE Antom's second public key during a key rotation (optional);
+                                   signatures naming any other keyVersion are refused
+  VAULT_ANTOM_NEXT_PUBLIC_KEY_VERSION
+                                   keyVersion of that second key (required with it, and
+                                   different from VAULT_ANTOM_PUBLIC_KEY_VERSION)
+  VAULT_ANTOM_KEY_VERSION          keyVersion sent in request signatures: the version under
+                                   which the merchant public key is registered (default 1)
+                                   (SIGHUP re-reads the merchant key and Antom key files)
   VAULT_ANTOM_ALLOW_HTTP           1 to allow a plain-http gateway that is not on loopback
                                    (an emulator in a test cluster); loopback is always allowed
   VAULT_ANTOM_TIMEOUT              seconds one Antom call may take, retries included, when the
@@ -49,8 +61,19 @@ environment:
   VAULT_NOTIFY_URL                 public https URL Antom posts notifications to; the webhook
                                    serves its path (required unless the gateway is on loopback,
                                    where it defaults to http://<VAULT_HTTP_LISTEN>{DEFAULT_NOTIFY_PATH})
-  VAULT_INSECURE                   1 to let gRPC listen beyond loopback although callers are not
-                                   authenticated yet (every caller then sees every session)
+  VAULT_AUTH_TOKENS_FILE           JSON file of callers and SHA-256 digests of their bearer
+                                   tokens, reloaded when it changes (see the README)
+  VAULT_GRPC_TLS_CERT_FILE         PEM certificate chain of the gRPC port (with the key: TLS);
+                                   both are re-read on SIGHUP
+  VAULT_GRPC_TLS_KEY_FILE          PEM private key of that certificate
+  VAULT_GRPC_TLS_CLIENT_CA_FILE    PEM CA bundle for client certificates: mTLS, every client
+                                   must present a certificate it signed, whose URI SAN, else
+                                   DNS SAN, else common name is the caller name
+  VAULT_PUBLIC_HEALTH              0 to require credentials for the gRPC health service
+                                   (default 1: probes need none)
+  VAULT_PUBLIC_REFLECTION          0 to require credentials for server reflection (default 1)
+  VAULT_INSECURE                   1 to let gRPC listen beyond loopback with no caller identity
+                                   configured (every caller then sees every session)
   VAULT_CHECKPOINT_INTERVAL        seconds between StreamResults checkpoints (default 30)
   VAULT_RECONCILE_INTERVAL         seconds between reconciler passes (default 5)
   VAULT_RECONCILE_AFTER            seconds before a session without result is first inquired
@@ -58,6 +81,10 @@ environment:
   VAULT_EXPIRY_GRACE               seconds after a session's expiry before it is marked EXPIRED
                                    (default 300)
   VAULT_SHUTDOWN_GRACE             seconds to finish calls on SIGTERM (default 20)
+  VAULT_WEBHOOK_FAILURE_LIMIT      failed signature checks one source address may make before
+                                   the webhook answers it 429 (default 20); behind a proxy all
+                                   senders share the proxy's address
+  VAULT_WEBHOOK_FAILURE_WINDOW     seconds over which that budget refills (default 60)
   VAULT_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (default INFO)
 """
 
@@ -90,6 +117,7 @@ class Settings:
     database_url: str = field(repr=False)  # may carry a password
     auto_migrate: bool
     sqlite_synchronous: Literal["NORMAL", "FULL"]
+    data_key_file: Path
     antom_base_url: str
     antom_client_id: str
     antom_allow_http: bool
@@ -97,13 +125,24 @@ class Settings:
     antom_timeout: float
     merchant_private_key_file: Path
     antom_public_key_file: Path
+    antom_public_key_version: str
+    antom_next_public_key_file: Path | None
+    antom_next_public_key_version: str | None
     notify_url: str | None
     checkpoint_interval: float
     reconcile_interval: float
     reconcile_after: float
     expiry_grace: float
     shutdown_grace: float
+    webhook_failure_limit: int
+    webhook_failure_window: float
     log_level: str
+    auth_tokens_file: Path | None
+    grpc_tls_cert_file: Path | None
+    grpc_tls_key_file: Path | None
+    grpc_tls_client_ca_file: Path | None
+    public_health: bool
+    public_reflection: bool
     insecure: bool
 
     @classmethod
@@ -121,6 +160,7 @@ class Settings:
             sqlite_synchronous="FULL"
             if reader.choice("VAULT_SQLITE_SYNCHRONOUS", "NORMAL", {"NORMAL", "FULL"}) == "FULL"
             else "NORMAL",
+            data_key_file=data_key_file_from_env(env),
             antom_base_url=reader.required("VAULT_ANTOM_BASE_URL"),
             antom_client_id=reader.required("VAULT_ANTOM_CLIENT_ID"),
             antom_allow_http=reader.flag("VAULT_ANTOM_ALLOW_HTTP"),
@@ -128,18 +168,32 @@ class Settings:
             antom_timeout=reader.seconds("VAULT_ANTOM_TIMEOUT", 15.0),
             merchant_private_key_file=reader.readable_file("VAULT_MERCHANT_PRIVATE_KEY_FILE"),
             antom_public_key_file=reader.readable_file("VAULT_ANTOM_PUBLIC_KEY_FILE"),
+            antom_public_key_version=reader.key_version("VAULT_ANTOM_PUBLIC_KEY_VERSION", "1"),
+            antom_next_public_key_file=reader.optional_file("VAULT_ANTOM_NEXT_PUBLIC_KEY_FILE"),
+            antom_next_public_key_version=reader.optional_key_version(
+                "VAULT_ANTOM_NEXT_PUBLIC_KEY_VERSION"
+            ),
             notify_url=reader.optional_url("VAULT_NOTIFY_URL"),
             checkpoint_interval=reader.seconds("VAULT_CHECKPOINT_INTERVAL", 30.0),
             reconcile_interval=reader.seconds("VAULT_RECONCILE_INTERVAL", 5.0),
             reconcile_after=reader.seconds("VAULT_RECONCILE_AFTER", 60.0),
             expiry_grace=reader.seconds("VAULT_EXPIRY_GRACE", 300.0),
             shutdown_grace=reader.seconds("VAULT_SHUTDOWN_GRACE", 20.0),
+            webhook_failure_limit=reader.count("VAULT_WEBHOOK_FAILURE_LIMIT", 20),
+            webhook_failure_window=reader.seconds("VAULT_WEBHOOK_FAILURE_WINDOW", 60.0),
             log_level=reader.choice(
                 "VAULT_LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"}
             ),
+            auth_tokens_file=reader.optional_file("VAULT_AUTH_TOKENS_FILE"),
+            grpc_tls_cert_file=reader.optional_file("VAULT_GRPC_TLS_CERT_FILE"),
+            grpc_tls_key_file=reader.optional_file("VAULT_GRPC_TLS_KEY_FILE"),
+            grpc_tls_client_ca_file=reader.optional_file("VAULT_GRPC_TLS_CLIENT_CA_FILE"),
+            public_health=reader.flag("VAULT_PUBLIC_HEALTH", default=True),
+            public_reflection=reader.flag("VAULT_PUBLIC_REFLECTION", default=True),
             insecure=reader.flag("VAULT_INSECURE"),
         )
         settings.check_exposure()
+        settings.check_antom_public_keys()
         return settings
 
     def check_exposure(self) -> None:
@@ -163,12 +217,66 @@ class Settings:
                 "VAULT_NOTIFY_URL must be the public https URL Antom can reach"
                 " (the default only works with a local emulator)"
             )
-        if not _is_loopback(self.grpc_listen.host) and not self.insecure:
+        if (self.grpc_tls_cert_file is None) != (self.grpc_tls_key_file is None):
             raise ConfigError(
-                f"VAULT_GRPC_LISTEN={self.grpc_listen} is not loopback and callers are not"
-                " authenticated yet, so every caller would see every session: listen on"
-                " loopback or set VAULT_INSECURE=1"
+                "VAULT_GRPC_TLS_CERT_FILE and VAULT_GRPC_TLS_KEY_FILE go together: set both"
             )
+        if self.grpc_tls_client_ca_file is not None and self.grpc_tls_cert_file is None:
+            raise ConfigError(
+                "VAULT_GRPC_TLS_CLIENT_CA_FILE needs VAULT_GRPC_TLS_CERT_FILE and"
+                " VAULT_GRPC_TLS_KEY_FILE: client certificates are only checked over TLS"
+            )
+        if self.grpc_exposed_without_identity and not self.insecure:
+            raise ConfigError(
+                f"VAULT_GRPC_LISTEN={self.grpc_listen} is not loopback and no caller identity"
+                " is configured, so every caller would see every session: set"
+                " VAULT_AUTH_TOKENS_FILE and/or VAULT_GRPC_TLS_CLIENT_CA_FILE, listen on"
+                " loopback, or set VAULT_INSECURE=1"
+            )
+
+    @property
+    def has_identity_source(self) -> bool:
+        """Whether callers are authenticated (tokens, client certificates or both)."""
+        return self.auth_tokens_file is not None or self.grpc_tls_client_ca_file is not None
+
+    @property
+    def grpc_exposed_without_identity(self) -> bool:
+        """Whether gRPC listens beyond loopback with every caller anonymous."""
+        return not _is_loopback(self.grpc_listen.host) and not self.has_identity_source
+
+    @property
+    def tokens_in_cleartext(self) -> bool:
+        """Whether bearer tokens would cross a network unencrypted (no TLS, not loopback)."""
+        return (
+            self.auth_tokens_file is not None
+            and self.grpc_tls_cert_file is None
+            and not _is_loopback(self.grpc_listen.host)
+        )
+
+    def check_antom_public_keys(self) -> None:
+        """A second Antom key needs a version of its own, or no signature could choose it."""
+        next_file, next_version = (
+            self.antom_next_public_key_file,
+            self.antom_next_public_key_version,
+        )
+        if (next_file is None) != (next_version is None):
+            raise ConfigError(
+                "VAULT_ANTOM_NEXT_PUBLIC_KEY_FILE and VAULT_ANTOM_NEXT_PUBLIC_KEY_VERSION go"
+                " together: set both"
+            )
+        if next_version == self.antom_public_key_version:
+            raise ConfigError(
+                "VAULT_ANTOM_NEXT_PUBLIC_KEY_VERSION must differ from"
+                f" VAULT_ANTOM_PUBLIC_KEY_VERSION ({next_version})"
+            )
+
+    @property
+    def antom_public_key_files(self) -> dict[str, Path]:
+        """Antom's public key files by keyVersion (one, or two during a rotation)."""
+        files = {self.antom_public_key_version: self.antom_public_key_file}
+        if self.antom_next_public_key_file is not None and self.antom_next_public_key_version:
+            files[self.antom_next_public_key_version] = self.antom_next_public_key_file
+        return files
 
     @property
     def antom_uses_http(self) -> bool:
@@ -188,6 +296,12 @@ def database_url_from_env(env: Mapping[str, str]) -> str:
     The store factory parses it (and says what is wrong with it): the backends know their URLs.
     """
     return _Reader(env).text("VAULT_DATABASE_URL", DEFAULT_DATABASE_URL)
+
+
+def data_key_file_from_env(env: Mapping[str, str]) -> Path:
+    """The data key file alone, for ``vault-service rotate-data-key``; its contents are checked
+    when the key ring is loaded (:mod:`vault_service.store.data_keys`)."""
+    return _Reader(env).readable_file("VAULT_DATA_KEY_FILE")
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -216,9 +330,11 @@ class _Reader:
             raise ConfigError(f"{name} is not set")
         return value
 
-    def flag(self, name: str) -> bool:
-        value = self._env.get(name, "0").strip().lower()
-        if value in {"", "0", "false", "no"}:
+    def flag(self, name: str, *, default: bool = False) -> bool:
+        value = self._env.get(name, "").strip().lower()
+        if not value:
+            return default
+        if value in {"0", "false", "no"}:
             return False
         if value in {"1", "true", "yes"}:
             return True
@@ -250,6 +366,28 @@ class _Reader:
         except OSError as exc:
             raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
         return path
+
+    def count(self, name: str, default: int) -> int:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+            raise ConfigError(f"{name} must be a whole number of at least 1, got {raw!r}")
+        return int(raw)
+
+    def key_version(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        if not (value.isascii() and value.isdigit()):
+            raise ConfigError(f"{name} must be a number (Antom's keyVersion), got {value!r}")
+        return value
+
+    def optional_key_version(self, name: str) -> str | None:
+        return self.key_version(name, "") if self._env.get(name, "").strip() else None
+
+    def optional_file(self, name: str) -> Path | None:
+        if not self._env.get(name, "").strip():
+            return None
+        return self.readable_file(name)
 
     def optional_url(self, name: str) -> str | None:
         value = self._env.get(name, "").strip()

@@ -24,3 +24,11 @@ class NotFoundError(VaultError):
 
 class ConflictError(VaultError):
     """The request contradicts what is already stored (same key, different parameters)."""
+
+
+class UnauthenticatedError(VaultError):
+    """The call carries no credentials, or credentials that identify no known caller."""
+
+
+class PermissionDeniedError(VaultError):
+    """The caller is known but its scopes do not allow this call."""

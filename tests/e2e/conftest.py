@@ -20,7 +20,11 @@ ServiceEnv = dict[str, str]
 
 @pytest.fixture
 def service_env(
-    tmp_path: Path, emulator: EmulatorServer, merchant_key: PrivateKey, antom_key: PrivateKey
+    tmp_path: Path,
+    emulator: EmulatorServer,
+    merchant_key: PrivateKey,
+    antom_key: PrivateKey,
+    data_key_file: Path,
 ) -> ServiceEnv:
     """The environment of a dev deployment: keys in files, SQLite in the test's folder."""
     merchant_file = tmp_path / "merchant-private-key.pem"
@@ -31,6 +35,7 @@ def service_env(
         "VAULT_GRPC_LISTEN": "127.0.0.1:0",
         "VAULT_HTTP_LISTEN": "127.0.0.1:0",
         "VAULT_DATABASE_URL": f"sqlite:///{tmp_path / 'vault.db'}",
+        "VAULT_DATA_KEY_FILE": str(data_key_file),
         "VAULT_AUTO_MIGRATE": "1",
         "VAULT_ANTOM_BASE_URL": emulator.base_url,
         "VAULT_ANTOM_CLIENT_ID": CLIENT_ID,

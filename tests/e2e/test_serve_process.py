@@ -15,11 +15,14 @@ import grpc
 import pytest
 
 from tests.e2e.conftest import ServiceEnv
+from tests.e2e.key_rotation import install_keys, replace_file, rotate_emulator
 from tests.fixtures.antom import buyer_submits
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
+from vault_service.antom.keys import PrivateKey
 from vault_service.domain import VaultingStatus
 from vault_service.emulator import EmulatorServer
+from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.sqlite import SQLiteStore
 
 COMMAND = (sys.executable, "-m", "vault_service")
@@ -73,11 +76,20 @@ async def run(*args: str, env: dict[str, str]) -> tuple[int, str]:
         ({"VAULT_GRPC_LISTEN": "nonsense"}, "VAULT_GRPC_LISTEN must be HOST:PORT"),
         ({"VAULT_AUTO_MIGRATE": "0"}, "vault-service migrate"),
         ({"VAULT_ANTOM_BASE_URL": "http://10.1.2.3:8090"}, "VAULT_ANTOM_ALLOW_HTTP"),
-        ({"VAULT_GRPC_LISTEN": "0.0.0.0:0"}, "VAULT_INSECURE"),
+        ({"VAULT_GRPC_LISTEN": "0.0.0.0:0"}, "no caller identity is configured"),
+        ({"VAULT_GRPC_LISTEN": "0.0.0.0:0"}, "VAULT_INSECURE=1"),
+        ({"VAULT_AUTH_TOKENS_FILE": "/nonexistent.json"}, "VAULT_AUTH_TOKENS_FILE: cannot read"),
+        ({"VAULT_GRPC_TLS_CERT_FILE": "/dev/null"}, "go together"),
+        (
+            {"VAULT_GRPC_TLS_CERT_FILE": "/dev/null", "VAULT_GRPC_TLS_KEY_FILE": "/dev/null"},
+            "VAULT_GRPC_TLS_CERT_FILE holds no PEM certificate",
+        ),
         ({"VAULT_ANTOM_BASE_URL": "https://open-sea-global.alipay.com"}, "VAULT_NOTIFY_URL"),
         ({"VAULT_ANTOM_BASE_URL": "http://127.0.0.1:8090/ams/api"}, "without path"),
         ({"VAULT_DATABASE_URL": "mysql://db/vault"}, "VAULT_DATABASE_URL"),
         ({"VAULT_DATABASE_URL": "postgresql://vault:hunter2@127.0.0.1:1/vault"}, "127.0.0.1:1"),
+        ({"VAULT_DATA_KEY_FILE": ""}, "VAULT_DATA_KEY_FILE is not set"),
+        ({"VAULT_DATA_KEY_FILE": "/dev/null"}, "VAULT_DATA_KEY_FILE: /dev/null: the data key"),
     ],
 )
 async def test_bad_configuration_is_one_line_and_exit_2(
@@ -128,7 +140,10 @@ async def test_sigterm_stops_cleanly(serve_process: ServeProcess) -> None:
 
 
 async def test_an_acknowledged_notification_survives_sigkill(
-    serve_process: ServeProcess, emulator: EmulatorServer, service_env: ServiceEnv
+    serve_process: ServeProcess,
+    emulator: EmulatorServer,
+    service_env: ServiceEnv,
+    data_keys: DataKeyRing,
 ) -> None:
     """Once Antom got our acknowledgement it never sends the notification again, so the
     result must already be durable: SIGKILL right after the ack loses nothing."""
@@ -143,7 +158,7 @@ async def test_an_acknowledged_notification_survives_sigkill(
     await serve_process.process.wait()
 
     database = service_env["VAULT_DATABASE_URL"].removeprefix("sqlite:///")
-    store = await SQLiteStore.open(database, auto_migrate=False)
+    store = await SQLiteStore.open(database, auto_migrate=False, data_keys=data_keys)
     try:
         record = await store.get("kill-1")
         assert record is not None
@@ -151,3 +166,53 @@ async def test_an_acknowledged_notification_survives_sigkill(
         assert len(await store.events_after(0, limit=10)) == 1
     finally:
         await store.close()
+
+
+async def _logged(process: asyncio.subprocess.Process, message: str) -> dict[str, str]:
+    """Read the process's log up to the first line with ``message``; that line."""
+    assert process.stderr is not None
+    async with asyncio.timeout(30):
+        while True:
+            line = await process.stderr.readline()
+            assert line, "serve exited"
+            entry: dict[str, str] = json.loads(line)
+            if entry["message"] == message:
+                return entry
+
+
+async def test_sighup_reloads_the_key_files(
+    serve_process: ServeProcess,
+    emulator: EmulatorServer,
+    service_env: ServiceEnv,
+    antom_next_key: PrivateKey,
+) -> None:
+    """Guards the SIGHUP wiring of `vault-service serve`: a broken key file is reported
+    (naming the file, quoting no key) and changes nothing; new key files are in use after the
+    next SIGHUP, for requests, answers and notifications; the process keeps serving."""
+    process = serve_process.process
+    new_merchant = PrivateKey.generate()
+    merchant_file = Path(service_env["VAULT_MERCHANT_PRIVATE_KEY_FILE"])
+    truncated = new_merchant.to_pkcs8_pem()[:600]
+    replace_file(merchant_file, truncated)
+    process.send_signal(signal.SIGHUP)
+    error = await _logged(process, "Antom keys not reloaded; the previous keys stay in use")
+    assert str(merchant_file) in error["reason"]
+    assert not [line for line in truncated.splitlines()[1:] if line.decode() in str(error)]
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{serve_process.grpc_port}") as channel:
+        stub = pb_grpc.VaultServiceStub(channel)
+        await stub.CreateSession(pb.CreateSessionRequest(vaulting_request_id="hup-old-keys"))
+        install_keys(service_env, new_merchant, antom_next_key)
+        process.send_signal(signal.SIGHUP)
+        await _logged(process, "Antom keys reloaded")
+        rotate_emulator(emulator, new_merchant, antom_next_key)
+        created = await stub.CreateSession(
+            pb.CreateSessionRequest(vaulting_request_id="hup-new-keys")
+        )
+    await buyer_submits(emulator, created.session_data, "4111111111111111")
+    async with asyncio.timeout(10):
+        await emulator.state.notifier.wait_idle()
+    assert [a.outcome for a in emulator.state.notifier.attempts("hup-new-keys")] == ["acknowledged"]
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(15):
+        assert await process.wait() == 0

@@ -13,8 +13,9 @@ import pytest
 from tests.fixtures.stack import VaultingFactory
 from tests.grpc_api.support import CALLER_METADATA_KEY, NOWHERE
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
-from vault_service.domain import ANONYMOUS_OWNER
+from vault_service.auth.callers import VAULT_SCOPE, Caller
 from vault_service.events import EventHub
+from vault_service.grpc_api.auth import ANONYMOUS
 from vault_service.grpc_api.errors import Context
 from vault_service.grpc_api.server import Health, build_grpc_server
 from vault_service.grpc_api.servicer import VaultServicer
@@ -26,12 +27,13 @@ if TYPE_CHECKING:
     from vault_service._proto.vault.v1.vault_service_pb2_grpc import VaultServiceAsyncStub
 
 
-def caller_from_metadata(context: Context) -> str:
-    """Stands in for authentication: the owner named in test metadata, else anonymous."""
+def caller_from_metadata(context: Context) -> Caller:
+    """Stands in for authentication (tested on its own in test_auth.py): the caller named in
+    test metadata with the vault scope, else anonymous."""
     for key, value in context.invocation_metadata() or ():
         if key == CALLER_METADATA_KEY and isinstance(value, str):
-            return value
-    return ANONYMOUS_OWNER
+            return Caller(value, frozenset({VAULT_SCOPE}))
+    return ANONYMOUS
 
 
 @pytest.fixture

@@ -31,7 +31,14 @@ from vault_service.antom.errors import (
     SignatureError,
 )
 from vault_service.domain import InvalidResumeTokenError
-from vault_service.errors import ConflictError, InvalidArgumentError, NotFoundError, VaultError
+from vault_service.errors import (
+    ConflictError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+    VaultError,
+)
 from vault_service.store.base import StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -40,6 +47,13 @@ ANTOM_DOMAIN: Final = "antom"
 SIGNATURE_INVALID_REASON: Final = "ANTOM_SIGNATURE_INVALID"
 RETRY_DELAY_SECONDS: Final = 1
 INTERNAL_MESSAGE: Final = "internal error"
+
+_PLAIN_CODES: Final[tuple[tuple[type[VaultError], int], ...]] = (
+    (UnauthenticatedError, code_pb2.UNAUTHENTICATED),
+    (PermissionDeniedError, code_pb2.PERMISSION_DENIED),
+    (NotFoundError, code_pb2.NOT_FOUND),
+    (ConflictError, code_pb2.ALREADY_EXISTS),
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _Servicer = TypeVar("_Servicer")
@@ -66,10 +80,8 @@ def rich_status(exc: Exception) -> status_pb2.Status:
                 f"invalid resume_token: {exc}",
                 _bad_request({"resume_token": str(exc)}),
             )
-        case NotFoundError():
-            return _status(code_pb2.NOT_FOUND, str(exc))
-        case ConflictError():
-            return _status(code_pb2.ALREADY_EXISTS, str(exc))
+        case UnauthenticatedError() | PermissionDeniedError() | NotFoundError() | ConflictError():
+            return _status(_plain_code(exc), str(exc))
         case DeadlineExceededError():
             return _status(code_pb2.DEADLINE_EXCEEDED, "the deadline leaves no time to call Antom")
         case AntomRejectedError():
@@ -159,6 +171,11 @@ def stream_errors(
             await abort(context, exc, method.__name__)
 
     return translated
+
+
+def _plain_code(exc: VaultError) -> int:
+    """The code of an error whose own message is the whole answer."""
+    return next(code for kind, code in _PLAIN_CODES if isinstance(exc, kind))
 
 
 def _status(code: int, message: str, *details: Message) -> status_pb2.Status:

@@ -14,8 +14,10 @@ from typing import Final
 
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
-from vault_service.domain import ANONYMOUS_OWNER
+from vault_service.auth.callers import VAULT_SCOPE, Caller
+from vault_service.errors import PermissionDeniedError
 from vault_service.grpc_api import mapping, validation
+from vault_service.grpc_api.auth import ANONYMOUS
 from vault_service.grpc_api.errors import (
     Context,
     DeadlineExceededError,
@@ -30,13 +32,29 @@ EVENT_MESSAGE_CACHE: Final = 4096
 """Seconds kept back from the caller's deadline so that an Antom call that runs out of time
 still leaves room to send the caller a retryable UNAVAILABLE instead of a bare timeout."""
 
-CallerOf = Callable[[Context], str]
-"""Who is calling: the owner of the vaulting requests a call may create and see."""
+CallerOf = Callable[[Context], Caller]
+"""Who is calling (raises UnauthenticatedError to refuse the call)."""
 
 
-def anonymous_caller(context: Context) -> str:
-    """Every call as one owner, until authentication (mTLS, bearer tokens) provides callers."""
-    return ANONYMOUS_OWNER
+def anonymous_caller(context: Context) -> Caller:
+    """Every call as the one anonymous caller: no identity source is configured."""
+    return ANONYMOUS
+
+
+def _creator(caller: Caller) -> str:
+    """The owner of the sessions ``caller`` creates; only the ``vault`` scope creates."""
+    if not caller.may(VAULT_SCOPE):
+        raise PermissionDeniedError("creating sessions needs the vault scope")
+    return caller.name
+
+
+def _reader(caller: Caller) -> str | None:
+    """Whose results ``caller`` may read: its own, or everyone's (``None``) for an admin."""
+    if caller.is_admin:
+        return None
+    if not caller.may(VAULT_SCOPE):
+        raise PermissionDeniedError("reading results needs the vault or admin scope")
+    return caller.name
 
 
 class _Gauge:
@@ -95,7 +113,7 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
         self, request: pb.CreateSessionRequest, context: Context
     ) -> pb.CreateSessionResponse:
         with self._calls.held():
-            owner = self._caller_of(context)
+            owner = _creator(self._caller_of(context))
             validation.ensure_valid(validation.create_session_violations(request))
             vaulting_request_id, parameters = mapping.session_request(request)
             created = await self._vaulting.create_session(
@@ -108,7 +126,7 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
         self, request: pb.GetResultRequest, context: Context
     ) -> pb.GetResultResponse:
         with self._calls.held():
-            owner = self._caller_of(context)
+            owner = _reader(self._caller_of(context))
             validation.ensure_valid(validation.get_result_violations(request))
             record = await self._vaulting.get_result(
                 owner,
@@ -125,7 +143,7 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
         """Refusals (bad request, bad token) happen before the first message, so a client never
         mistakes a refused stream for an open one; then the log is followed until the client
         goes away, which cancels this generator where it waits."""
-        owner = self._caller_of(context)
+        owner = _reader(self._caller_of(context))
         validation.ensure_valid(validation.stream_results_violations(request))
         position = await self._streams.start_position(request.resume_token)
         items = self._streams.follow(

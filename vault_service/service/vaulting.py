@@ -156,13 +156,16 @@ class VaultingService:
 
     async def get_result(
         self,
-        owner: str,
+        owner: str | None,
         vaulting_request_id: str,
         *,
         refresh: bool = False,
         deadline: float | None = None,
     ) -> VaultingRecord:
-        """The stored state; with ``refresh`` ask Antom first unless it is already final."""
+        """The stored state; with ``refresh`` ask Antom first unless it is already final.
+
+        ``owner`` is the caller whose records may be read; ``None`` reads any (an admin).
+        """
         record = await self._owned(owner, vaulting_request_id)
         if not refresh or record.status.is_antom_final:
             return record
@@ -183,9 +186,9 @@ class VaultingService:
         self._hub.notify()
         return True
 
-    async def _owned(self, owner: str, vaulting_request_id: str) -> VaultingRecord:
+    async def _owned(self, owner: str | None, vaulting_request_id: str) -> VaultingRecord:
         record = await self._store.get(vaulting_request_id)
-        if record is None or record.owner != owner:
+        if record is None or (owner is not None and record.owner != owner):
             raise NotFoundError(f"no vaulting request {vaulting_request_id!r}")
         return record
 
