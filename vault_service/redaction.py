@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from vault_service.luhn import luhn_valid
+
 REDACTED: Final = "[redacted]"
 
 _PEM: Final = re.compile(r"-----BEGIN[^-\n]*-----(?:.*?-----END[^-\n]*-----|.*)", re.DOTALL)
@@ -122,16 +124,6 @@ def _redact_card_number(match: re.Match[str]) -> str:
             digits += group
             if len(digits) > _MAX_CARD_DIGITS:
                 break
-            if len(digits) >= _MIN_CARD_DIGITS and _luhn_valid(digits):
+            if len(digits) >= _MIN_CARD_DIGITS and luhn_valid(digits):
                 return REDACTED
     return match[0]
-
-
-def _luhn_valid(number: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(number)):
-        digit = int(char)
-        if position % 2:
-            digit = digit * 2 - 9 if digit > 4 else digit * 2
-        total += digit
-    return total % 10 == 0

@@ -10,10 +10,10 @@ from vault_service.emulator.cards import (
     TEST_CARDS,
     CardOutcome,
     CardRejectedError,
-    luhn_valid,
     read_card,
 )
 from vault_service.emulator.wire import is_request_time, signed_path
+from vault_service.luhn import luhn_valid
 
 SECRET = b"k" * 32
 TODAY = date(2026, 6, 15)

@@ -17,6 +17,8 @@ from datetime import date
 from enum import Enum
 from typing import Final
 
+from vault_service.luhn import luhn_valid
+
 
 class CardOutcome(Enum):
     """What the issuer does with a test card."""
@@ -116,17 +118,6 @@ class CardVerdict:
     result_code: str
     result_message: str
     detail: CardDetail
-
-
-def luhn_valid(digits: str) -> bool:
-    """The Luhn (mod 10) check every card number passes."""
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char)
-        if position % 2:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
 
 
 def describe_test_cards() -> str:
