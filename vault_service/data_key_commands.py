@@ -4,6 +4,12 @@ Rotating the key that encrypts card data at rest is an operator procedure (READM
 at rest"): add a key and make it active, restart the service so new writes use it, run
 ``rotate-data-key`` to re-encrypt what is stored under older keys (and legacy plaintext), then
 remove the old key. Both commands fail with one line and exit code 2, like ``migrate``.
+
+A rotation that meets values it cannot decrypt still re-encrypts every other value, then lists
+those rows (column, row key, vaulting request id, why; never a value) and exits 1: it must not
+claim success, since the old key cannot be removed while they need it. A rotation that leaves
+no such value records in the database that it holds no plaintext card data
+(:mod:`vault_service.store.sealing`): from then on a plaintext value reads as corrupt data.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from vault_service.config import ConfigError, data_key_file_from_env, database_u
 from vault_service.store.base import StoreError
 from vault_service.store.data_keys import DataKeyFileError, add_data_key
 from vault_service.store.factory import rotate_data_key
-from vault_service.store.sealing import ResealCount
+from vault_service.store.sealing import Rotation
 
 ADD_DESCRIPTION = (
     "Add a new random AES-256 key to the data key file FILE (created with mode 0600 if it does "
@@ -30,8 +36,13 @@ ADD_DESCRIPTION = (
 ROTATE_DESCRIPTION = (
     "Re-encrypt every stored card token and orphan notification body that is not under the "
     "active key of VAULT_DATA_KEY_FILE (including plaintext written before encryption), in "
-    "VAULT_DATABASE_URL. Safe to interrupt, to run again and to run while the service serves."
+    "VAULT_DATABASE_URL. Safe to interrupt, to run again and to run while the service serves. "
+    "Values that cannot be decrypted are left as they are and listed, and the command exits 1; "
+    "a run that leaves none records that the database holds no plaintext card data, after "
+    "which a plaintext value reads as corrupt data."
 )
+MAX_LISTED = 50
+"""How many undecryptable values a rotation lists one by one before it only counts the rest."""
 
 Fail = Callable[[str], int]
 
@@ -75,11 +86,12 @@ def run_rotate(fail: Fail) -> int:
         url = database_url_from_env(os.environ)
         database = app.database_of(url)
         key_file = data_key_file_from_env(os.environ)
-        counts, active = asyncio.run(_rotate(url, key_file))
+        rotation, active = asyncio.run(_rotate(url, key_file))
     except (ConfigError, StoreError) as exc:
         return fail(str(exc))
     except OSError as exc:
         return fail(f"VAULT_DATABASE_URL: {exc}")
+    counts = rotation.counts
     rewritten = sum(count.rewritten for count in counts)
     detail = ", ".join(f"{count.column.name} {count.rewritten}" for count in counts)
     print(f"{database}: re-encrypted {rewritten} values under data key {active!r} ({detail})")
@@ -90,9 +102,24 @@ def run_rotate(fail: Fail) -> int:
             "run rotate-data-key again to check them",
             file=sys.stderr,
         )
-    return 0
+    if rotation.plaintext_free:
+        print(f"{database}: no card data is stored in plaintext; plaintext now reads as corrupt")
+    unreadable = rotation.unreadable
+    if not unreadable:
+        return 0
+    for value in unreadable[:MAX_LISTED]:
+        print(f"{database}: cannot decrypt {value}", file=sys.stderr)
+    if len(unreadable) > MAX_LISTED:
+        print(f"{database}: ... and {len(unreadable) - MAX_LISTED} more", file=sys.stderr)
+    print(
+        f"{database}: {len(unreadable)} values cannot be decrypted and were left as they are: "
+        "add their data key back to VAULT_DATA_KEY_FILE (or repair the rows) and run "
+        "rotate-data-key again",
+        file=sys.stderr,
+    )
+    return 1
 
 
-async def _rotate(url: str, key_file: Path) -> tuple[list[ResealCount], str]:
+async def _rotate(url: str, key_file: Path) -> tuple[Rotation, str]:
     keys = await app.load_data_keys(key_file)
     return await rotate_data_key(url, keys), keys.active_key_id

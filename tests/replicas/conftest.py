@@ -161,7 +161,11 @@ async def read_log(dsn: str, data_keys: DataKeyRing) -> Log:
                 record=decode_snapshot(
                     row["snapshot"],
                     open_token(
-                        data_keys, EVENT_TOKEN, row["vaulting_request_id"], row["card_token"]
+                        data_keys,
+                        EVENT_TOKEN,
+                        row["vaulting_request_id"],
+                        row["card_token"],
+                        plaintext=False,
                     ),
                 ),
             )

@@ -55,6 +55,12 @@ class LogTail:
     Invariant: every event with ``floor < event_id <= position`` is in the buffer, in order,
     and the log holds no other event up to ``position`` (positions are commit-ordered in both
     backends, so nothing can appear below ``position`` later).
+
+    An event row that does not decode is not an event here: the store logs it and leaves it
+    out, refilling the page past it. A position (and so a checkpoint) therefore moves past an
+    unreadable event as soon as a readable one follows it; until then it rests just below,
+    and the next wake-up reads that row again (no stall, no loop: reads happen once per
+    wake-up), which is why one bad row fails neither the tail nor any stream.
     """
 
     def __init__(self, store: Store, hub: EventHub, *, capacity: int = TAIL_CAPACITY) -> None:

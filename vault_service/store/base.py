@@ -155,7 +155,10 @@ class Store(Protocol):
         """Up to ``limit`` events with ids above ``after_event_id``, in ascending id order.
 
         ``owner`` keeps one caller's events (``None``: every owner); ``vaulting_request_ids``
-        keeps events of those ids (``None``: every id; an empty set matches nothing).
+        keeps events of those ids (``None``: every id; an empty set matches nothing). An
+        event whose row does not decode is logged and left out, and the page is refilled
+        from past it, so fewer than ``limit`` events still means that none readable follows
+        (:mod:`vault_service.store.event_rows`).
         """
         ...
 

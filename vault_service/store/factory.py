@@ -17,7 +17,7 @@ from typing import Final, Literal
 from vault_service.store import postgres, sqlite
 from vault_service.store.base import Store
 from vault_service.store.data_keys import DataKeyRing
-from vault_service.store.sealing import ResealCount
+from vault_service.store.sealing import Rotation
 
 SQLITE_PREFIX: Final = "sqlite:///"
 ROTATION_BATCH_SIZE: Final = 500
@@ -91,14 +91,14 @@ async def open_store(
 
 async def rotate_data_key(
     url: str, data_keys: DataKeyRing, *, batch_size: int = ROTATION_BATCH_SIZE
-) -> list[ResealCount]:
+) -> Rotation:
     """Seal every stored card value that is not under ``data_keys``' active key again under it.
 
     Backs ``vault-service rotate-data-key``: safe to interrupt, to run again, and to run while
     the service serves (the backends' ``reseal``). The schema must be current (no migration
-    runs here). Raises as :func:`open_store` does, and
-    :class:`~vault_service.store.data_keys.UnknownDataKeyError` for a value under a key the
-    ring lacks.
+    runs here). Raises as :func:`open_store` does. A value that cannot be opened (under a key
+    the ring lacks, tampered, or plaintext where the database records none) does not stop the
+    pass: it is reported in the result, which then does not mark the database plaintext-free.
     """
     database = parse_database_url(url)
     store: sqlite.SQLiteStore | postgres.PostgresStore

@@ -67,7 +67,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 from asyncpg.pool import Pool, PoolConnectionProxy
 
-from vault_service.domain import Event, EventSource, Observation, VaultingRecord, apply_observation
+from vault_service.domain import Event, Observation, VaultingRecord, apply_observation
 from vault_service.store.base import (
     DatabaseUnavailableError,
     OrphanNotification,
@@ -82,24 +82,29 @@ from vault_service.store.codec import (
     RECORD_COLUMNS,
     RecordRow,
     decode_instant,
-    decode_snapshot,
     encode_instant,
     encode_snapshot,
     record_from_row,
     record_to_row,
 )
 from vault_service.store.data_keys import DataKeyRing
+from vault_service.store.event_rows import EventRow, decode_events, more_after
 from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import POSTGRES_MIGRATIONS, Migration, check_schema_version
 from vault_service.store.sealing import (
     EVENT_TOKEN,
+    MARK_NEW_DATABASE,
     SEALED_COLUMNS,
+    SELECT_PLAINTEXT_STATE,
     ResealCount,
+    Rotation,
     SealedColumn,
+    UnreadableValue,
+    allows_plaintext,
+    mark_plaintext_free_sql,
     open_body,
     open_record_row,
-    open_token,
-    reseal,
+    reseal_or_report,
     seal_body,
     seal_record_row,
     seal_token,
@@ -174,6 +179,7 @@ _APPEND_EVENT: Final = f"""
 _SELECT_EVENTS: Final = (
     "SELECT id, vaulting_request_id, source, occurred_at, snapshot, card_token FROM events WHERE "
 )
+_MARK_PLAINTEXT_FREE: Final = mark_plaintext_free_sql("'v1:'::bytea")
 _CLAIM_DUE: Final = f"""
     WITH due AS (
         SELECT vaulting_request_id, next_check_at FROM records
@@ -223,6 +229,7 @@ class _Opened(NamedTuple):
     lock_pool: Pool[asyncpg.Record]
     log_id: str
     applied: list[int]
+    plaintext: bool
 
 
 def redact_dsn(dsn: str) -> str:
@@ -255,11 +262,15 @@ class PostgresStore:
         lock_pool: Pool[asyncpg.Record],
         log_id: str,
         data_keys: DataKeyRing,
+        *,
+        plaintext: bool,
     ) -> None:
         self._pool = pool
         self._lock_pool = lock_pool
         self._log_id = log_id
         self._keys = data_keys
+        # Whether legacy plaintext card data reads (sealing module docstring), as of open.
+        self._plaintext = plaintext
         self._creating: KeyedLocks[str] = KeyedLocks()
         self._closed = False
 
@@ -294,7 +305,9 @@ class PostgresStore:
             max_size=max_size,
             lock_pool_size=lock_pool_size,
         )
-        return cls(opened.pool, opened.lock_pool, opened.log_id, data_keys)
+        return cls(
+            opened.pool, opened.lock_pool, opened.log_id, data_keys, plaintext=opened.plaintext
+        )
 
     async def close(self) -> None:
         """Close both pools, after the connections in use are released (calls in flight
@@ -380,7 +393,9 @@ class PostgresStore:
         return [
             OrphanNotification(
                 row["vaulting_request_id"],
-                open_body(self._keys, row["vaulting_request_id"], row["body"]),
+                open_body(
+                    self._keys, row["vaulting_request_id"], row["body"], plaintext=self._plaintext
+                ),
                 _utc(row["received_at"]),
             )
             for row in rows
@@ -408,24 +423,30 @@ class PostgresStore:
         if vaulting_request_ids is not None:
             parameters.append(sorted(vaulting_request_ids))
             conditions.append(f"vaulting_request_id = ANY(${len(parameters)}::text[])")
-        parameters.append(limit)
-        sql = _SELECT_EVENTS + " AND ".join(conditions) + f" ORDER BY id LIMIT ${len(parameters)}"
+        sql = (
+            _SELECT_EVENTS + " AND ".join(conditions) + f" ORDER BY id LIMIT ${len(parameters) + 1}"
+        )
+        events: list[Event] = []
         async with self._connection() as connection:
-            rows = await connection.fetch(sql, *parameters)
-        return [
-            Event(
-                event_id=row["id"],
-                source=EventSource(row["source"]),
-                occurred_at=_utc(row["occurred_at"]),
-                record=decode_snapshot(
-                    row["snapshot"],
-                    open_token(
-                        self._keys, EVENT_TOKEN, row["vaulting_request_id"], row["card_token"]
-                    ),
-                ),
-            )
-            for row in rows
-        ]
+            while True:
+                # Refilled past events that do not decode (vault_service.store.event_rows).
+                asked = limit - len(events)
+                rows = [
+                    EventRow(
+                        row["id"],
+                        row["vaulting_request_id"],
+                        row["source"],
+                        _utc(row["occurred_at"]),
+                        row["snapshot"],
+                        row["card_token"],
+                    )
+                    for row in await connection.fetch(sql, after_event_id, *parameters[1:], asked)
+                ]
+                events += decode_events(rows, self._keys, plaintext=self._plaintext)
+                after = more_after(rows, asked)
+                if after is None or len(events) == limit:
+                    return events
+                after_event_id = after
 
     async def last_event_id(self) -> int:
         # Appends are serialised in commit order (module docstring): max(id) is commit-safe.
@@ -438,7 +459,12 @@ class PostgresStore:
         check_lease(lease)
         async with self._connection() as connection:
             rows = await connection.fetch(_CLAIM_DUE, _utc(now), limit, _utc(now + lease))
-        return [record_from_row(open_record_row(self._keys, _record_row(row))) for row in rows]
+        return [
+            record_from_row(
+                open_record_row(self._keys, _record_row(row), plaintext=self._plaintext)
+            )
+            for row in rows
+        ]
 
     async def reschedule(self, vaulting_request_id: str, next_check_at: datetime) -> None:
         async with self._connection() as connection:
@@ -449,7 +475,7 @@ class PostgresStore:
             ):
                 raise RecordNotFoundError(vaulting_request_id)
 
-    async def reseal(self, *, batch_size: int) -> list[ResealCount]:
+    async def reseal(self, *, batch_size: int) -> Rotation:
         """Seal every card value that is not under the active data key again under it (one
         pass per column); backs ``vault-service rotate-data-key``.
 
@@ -457,10 +483,19 @@ class PostgresStore:
         ``batch_size`` rows is read without locks and written back in one statement that
         replaces a row only if it still holds the value read (compare and swap). A concurrent
         ``apply`` that rewrote the row meanwhile wins (it sealed the token itself) and the row
-        counts as ``changed``.
+        counts as ``changed``. A value that cannot be opened is left as it is and reported;
+        when there is none, the database records that it holds no plaintext (sealing module
+        docstring).
         """
         check_limit(batch_size)
-        return [await self._reseal_column(column, batch_size) for column in SEALED_COLUMNS]
+        counts = [await self._reseal_column(column, batch_size) for column in SEALED_COLUMNS]
+        rotation = Rotation(tuple(counts), plaintext_free=False)
+        if rotation.unreadable:
+            return rotation
+        async with self._connection() as connection:
+            await connection.execute(_MARK_PLAINTEXT_FREE)
+            state = await connection.fetchval(SELECT_PLAINTEXT_STATE)
+        return Rotation(rotation.counts, plaintext_free=not allows_plaintext(state))
 
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:
@@ -509,24 +544,31 @@ class PostgresStore:
     async def _reseal_column(self, column: SealedColumn, batch_size: int) -> ResealCount:
         select, swap = _reseal_statements(column)
         after, rewritten, changed = column.first, 0, 0
+        unreadable: list[UnreadableValue] = []
         while True:
             async with self._connection() as connection:
                 rows = await connection.fetch(select, after, batch_size)
-                swaps = [
-                    (row["key"], row["stored"], new)
-                    for row in rows
-                    if (
-                        new := reseal(self._keys, column, row["vaulting_request_id"], row["stored"])
+                swaps = []
+                for row in rows:
+                    new = reseal_or_report(
+                        self._keys,
+                        column,
+                        row["key"],
+                        row["vaulting_request_id"],
+                        row["stored"],
+                        plaintext=self._plaintext,
                     )
-                    is not None
-                ]
+                    if isinstance(new, UnreadableValue):
+                        unreadable.append(new)
+                    elif new is not None:
+                        swaps.append((row["key"], row["stored"], new))
                 if swaps:
                     keys, olds, news = (list(values) for values in zip(*swaps, strict=True))
                     status = await connection.execute(swap, keys, olds, news)
                     done = int(status.rpartition(" ")[2])  # "UPDATE <rows>"
                     rewritten, changed = rewritten + done, changed + len(swaps) - done
             if len(rows) < batch_size:
-                return ResealCount(column, rewritten, changed)
+                return ResealCount(column, rewritten, changed, tuple(unreadable))
             after = rows[-1]["key"]
 
     def _check_open(self) -> None:
@@ -537,8 +579,10 @@ class PostgresStore:
         self, connection: Connection, sql: str, vaulting_request_id: str
     ) -> VaultingRecord | None:
         row = await connection.fetchrow(sql, vaulting_request_id)
-        return (
-            None if row is None else record_from_row(open_record_row(self._keys, _record_row(row)))
+        if row is None:
+            return None
+        return record_from_row(
+            open_record_row(self._keys, _record_row(row), plaintext=self._plaintext)
         )
 
     @contextlib.asynccontextmanager
@@ -587,6 +631,7 @@ async def _start(
         async with pool.acquire() as connection:
             applied = await _prepare_schema(connection, where, migrate=migrate)
             log_id: str = await connection.fetchval("SELECT value FROM meta WHERE key = 'log_id'")
+            plaintext = allows_plaintext(await connection.fetchval(SELECT_PLAINTEXT_STATE))
         lock_pool = await _create_pool(
             dsn,
             where,
@@ -598,7 +643,7 @@ async def _start(
     except BaseException:
         pool.terminate()
         raise
-    return _Opened(pool, lock_pool, log_id, applied)
+    return _Opened(pool, lock_pool, log_id, applied, plaintext)
 
 
 async def _close_pools(*pools: Pool[asyncpg.Record]) -> None:
@@ -701,6 +746,8 @@ async def _apply_migration(connection: Connection, migration: Migration) -> bool
             return False
         for statement in migration.statements:
             await connection.execute(statement)
+        if migration is POSTGRES_MIGRATIONS[0]:
+            await connection.execute(MARK_NEW_DATABASE)
         await connection.execute(
             "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",
             migration.version,

@@ -12,8 +12,14 @@ and reads as :class:`~vault_service.store.base.CorruptDataError` instead of hand
 buyer's card to another session. An event is bound to its request, not its id, because the id
 is drawn inside the insert that stores the ciphertext.
 
-Values written before encryption (legacy plaintext) still read as they are; the rotation
-(``vault-service rotate-data-key``) seals them along with values under a retired key.
+Values written before encryption (legacy plaintext) still read as they are, until the database
+records that it holds none: ``meta`` key :data:`PLAINTEXT_STATE_KEY` = :data:`NO_PLAINTEXT`,
+set when a database is created (it has no legacy rows) and by a rotation
+(``vault-service rotate-data-key``) that sealed every value and found nothing it could not read.
+From then on a plaintext value can only be a writer that forgot to encrypt or a database-level
+swap of ciphertext for plaintext, so it reads as :class:`PlaintextCardDataError` instead of
+being served. A store reads the state when it opens: replicas started before a rotation set it
+enforce it from their next start.
 """
 
 from __future__ import annotations
@@ -23,7 +29,34 @@ from typing import Final
 
 from vault_service.store.base import CorruptDataError
 from vault_service.store.codec import RecordRow
-from vault_service.store.data_keys import DataKeyRing, is_envelope
+from vault_service.store.data_keys import (
+    ENVELOPE_PREFIX,
+    DataKeyRing,
+    UnknownDataKeyError,
+    is_envelope,
+)
+
+PLAINTEXT_STATE_KEY: Final = "plaintext_card_data"
+"""The ``meta`` key whose value :data:`NO_PLAINTEXT` says that no card value is plaintext."""
+NO_PLAINTEXT: Final = "none"
+SELECT_PLAINTEXT_STATE: Final = f"SELECT value FROM meta WHERE key = '{PLAINTEXT_STATE_KEY}'"  # noqa: S608
+MARK_NEW_DATABASE: Final = (
+    f"INSERT INTO meta (key, value) VALUES ('{PLAINTEXT_STATE_KEY}', '{NO_PLAINTEXT}')"  # noqa: S608
+)
+"""Run with a database's first migration only: a database created by this build has no legacy
+rows. A database migrated earlier may have some, so it waits for a rotation to find none."""
+
+
+class PlaintextCardDataError(CorruptDataError):
+    """A card value is plaintext in a database that records holding none; the message names
+    the column and the row, never the value."""
+
+    def __init__(self, column: SealedColumn, vaulting_request_id: str) -> None:
+        super().__init__(
+            f"{column.name} of vaulting request {vaulting_request_id!r} is not encrypted, but "
+            "this database holds only encrypted card data: it was written or altered outside "
+            "vault-service"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +100,61 @@ class ResealCount:
     column: SealedColumn
     rewritten: int
     changed: int
+    unreadable: tuple[UnreadableValue, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableValue:
+    """A stored value a rotation could not open (a key missing from the ring, a tampered or
+    misplaced ciphertext, forbidden plaintext): left as it is, and reported by ``key``."""
+
+    column: SealedColumn
+    key: str | int
+    vaulting_request_id: str
+    reason: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.column.name} at {self.column.key} {self.key!r} "
+            f"(vaulting request {self.vaulting_request_id!r}): {self.reason}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """What ``rotate-data-key`` did: a count per column and whether the database now records
+    holding no plaintext (only after a pass that left no value unreadable)."""
+
+    counts: tuple[ResealCount, ...]
+    plaintext_free: bool
+
+    @property
+    def unreadable(self) -> tuple[UnreadableValue, ...]:
+        return tuple(value for count in self.counts for value in count.unreadable)
+
+
+def mark_plaintext_free_sql(binary_prefix: str) -> str:
+    """One statement that records "no plaintext" in ``meta`` if, and only if, no sealed column
+    holds a value without the envelope prefix: the check and the write are one atomic step.
+
+    ``binary_prefix`` is the dialect's literal of the prefix as bytes (for the orphan body).
+    """
+    text_prefix = f"'{ENVELOPE_PREFIX}'"
+    plaintext = [
+        f"NOT EXISTS (SELECT 1 FROM {column.table} WHERE substr({column.column}, 1, "  # noqa: S608
+        f"{len(ENVELOPE_PREFIX)}) <> {binary_prefix if column.binary else text_prefix})"
+        for column in SEALED_COLUMNS
+    ]
+    return (
+        f"INSERT INTO meta (key, value) SELECT '{PLAINTEXT_STATE_KEY}', '{NO_PLAINTEXT}' "
+        f"WHERE {' AND '.join(plaintext)} ON CONFLICT (key) DO NOTHING"
+    )
+
+
+def allows_plaintext(state: str | None) -> bool:
+    """Whether a database whose ``meta`` plaintext state is ``state`` may hold legacy
+    plaintext (no state: created before the state existed and not rotated since)."""
+    return state != NO_PLAINTEXT
 
 
 def seal_token(
@@ -79,14 +167,24 @@ def seal_token(
 
 
 def open_token(
-    keys: DataKeyRing, column: SealedColumn, vaulting_request_id: str, stored: str | None
+    keys: DataKeyRing,
+    column: SealedColumn,
+    vaulting_request_id: str,
+    stored: str | None,
+    *,
+    plaintext: bool,
 ) -> str | None:
-    """The card token a stored value holds (legacy plaintext reads as is)."""
-    if stored is None or not is_envelope(stored):
-        return stored
-    plaintext = keys.open(stored, column.context(vaulting_request_id))
+    """The card token a stored value holds; legacy plaintext reads as is when ``plaintext``
+    (the database may hold some) and raises :class:`PlaintextCardDataError` otherwise."""
+    if stored is None:
+        return None
+    if not is_envelope(stored):
+        if plaintext:
+            return stored
+        raise PlaintextCardDataError(column, vaulting_request_id)
+    opened = keys.open(stored, column.context(vaulting_request_id))
     try:
-        return plaintext.decode()
+        return opened.decode()
     except UnicodeDecodeError:
         raise CorruptDataError(f"a sealed card token in {column.name} is not UTF-8") from None
 
@@ -96,11 +194,16 @@ def seal_body(keys: DataKeyRing, vaulting_request_id: str, body: bytes) -> bytes
     return keys.seal(body, ORPHAN_BODY.context(vaulting_request_id)).encode("ascii")
 
 
-def open_body(keys: DataKeyRing, vaulting_request_id: str, stored: bytes) -> bytes:
-    """An orphan notification's body (a legacy plaintext body, JSON, reads as is)."""
+def open_body(
+    keys: DataKeyRing, vaulting_request_id: str, stored: bytes, *, plaintext: bool
+) -> bytes:
+    """An orphan notification's body (a legacy plaintext body, JSON, reads as is when
+    ``plaintext``, as :func:`open_token`)."""
     envelope = _ascii(stored)
     if envelope is None or not is_envelope(envelope):
-        return stored
+        if plaintext:
+            return stored
+        raise PlaintextCardDataError(ORPHAN_BODY, vaulting_request_id)
     return keys.open(envelope, ORPHAN_BODY.context(vaulting_request_id))
 
 
@@ -111,30 +214,58 @@ def seal_record_row(keys: DataKeyRing, row: RecordRow) -> RecordRow:
     )
 
 
-def open_record_row(keys: DataKeyRing, row: RecordRow) -> RecordRow:
+def open_record_row(keys: DataKeyRing, row: RecordRow, *, plaintext: bool) -> RecordRow:
     """A stored ``records`` row with its card token in plaintext, for the codec."""
     return row._replace(
-        card_token=open_token(keys, RECORD_TOKEN, row.vaulting_request_id, row.card_token)
+        card_token=open_token(
+            keys, RECORD_TOKEN, row.vaulting_request_id, row.card_token, plaintext=plaintext
+        )
     )
 
 
 def reseal(
-    keys: DataKeyRing, column: SealedColumn, vaulting_request_id: str, stored: str | bytes
+    keys: DataKeyRing,
+    column: SealedColumn,
+    vaulting_request_id: str,
+    stored: str | bytes,
+    *,
+    plaintext: bool,
 ) -> str | bytes | None:
     """``stored`` sealed again under the active key, or ``None`` when it already is.
 
-    Legacy plaintext is sealed; a value under an old key is opened with it first, so a key
-    missing from the ring fails here (naming the key id) instead of losing the value.
+    Legacy plaintext is sealed (when ``plaintext``: in a database recorded as holding none it
+    is refused, not laundered into ciphertext); a value under an old key is opened with it
+    first, so a key missing from the ring fails here (naming the key id) instead of losing the
+    value.
     """
     if isinstance(stored, bytes):
         envelope = _ascii(stored)
         if envelope is not None and keys.is_current(envelope):
             return None
-        return seal_body(keys, vaulting_request_id, open_body(keys, vaulting_request_id, stored))
+        body = open_body(keys, vaulting_request_id, stored, plaintext=plaintext)
+        return seal_body(keys, vaulting_request_id, body)
     if keys.is_current(stored):
         return None
-    token = open_token(keys, column, vaulting_request_id, stored)
+    token = open_token(keys, column, vaulting_request_id, stored, plaintext=plaintext)
     return seal_token(keys, column, vaulting_request_id, token)
+
+
+def reseal_or_report(
+    keys: DataKeyRing,
+    column: SealedColumn,
+    key: str | int,
+    vaulting_request_id: str,
+    stored: str | bytes,
+    *,
+    plaintext: bool,
+) -> str | bytes | UnreadableValue | None:
+    """:func:`reseal`, with a value that cannot be opened reported instead of raised, so that
+    one bad row neither stops the rotation of the others nor lets it claim success."""
+    try:
+        return reseal(keys, column, vaulting_request_id, stored, plaintext=plaintext)
+    except (CorruptDataError, UnknownDataKeyError) as exc:
+        # The messages of these errors name key ids, columns and rows, never a value.
+        return UnreadableValue(column, key, vaulting_request_id, str(exc))
 
 
 def _ascii(stored: bytes) -> str | None:

@@ -53,7 +53,6 @@ from typing import Any, Final, Literal, NamedTuple, ParamSpec, TypeVar
 
 from vault_service.domain import (
     Event,
-    EventSource,
     Observation,
     VaultingRecord,
     apply_observation,
@@ -72,24 +71,29 @@ from vault_service.store.codec import (
     RECORD_COLUMNS,
     RecordRow,
     decode_instant,
-    decode_snapshot,
     encode_instant,
     encode_snapshot,
     record_from_row,
     record_to_row,
 )
 from vault_service.store.data_keys import DataKeyRing
+from vault_service.store.event_rows import EventRow, decode_events, more_after
 from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import SQLITE_MIGRATIONS, Migration, check_schema_version
 from vault_service.store.sealing import (
     EVENT_TOKEN,
+    MARK_NEW_DATABASE,
     SEALED_COLUMNS,
+    SELECT_PLAINTEXT_STATE,
     ResealCount,
+    Rotation,
     SealedColumn,
+    UnreadableValue,
+    allows_plaintext,
+    mark_plaintext_free_sql,
     open_body,
     open_record_row,
-    open_token,
-    reseal,
+    reseal_or_report,
     seal_body,
     seal_record_row,
     seal_token,
@@ -131,6 +135,7 @@ _INSERT_EVENT: Final = (
 _SELECT_EVENTS: Final = (
     "SELECT id, vaulting_request_id, source, occurred_at, snapshot, card_token FROM events WHERE "
 )
+_MARK_PLAINTEXT_FREE: Final = mark_plaintext_free_sql("CAST('v1:' AS BLOB)")
 # (absolute database path, vaulting request id): shared by every store of this process.
 _CREATION_LOCKS: Final[KeyedLocks[tuple[Path, str]]] = KeyedLocks()
 _SCHEMA_MIGRATIONS_TABLE: Final = """
@@ -162,6 +167,7 @@ class _Opened(NamedTuple):
     log_id: str
     path: Path
     applied: list[int]
+    plaintext: bool
 
 
 class SQLiteStore:
@@ -177,12 +183,16 @@ class SQLiteStore:
         log_id: str,
         path: Path,
         data_keys: DataKeyRing,
+        *,
+        plaintext: bool,
     ) -> None:
         self._executor = executor
         self._connection = connection
         self._log_id = log_id
         self._path = path
         self._keys = data_keys
+        # Whether legacy plaintext card data reads (sealing module docstring), as of open.
+        self._plaintext = plaintext
         self._closed = False
 
     @property
@@ -208,7 +218,14 @@ class SQLiteStore:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
         opened = await _start(Path(path), migrate=auto_migrate, synchronous=synchronous)
-        return cls(opened.executor, opened.connection, opened.log_id, opened.path, data_keys)
+        return cls(
+            opened.executor,
+            opened.connection,
+            opened.log_id,
+            opened.path,
+            data_keys,
+            plaintext=opened.plaintext,
+        )
 
     async def close(self) -> None:
         if self._closed:
@@ -217,7 +234,7 @@ class SQLiteStore:
         await _shut_down(self._executor, self._connection)
 
     async def get(self, vaulting_request_id: str) -> VaultingRecord | None:
-        return await self._run(_select_record, self._connection, self._keys, vaulting_request_id)
+        return await self._run(self._select_record, self._connection, vaulting_request_id)
 
     async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> None:
         await self._run(self._insert, record, next_check_at)
@@ -261,28 +278,35 @@ class SQLiteStore:
     async def reschedule(self, vaulting_request_id: str, next_check_at: datetime) -> None:
         await self._run(self._reschedule, vaulting_request_id, next_check_at)
 
-    async def reseal(self, *, batch_size: int) -> list[ResealCount]:
+    async def reseal(self, *, batch_size: int) -> Rotation:
         """Seal every card value that is not under the active data key again under it (one
         pass per column); backs ``vault-service rotate-data-key``.
 
         Each batch of ``batch_size`` rows is its own short write transaction, so the pass can
         be interrupted at any point and run again, and a serving process waits at most one
         batch for the write lock. A row is only replaced if it still holds the value that was
-        read (compare and swap), which the write lock already guarantees here.
+        read (compare and swap), which the write lock already guarantees here. A value that
+        cannot be opened is left as it is and reported; when there is none, the database
+        records that it holds no plaintext (sealing module docstring).
         """
         check_limit(batch_size)
         counts = []
         for column in SEALED_COLUMNS:
             after: object = column.first
             rewritten = changed = 0
+            unreadable: list[UnreadableValue] = []
             while True:
                 batch = await self._run(self._reseal_batch, column, after, batch_size)
                 rewritten, changed = rewritten + batch.rewritten, changed + batch.changed
+                unreadable.extend(batch.unreadable)
                 if batch.last_key is None:
                     break
                 after = batch.last_key
-            counts.append(ResealCount(column, rewritten, changed))
-        return counts
+            counts.append(ResealCount(column, rewritten, changed, tuple(unreadable)))
+        rotation = Rotation(tuple(counts), plaintext_free=False)
+        if rotation.unreadable:
+            return rotation
+        return Rotation(rotation.counts, await self._run(self._mark_plaintext_free))
 
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:
@@ -308,7 +332,7 @@ class SQLiteStore:
 
         def work(connection: sqlite3.Connection) -> None:
             if connection.execute(_INSERT_RECORD, (*row, check_at)).rowcount == 0:
-                existing = _select_record(connection, self._keys, record.vaulting_request_id)
+                existing = self._select_record(connection, record.vaulting_request_id)
                 assert existing is not None  # records are never deleted
                 raise RecordExistsError(existing)
 
@@ -316,7 +340,7 @@ class SQLiteStore:
 
     def _apply(self, vaulting_request_id: str, news: Observation) -> Event | None:
         def work(connection: sqlite3.Connection) -> Event | None:
-            record = _select_record(connection, self._keys, vaulting_request_id)
+            record = self._select_record(connection, vaulting_request_id)
             if record is None:
                 raise RecordNotFoundError(vaulting_request_id)
             changed = apply_observation(record, news)
@@ -367,7 +391,7 @@ class SQLiteStore:
         return [
             OrphanNotification(
                 vaulting_request_id,
-                open_body(self._keys, vaulting_request_id, body),
+                open_body(self._keys, vaulting_request_id, body, plaintext=self._plaintext),
                 decode_instant(received_at),
             )
             for vaulting_request_id, body, received_at in rows
@@ -389,21 +413,22 @@ class SQLiteStore:
             # One JSON parameter instead of one placeholder per id: no variable-count limit.
             conditions.append("vaulting_request_id IN (SELECT value FROM json_each(?))")
             parameters.append(json.dumps(sorted(vaulting_request_ids)))
-        parameters.append(limit)
-        rows = self._connection.execute(
-            _SELECT_EVENTS + " AND ".join(conditions) + " ORDER BY id LIMIT ?", parameters
-        ).fetchall()
-        return [
-            Event(
-                event_id=event_id,
-                source=EventSource(source),
-                occurred_at=decode_instant(occurred_at),
-                record=decode_snapshot(
-                    snapshot, open_token(self._keys, EVENT_TOKEN, vaulting_request_id, card_token)
-                ),
-            )
-            for event_id, vaulting_request_id, source, occurred_at, snapshot, card_token in rows
-        ]
+        sql = _SELECT_EVENTS + " AND ".join(conditions) + " ORDER BY id LIMIT ?"
+        events: list[Event] = []
+        while True:
+            # Refilled past events that do not decode (vault_service.store.event_rows).
+            asked = limit - len(events)
+            rows = [
+                EventRow(event_id, request_id, source, decode_instant(occurred_at), *rest)
+                for event_id, request_id, source, occurred_at, *rest in self._connection.execute(
+                    sql, [after_event_id, *parameters[1:], asked]
+                )
+            ]
+            events += decode_events(rows, self._keys, plaintext=self._plaintext)
+            after = more_after(rows, asked)
+            if after is None or len(events) == limit:
+                return events
+            after_event_id = after
 
     def _last_event_id(self) -> int:
         last: int = _scalar(self._connection, "SELECT coalesce(max(id), 0) FROM events")
@@ -417,7 +442,10 @@ class SQLiteStore:
             connection.executemany(
                 _LEASE, [(leased_until, row.vaulting_request_id) for row in rows]
             )
-            return [record_from_row(open_record_row(self._keys, row)) for row in rows]
+            return [
+                record_from_row(open_record_row(self._keys, row, plaintext=self._plaintext))
+                for row in rows
+            ]
 
         return _transaction(self._connection, work)
 
@@ -445,22 +473,44 @@ class SQLiteStore:
         def work(connection: sqlite3.Connection) -> _ResealBatch:
             rows = connection.execute(select, (after, limit)).fetchall()
             rewritten = changed = 0
+            unreadable = []
             for key, vaulting_request_id, stored in rows:
-                new = reseal(self._keys, column, vaulting_request_id, stored)
+                new = reseal_or_report(
+                    self._keys, column, key, vaulting_request_id, stored, plaintext=self._plaintext
+                )
                 if new is None:
                     continue
-                if connection.execute(update, (new, key, stored)).rowcount:
+                if isinstance(new, UnreadableValue):
+                    unreadable.append(new)
+                elif connection.execute(update, (new, key, stored)).rowcount:
                     rewritten += 1
                 else:
                     changed += 1
-            return _ResealBatch(rewritten, changed, rows[-1][0] if len(rows) == limit else None)
+            last_key = rows[-1][0] if len(rows) == limit else None
+            return _ResealBatch(rewritten, changed, unreadable, last_key)
 
         return _transaction(self._connection, work)
+
+    def _mark_plaintext_free(self) -> bool:
+        """Record "no plaintext" unless some value still lacks an envelope; whether it is."""
+        self._connection.execute(_MARK_PLAINTEXT_FREE)
+        return not allows_plaintext(_scalar_or_none(self._connection, SELECT_PLAINTEXT_STATE))
+
+    def _select_record(
+        self, connection: sqlite3.Connection, vaulting_request_id: str
+    ) -> VaultingRecord | None:
+        row = connection.execute(_SELECT_RECORD, (vaulting_request_id,)).fetchone()
+        if row is None:
+            return None
+        return record_from_row(
+            open_record_row(self._keys, RecordRow(*row), plaintext=self._plaintext)
+        )
 
 
 class _ResealBatch(NamedTuple):
     rewritten: int
     changed: int
+    unreadable: list[UnreadableValue]
     last_key: object  # where the next batch starts; None: the column is done
 
 
@@ -469,11 +519,10 @@ def _scalar(connection: sqlite3.Connection, sql: str) -> Any:
     return connection.execute(sql).fetchone()[0]
 
 
-def _select_record(
-    connection: sqlite3.Connection, keys: DataKeyRing, vaulting_request_id: str
-) -> VaultingRecord | None:
-    row = connection.execute(_SELECT_RECORD, (vaulting_request_id,)).fetchone()
-    return None if row is None else record_from_row(open_record_row(keys, RecordRow(*row)))
+def _scalar_or_none(connection: sqlite3.Connection, sql: str) -> Any:
+    """The first column of the first row of ``sql``, ``None`` when it returns no row."""
+    row = connection.execute(sql).fetchone()
+    return None if row is None else row[0]
 
 
 def _exists(connection: sqlite3.Connection, vaulting_request_id: str) -> bool:
@@ -488,14 +537,14 @@ async def _start(path: Path, *, migrate: bool, synchronous: Synchronous) -> _Ope
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_THREAD_NAME)
     connecting = executor.submit(_connect, path, migrate=migrate, synchronous=synchronous)
     try:
-        connection, log_id, applied, resolved = await asyncio.wrap_future(connecting)
+        connection, log_id, applied, resolved, plaintext = await asyncio.wrap_future(connecting)
     except BaseException:
         # Cancelled or failed: queued behind the connect, this closes a connection that it
         # may still have opened, and the thread exits once it has.
         executor.submit(_close_opened, connecting)
         executor.shutdown(wait=False)
         raise
-    return _Opened(executor, connection, log_id, resolved, applied)
+    return _Opened(executor, connection, log_id, resolved, applied, plaintext)
 
 
 async def _shut_down(executor: ThreadPoolExecutor, connection: sqlite3.Connection) -> None:
@@ -523,10 +572,11 @@ def _transaction(connection: sqlite3.Connection, work: Callable[[sqlite3.Connect
 
 def _connect(
     path: Path, *, migrate: bool, synchronous: Synchronous
-) -> tuple[sqlite3.Connection, str, list[int], Path]:
+) -> tuple[sqlite3.Connection, str, list[int], Path, bool]:
     """Open, configure and version-check (or migrate) the database; runs on the store thread.
 
-    Also returns the file's resolved path, which names it in ``creation_lock``'s keys.
+    Also returns the file's resolved path, which names it in ``creation_lock``'s keys, and
+    whether the database may hold legacy plaintext card data.
     """
     # mode=rw: only migrating may create the file, so a mistyped path is not silently an empty
     # new database.
@@ -551,11 +601,12 @@ def _connect(
         )
         applied = _apply_migrations(connection) if migrate else []
         log_id: str = _scalar(connection, "SELECT value FROM meta WHERE key = 'log_id'")
+        plaintext = allows_plaintext(_scalar_or_none(connection, SELECT_PLAINTEXT_STATE))
         resolved = path.resolve()
     except BaseException:
         connection.close()
         raise
-    return connection, log_id, applied, resolved
+    return connection, log_id, applied, resolved, plaintext
 
 
 def _configure(connection: sqlite3.Connection, path: Path, synchronous: Synchronous) -> None:
@@ -569,7 +620,9 @@ def _configure(connection: sqlite3.Connection, path: Path, synchronous: Synchron
     connection.execute("PRAGMA foreign_keys = ON")
 
 
-def _close_opened(connecting: Future[tuple[sqlite3.Connection, str, list[int], Path]]) -> None:
+def _close_opened(
+    connecting: Future[tuple[sqlite3.Connection, str, list[int], Path, bool]],
+) -> None:
     if not connecting.cancelled() and connecting.exception() is None:
         connecting.result()[0].close()
 
@@ -603,6 +656,8 @@ def _apply_migration(connection: sqlite3.Connection, migration: Migration) -> bo
         return False
     for statement in migration.statements:
         connection.execute(statement)
+    if migration is SQLITE_MIGRATIONS[0]:
+        connection.execute(MARK_NEW_DATABASE)
     connection.execute(
         "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
         (migration.version, migration.description, encode_instant(datetime.now(UTC))),

@@ -1,1 +1,0 @@
-"""Who may call the gRPC API: callers, their scopes, and the token file that lists them."""
