@@ -58,25 +58,33 @@ class AntomKeyFiles:
     __slots__ = ("_antom_files", "_merchant_file", "signer", "verifier")
 
     def __init__(self, settings: Settings, material: _KeyMaterial) -> None:
+        """Raises :class:`ConfigError` naming the setting whose keyVersion cannot be used."""
         self._merchant_file = settings.merchant_private_key_file
         self._antom_files = settings.antom_public_key_files
-        self.signer = Signer(material.merchant, settings.antom_key_version)
-        self.verifier = Verifier(material.antom)
+        try:
+            self.signer = Signer(material.merchant, settings.antom_key_version)
+        except ValueError as exc:
+            raise ConfigError(f"VAULT_ANTOM_KEY_VERSION: {exc}") from None
+        try:
+            self.verifier = Verifier(material.antom)
+        except ValueError as exc:
+            raise ConfigError(
+                f"VAULT_ANTOM_PUBLIC_KEY_VERSION or VAULT_ANTOM_NEXT_PUBLIC_KEY_VERSION: {exc}"
+            ) from None
 
     def __repr__(self) -> str:
         return f"AntomKeyFiles(signer={self.signer!r}, verifier={self.verifier!r})"
 
     @classmethod
     async def load(cls, settings: Settings) -> AntomKeyFiles:
-        """Read every key file; a bad one is a configuration error naming the file."""
+        """Read every key file; a bad one is a configuration error naming the file, an unusable
+        keyVersion one naming its setting."""
         files = settings.antom_public_key_files
         try:
             material = await asyncio.to_thread(_read, settings.merchant_private_key_file, files)
-            return cls(settings, material)
         except (KeyFormatError, OSError) as exc:
             raise ConfigError(_failure(exc)) from None
-        except ValueError as exc:  # a keyVersion the Signer cannot send
-            raise ConfigError(f"VAULT_ANTOM_KEY_VERSION: {exc}") from None
+        return cls(settings, material)
 
     async def reload(self) -> bool:
         """Re-read every key file and swap them all in, or keep all the old keys when any file

@@ -195,6 +195,19 @@ class Webhook:
         )
 
 
+async def forge(
+    caller: WebhookCaller,
+    vaulting_request_id: str,
+    key: PrivateKey,
+    extra_headers: Mapping[str, str] | None = None,
+) -> int:
+    """Post a well-formed notification signed with ``key`` (not Antom's, so one failed
+    authentication), plus ``extra_headers``; the answer's status."""
+    body = notification(vaulting_request_id)
+    headers = {**caller.headers(body, signer=Signer(key)), **(extra_headers or {})}
+    return (await caller.post(body, headers)).status
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
     """Wait until ``check`` holds, failing the test after ``within`` seconds."""
     async with asyncio.timeout(within):
@@ -208,6 +221,20 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) 
 def antom_verifier(antom_key: PrivateKey, antom_next_key: PrivateKey) -> Verifier:
     """Antom's public keys during a rotation, by keyVersion."""
     return Verifier({"1": antom_key.public_key(), "2": antom_next_key.public_key()})
+
+
+@pytest.fixture(scope="module")
+def foreign_key() -> PrivateKey:
+    """A well-formed key that is not Antom's."""
+    return PrivateKey.generate()
+
+
+@pytest.fixture
+async def other_source() -> AsyncIterator[aiohttp.ClientSession]:
+    """HTTP from another loopback address (127.0.0.2): another source than ``http``'s."""
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ as ``tests/webhook/conftest.py`` configures them.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -25,6 +24,7 @@ from .conftest import (
     Webhook,
     WebhookCaller,
     antom_time_now,
+    forge,
     notification,
     raw_exchange,
 )
@@ -188,20 +188,6 @@ async def limited_url(webhook: Webhook, serve: ServeFactory) -> str:
     return await serve(webhook.service, failure_limit=LIMIT)
 
 
-@pytest.fixture
-async def other_source() -> AsyncIterator[aiohttp.ClientSession]:
-    """HTTP from another loopback address (127.0.0.2): another source, as Antom would be."""
-    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield session
-
-
-async def _forge(caller: WebhookCaller, vaulting_request_id: str, key: PrivateKey) -> int:
-    body = notification(vaulting_request_id)
-    reply = await caller.post(body, caller.headers(body, signer=Signer(key)))
-    return reply.status
-
-
 async def test_failed_authentications_from_one_source_are_limited(
     webhook: Webhook,
     limited_url: str,
@@ -219,7 +205,7 @@ async def test_failed_authentications_from_one_source_are_limited(
     antom = WebhookCaller(other_source, limited_url, antom_key)
     before = await webhook.snapshot("vr-limit")
     with caplog.at_level(logging.INFO, logger=WEBHOOK_LOGGER):
-        assert [await _forge(attacker, "vr-limit", foreign_key) for _ in range(LIMIT)] == [401] * 3
+        assert [await forge(attacker, "vr-limit", foreign_key) for _ in range(LIMIT)] == [401] * 3
         body = notification("vr-limit")
         limited = await attacker.post(body, attacker.headers(body))
     assert (limited.status, limited.body) == (429, TOO_MANY)
@@ -239,7 +225,7 @@ async def test_a_limited_source_is_refused_before_its_body_is_read(
     at once, not the body timeout (408) a normal request would meet."""
     attacker = WebhookCaller(webhook.caller.http, limited_url, antom_key)
     for _ in range(LIMIT):
-        assert await _forge(attacker, "vr-any", foreign_key) == 401
+        assert await forge(attacker, "vr-any", foreign_key) == 401
     port = int(limited_url.rpartition(":")[2])
     head = (
         f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {JSON_UTF8}\r\n"
@@ -262,11 +248,5 @@ async def test_successful_authentications_are_never_limited(
     for _ in range(LIMIT * 4):
         reply = await caller.post(body, caller.headers(body))
         assert (reply.status, reply.body) == (200, ACK)
-    assert [await _forge(caller, "vr-many", foreign_key) for _ in range(LIMIT)] == [401] * 3
+    assert [await forge(caller, "vr-many", foreign_key) for _ in range(LIMIT)] == [401] * 3
     assert (await caller.post(body, caller.headers(body))).status == 429
-
-
-@pytest.fixture(scope="module")
-def foreign_key() -> PrivateKey:
-    """A well-formed key that is not Antom's."""
-    return PrivateKey.generate()

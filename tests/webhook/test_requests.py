@@ -41,12 +41,6 @@ OPEN_ID = "vr-open"
 ACK = b'{"result":{"resultCode":"SUCCESS","resultStatus":"S","resultMessage":"success"}}'
 
 
-@pytest.fixture(scope="module")
-def foreign_key() -> PrivateKey:
-    """A well-formed key that is not Antom's."""
-    return PrivateKey.generate()
-
-
 @pytest.fixture
 async def open_webhook(webhook: Webhook) -> Webhook:
     """The webhook with one open session (``vr-open``) that a forged notification could hit."""

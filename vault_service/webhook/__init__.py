@@ -17,6 +17,8 @@ Wiring, in the event loop that also runs the gRPC server::
         client_id=settings.antom_client_id,
         verifier=antom_keys.verifier,  # Antom's public keys by keyVersion, swapped on reload
         failure_limit=settings.webhook_failure_limit,
+        failure_window=settings.webhook_failure_window,
+        trusted_proxies=settings.webhook_trusted_proxies,  # X-Forwarded-For believed from these
     )
     runner = await serve_webhook(app, sock)
     ...

@@ -11,8 +11,10 @@ Limiting is per source, and a limited source is refused even when its next reque
 be signed correctly: the limiter does not know that without the signature work it exists to
 skip. That is safe for Antom because an attacker does not share Antom's address, and Antom
 retries a 429 later, by which time its bucket (if Antom itself ever failed, e.g. while a key
-rotation was misconfigured) has refilled. Behind a reverse proxy the TCP peer is the proxy, so
-every sender shares one bucket; put the limit in the proxy there, or raise it here.
+rotation was misconfigured) has refilled. A source is whatever key the caller passes: the
+webhook passes the sender behind its trusted proxies, with IPv6 grouped by /64
+(:mod:`vault_service.webhook.source`), because behind an unconfigured proxy every sender would
+share the proxy's bucket and anyone could get Antom refused.
 
 Memory is bounded: at most ``max_sources`` buckets are kept; buckets that have refilled are
 dropped (they are the same as no bucket), and when the table is full the source whose last
@@ -40,7 +42,7 @@ class _Bucket:
 
 
 class FailureLimiter:
-    """Token buckets of failed authentications, one per source address."""
+    """Token buckets of failed authentications, one per source."""
 
     __slots__ = ("_buckets", "_clock", "_limit", "_max_sources", "_rate")
 

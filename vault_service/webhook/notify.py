@@ -4,8 +4,9 @@ Every request walks the same gate, cheapest and least trusting check first, so t
 costs us as little as possible and learns nothing:
 
 1. routing: only ``POST <path>`` exists (other paths 404, other methods 405 with ``Allow``);
-2. the failure limit: a source address that failed authentication too often lately gets 429
-   before anything else is done for it (see :mod:`vault_service.webhook.limiter`);
+2. the failure limit: a source that failed authentication too often lately gets 429 before
+   anything else is done for it (see :mod:`vault_service.webhook.limiter`; the source is the
+   sender behind any trusted proxies, see :mod:`vault_service.webhook.source`);
 3. size and media type: a declared ``Content-Length`` above the limit is refused before a byte
    of body is read, a compressed or non-JSON body is refused (415), and the streamed read stops
    one byte past the limit (413) or after ``body_timeout`` seconds (408);
@@ -42,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -62,6 +63,7 @@ from vault_service.webhook.limiter import (
     FailureLimiter,
 )
 from vault_service.webhook.request_time import request_epoch
+from vault_service.webhook.source import FORWARDED_FOR, Network, SourceResolver
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,7 @@ class _NotifyHandler:
         "_max_clock_skew",
         "_path",
         "_sink",
+        "_sources",
         "_verifier",
     )
 
@@ -148,6 +151,7 @@ class _NotifyHandler:
         max_body_bytes: int,
         body_timeout: float,
         failures: FailureLimiter,
+        sources: SourceResolver,
         max_clock_skew: float,
         clock: Callable[[], float],
     ) -> None:
@@ -158,6 +162,7 @@ class _NotifyHandler:
         self._max_body_bytes = max_body_bytes
         self._body_timeout = body_timeout
         self._failures = failures
+        self._sources = sources
         self._max_clock_skew = max_clock_skew
         self._clock = clock
 
@@ -167,8 +172,8 @@ class _NotifyHandler:
             return _refuse(_NOT_FOUND, "unknown path", level=logging.INFO)
         if request.method != hdrs.METH_POST:
             return _refuse(_METHOD_NOT_ALLOWED, "method not allowed", level=logging.INFO)
-        # The TCP peer: behind a proxy that is the proxy, for every sender (see the limiter).
-        source = request.remote or "unknown"
+        # The sender behind any trusted proxies, keyed by network (see webhook.source).
+        source = self._sources.source(request.remote, request.headers.getall(FORWARDED_FOR, []))
         if self._failures.is_limited(source):
             return _refuse(
                 _TOO_MANY, "too many failed authentications", level=logging.INFO, source=source
@@ -332,6 +337,7 @@ def build_webhook_app(
     failure_limit: int = DEFAULT_FAILURE_LIMIT,
     failure_window: float = DEFAULT_FAILURE_WINDOW,
     max_tracked_sources: int = DEFAULT_MAX_SOURCES,
+    trusted_proxies: Iterable[Network] = (),
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
@@ -342,10 +348,13 @@ def build_webhook_app(
     client id: a notification for another merchant is refused. ``verifier`` holds Antom's
     public key(s) by version; swapping its keys takes effect on the next request.
 
-    A source address gets ``failure_limit`` failed authentications, refilled evenly over
+    A source gets ``failure_limit`` failed authentications, refilled evenly over
     ``failure_window`` seconds, before it is answered 429 (at most ``max_tracked_sources``
-    addresses are remembered). ``max_clock_skew`` is how many seconds an authentic
-    notification's ``request-time`` may be from ``clock`` before a warning is logged.
+    sources are remembered). A source is the TCP peer or, when the peer is inside one of the
+    ``trusted_proxies`` networks, the sender it names in ``X-Forwarded-For``; IPv6 sources
+    are grouped by /64 (:mod:`vault_service.webhook.source`). ``max_clock_skew`` is how many
+    seconds an authentic notification's ``request-time`` may be from ``clock`` before a
+    warning is logged.
     """
     if not path.startswith("/") or "?" in path or "#" in path:
         raise ValueError(f"the webhook path must be an absolute path without query, got {path!r}")
@@ -368,6 +377,7 @@ def build_webhook_app(
         max_body_bytes=max_body_bytes,
         body_timeout=body_timeout,
         failures=failures,
+        sources=SourceResolver(trusted_proxies),
         max_clock_skew=max_clock_skew,
         clock=clock,
     )

@@ -1,0 +1,94 @@
+"""Which sender a webhook request counts against: the key of the failure limiter's buckets.
+
+Behind a load balancer or an ingress the TCP peer is the proxy, for every sender, so keying by
+the peer alone would let anyone lock Antom out with ~20 unsigned POSTs. When the peer is one
+of the configured trusted proxies, the sender is read from ``X-Forwarded-For`` instead.
+
+Only ``X-Forwarded-For`` is read (every common ingress, cloud load balancer and Envoy sets it);
+the standard ``Forwarded`` header is ignored, so that a proxy which appends to one header but
+passes the other through untouched cannot be fooled by the untouched one. Every proxy appends
+the address it saw on the right, and a sender controls only what it sent, i.e. the left part.
+So the list is walked from the right, skipping addresses that are themselves trusted proxies;
+the first untrusted address is the sender as the outermost trusted proxy saw it. If every
+address is trusted, the leftmost one is the sender (an internal client).
+
+The header is believed only from a trusted peer; from anyone else it is ignored. An entry that
+is not a bare IP address (empty, ``unknown``, with a port, any junk) met before the sender is
+found means the chain cannot be read, and the peer itself is the source: a trusted proxy
+writes plain addresses, so that only happens when the proxies are set up differently from
+what the configuration says.
+
+Sources are keyed by network, not address: IPv4 by the full address, IPv6 by its /64 (what
+one subscriber usually gets, so an attacker with a /64 cannot walk around the limit), and
+IPv4-mapped IPv6 (``::ffff:192.0.2.1``, a dual-stack socket's view of IPv4) as the IPv4 address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from typing import Final
+
+Network = IPv4Network | IPv6Network
+Address = IPv4Address | IPv6Address
+
+FORWARDED_FOR: Final = "X-Forwarded-For"
+UNKNOWN_SOURCE: Final = "unknown"
+IPV6_SOURCE_PREFIX: Final = 64
+
+
+def source_key(address: Address) -> str:
+    """The limiter's key for ``address``: IPv4 as is, IPv6 by its /64."""
+    address = _unmapped(address)
+    if isinstance(address, IPv4Address):
+        return str(address)
+    host_bits = 128 - IPV6_SOURCE_PREFIX
+    return str(IPv6Network((int(address) >> host_bits << host_bits, IPV6_SOURCE_PREFIX)))
+
+
+class SourceResolver:
+    """Derives a request's source key from its TCP peer and ``X-Forwarded-For`` values."""
+
+    __slots__ = ("_trusted",)
+
+    def __init__(self, trusted_proxies: Iterable[Network] = ()) -> None:
+        self._trusted = tuple(trusted_proxies)
+
+    def source(self, peer: str | None, forwarded_for: Sequence[str]) -> str:
+        """The source key of a request from ``peer`` (``None`` when not a TCP socket) that
+        carried the ``X-Forwarded-For`` header values ``forwarded_for`` (each may be a list;
+        repeated headers read as one list, in order)."""
+        peer_address = _parse(peer)
+        if peer_address is None:
+            return peer or UNKNOWN_SOURCE
+        if not forwarded_for or not self._is_trusted(peer_address):
+            return source_key(peer_address)
+        sender = peer_address
+        for entry in reversed(",".join(forwarded_for).split(",")):
+            hop = _parse(entry)
+            if hop is None:
+                return source_key(peer_address)
+            sender = hop
+            if not self._is_trusted(hop):
+                break
+        return source_key(sender)
+
+    def _is_trusted(self, address: Address) -> bool:
+        address = _unmapped(address)
+        return any(address in network for network in self._trusted)
+
+
+def _parse(text: str | None) -> Address | None:
+    """A bare IP address (surrounding spaces allowed), or ``None`` for anything else."""
+    if text is None:
+        return None
+    try:
+        return ip_address(text.strip(" \t"))
+    except ValueError:
+        return None
+
+
+def _unmapped(address: Address) -> Address:
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
