@@ -162,3 +162,13 @@ def test_configure_routes_stdlib_and_structlog_loggers_through_one_pipeline(
         "vaulting_request_id": "vr-n",
         "reason": f"cardNo={REDACTED}",
     }
+
+
+def test_underscore_fields_are_not_a_way_around_the_allowlist(captured_log: CapturedLog) -> None:
+    """Regression: every field whose name began with "_" passed unfiltered and unredacted (the
+    rule was meant for structlog's own bookkeeping, which is two named fields)."""
+    structlog.get_logger("vault_service.native").info("native", _card=CARD, _extra="x")
+    (line,) = captured_log.lines()
+    assert "_card" not in line
+    assert "_extra" not in line
+    assert CARD not in json.dumps(line)

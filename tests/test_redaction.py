@@ -166,3 +166,18 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
 
 def _chunks(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text) - size + 1, size)]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Authorization: Bearer " + "ab12" * 16,
+        "authorization=Bearer " + "ab12" * 16,
+        "{'authorization': 'Bearer " + "ab12" * 16 + "'}",
+        "Authorization: Basic " + "ab12" * 16,
+    ],
+)
+def test_a_credential_after_an_authorization_field_is_scrubbed(line: str) -> None:
+    """Regression: the field rule took the scheme word ("Bearer") as the authorization
+    field's value and replaced only that, leaving a hex token (which no other rule matches)."""
+    assert "ab12" not in redact(line)

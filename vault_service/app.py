@@ -12,20 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from vault_service.antom.client import AntomClient, AntomClientConfig
-from vault_service.auth.callers import EMPTY_DIRECTORY, CallerDirectory, CallersFileError
-from vault_service.auth.token_file import TokenFile
 from vault_service.config import ConfigError, Settings
 from vault_service.events import EventHub
-from vault_service.grpc_api.auth import Authenticator, OpenServicesInterceptor
+from vault_service.grpc_api.auth import AuthenticationInterceptor, Authenticator
+from vault_service.grpc_api.callers import EMPTY_DIRECTORY, CallerDirectory, CallersFileError
 from vault_service.grpc_api.server import Health, build_grpc_server, stop_grpc_server
 from vault_service.grpc_api.servicer import VaultServicer
 from vault_service.grpc_api.tls import ServerTls, TlsFiles, TlsFilesError
+from vault_service.grpc_api.token_file import TokenFile
 from vault_service.key_files import AntomKeyFiles
 from vault_service.pg_wakeups import ListenUnavailableError, PostgresWakeups
 from vault_service.service.reconciler import Reconciler
@@ -104,8 +105,8 @@ def warn_about_exposure(settings: Settings) -> None:
         )
     if settings.tokens_in_cleartext:
         log.warning(
-            "bearer tokens cross the network in cleartext: set VAULT_GRPC_TLS_CERT_FILE and"
-            " VAULT_GRPC_TLS_KEY_FILE unless a service mesh encrypts the connection",
+            "bearer tokens cross the network without TLS (VAULT_INSECURE=1): only safe where"
+            " a service mesh encrypts the connection",
             extra={"listen": str(settings.grpc_listen)},
         )
 
@@ -129,11 +130,20 @@ class RunningService:
         another: a step that fails logs why and keeps its old state, and the others still run.
         """
         log.info("reloading key files")
-        await self.antom_keys.reload()
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("Antom keys", self.antom_keys.reload)
+        ]
         if self.tls is not None:
-            await self.tls.reload()
+            steps.append(("gRPC TLS certificate", self.tls.reload))
         if self.token_file is not None:
-            await self.token_file.reload()
+            steps.append(("token file", self.token_file.reload))
+        for name, step in steps:
+            try:
+                await step()
+            except Exception:
+                # Each step keeps its old state on the failures it expects; this is for the
+                # ones it does not, so that they cannot skip the steps after them.
+                log.exception("a reload step failed; it keeps what it had", extra={"reason": name})
 
     async def stop(self) -> None:
         """Reconciler, gRPC (drained), webhook, Antom pool, store: the reverse of start."""
@@ -197,6 +207,7 @@ async def start(settings: Settings) -> RunningService:
                 verifier=antom_keys.verifier,
                 failure_limit=settings.webhook_failure_limit,
                 failure_window=settings.webhook_failure_window,
+                trusted_proxies=settings.webhook_trusted_proxies,
             ),
             sock,
         )
@@ -211,6 +222,7 @@ async def start(settings: Settings) -> RunningService:
             vaulting,
             ResultStreams(store, hub, checkpoint_interval=settings.checkpoint_interval),
             caller_of=authenticator.caller,
+            credentials_version=authenticator.version,
         )
         health = Health()
         try:
@@ -218,9 +230,10 @@ async def start(settings: Settings) -> RunningService:
                 servicer,
                 listen=str(settings.grpc_listen),
                 health=health,
+                max_connection_age=settings.grpc_max_connection_age,
                 credentials=None if tls is None else tls.credentials(),
                 interceptors=[
-                    OpenServicesInterceptor(
+                    AuthenticationInterceptor(
                         authenticator,
                         open_health=settings.public_health,
                         open_reflection=settings.public_reflection,

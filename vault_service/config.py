@@ -73,7 +73,12 @@ environment:
                                    (default 1: probes need none)
   VAULT_PUBLIC_REFLECTION          0 to require credentials for server reflection (default 1)
   VAULT_INSECURE                   1 to let gRPC listen beyond loopback with no caller identity
-                                   configured (every caller then sees every session)
+                                   configured (every caller then sees every session), or with
+                                   tokens but no TLS (a service mesh encrypts); both are warned
+  VAULT_GRPC_MAX_CONNECTION_AGE    seconds after which a client connection is closed (calls in
+                                   flight get as long again to finish; streams end UNAVAILABLE and
+                                   resume), so streams spread over new replicas and a
+                                   connection's certificate is checked again (default 1800)
   VAULT_CHECKPOINT_INTERVAL        seconds between StreamResults checkpoints (default 30)
   VAULT_RECONCILE_INTERVAL         seconds between reconciler passes (default 5)
   VAULT_RECONCILE_AFTER            seconds before a session without result is first inquired
@@ -82,9 +87,14 @@ environment:
                                    (default 300)
   VAULT_SHUTDOWN_GRACE             seconds to finish calls on SIGTERM (default 20)
   VAULT_WEBHOOK_FAILURE_LIMIT      failed signature checks one source address may make before
-                                   the webhook answers it 429 (default 20); behind a proxy all
-                                   senders share the proxy's address
+                                   the webhook answers it 429 (default 20); IPv6 sources count
+                                   per /64
   VAULT_WEBHOOK_FAILURE_WINDOW     seconds over which that budget refills (default 60)
+  VAULT_WEBHOOK_TRUSTED_PROXIES    comma-separated CIDRs of the proxies in front of the webhook,
+                                   e.g. 10.0.0.0/8,fd00::/8 (default none); from a peer inside
+                                   them the source is the rightmost X-Forwarded-For address
+                                   that is not itself inside them. Without it every sender
+                                   behind a proxy shares the proxy's failure budget
   VAULT_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (default INFO)
 """
 
@@ -129,6 +139,7 @@ class Settings:
     antom_next_public_key_file: Path | None
     antom_next_public_key_version: str | None
     notify_url: str | None
+    grpc_max_connection_age: float
     checkpoint_interval: float
     reconcile_interval: float
     reconcile_after: float
@@ -136,6 +147,7 @@ class Settings:
     shutdown_grace: float
     webhook_failure_limit: int
     webhook_failure_window: float
+    webhook_trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     log_level: str
     auth_tokens_file: Path | None
     grpc_tls_cert_file: Path | None
@@ -164,7 +176,7 @@ class Settings:
             antom_base_url=reader.required("VAULT_ANTOM_BASE_URL"),
             antom_client_id=reader.required("VAULT_ANTOM_CLIENT_ID"),
             antom_allow_http=reader.flag("VAULT_ANTOM_ALLOW_HTTP"),
-            antom_key_version=reader.text("VAULT_ANTOM_KEY_VERSION", "1"),
+            antom_key_version=reader.key_version("VAULT_ANTOM_KEY_VERSION", "1"),
             antom_timeout=reader.seconds("VAULT_ANTOM_TIMEOUT", 15.0),
             merchant_private_key_file=reader.readable_file("VAULT_MERCHANT_PRIVATE_KEY_FILE"),
             antom_public_key_file=reader.readable_file("VAULT_ANTOM_PUBLIC_KEY_FILE"),
@@ -174,6 +186,7 @@ class Settings:
                 "VAULT_ANTOM_NEXT_PUBLIC_KEY_VERSION"
             ),
             notify_url=reader.optional_url("VAULT_NOTIFY_URL"),
+            grpc_max_connection_age=reader.seconds("VAULT_GRPC_MAX_CONNECTION_AGE", 1800.0),
             checkpoint_interval=reader.seconds("VAULT_CHECKPOINT_INTERVAL", 30.0),
             reconcile_interval=reader.seconds("VAULT_RECONCILE_INTERVAL", 5.0),
             reconcile_after=reader.seconds("VAULT_RECONCILE_AFTER", 60.0),
@@ -181,6 +194,7 @@ class Settings:
             shutdown_grace=reader.seconds("VAULT_SHUTDOWN_GRACE", 20.0),
             webhook_failure_limit=reader.count("VAULT_WEBHOOK_FAILURE_LIMIT", 20),
             webhook_failure_window=reader.seconds("VAULT_WEBHOOK_FAILURE_WINDOW", 60.0),
+            webhook_trusted_proxies=reader.networks("VAULT_WEBHOOK_TRUSTED_PROXIES"),
             log_level=reader.choice(
                 "VAULT_LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"}
             ),
@@ -232,6 +246,13 @@ class Settings:
                 " is configured, so every caller would see every session: set"
                 " VAULT_AUTH_TOKENS_FILE and/or VAULT_GRPC_TLS_CLIENT_CA_FILE, listen on"
                 " loopback, or set VAULT_INSECURE=1"
+            )
+
+        if self.tokens_in_cleartext and not self.insecure:
+            raise ConfigError(
+                f"VAULT_GRPC_LISTEN={self.grpc_listen} is not loopback and has no TLS, so bearer"
+                " tokens would cross the network in cleartext: set VAULT_GRPC_TLS_CERT_FILE and"
+                " VAULT_GRPC_TLS_KEY_FILE, or VAULT_INSECURE=1 behind a mesh that encrypts"
             )
 
     @property
@@ -380,6 +401,27 @@ class _Reader:
         if not (value.isascii() and value.isdigit()):
             raise ConfigError(f"{name} must be a number (Antom's keyVersion), got {value!r}")
         return value
+
+    def networks(self, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """Comma-separated CIDRs (a bare address is its /32 or /128). Host bits are refused
+        rather than masked, since ``10.1.2.3/8`` is more likely a typo than a wish to trust
+        all of 10/8; so is a /0, which would let any sender pick its own source."""
+        networks = []
+        for item in self._env.get(name, "").split(","):
+            text = item.strip()
+            if not text:
+                continue
+            try:
+                network = ipaddress.ip_network(text)
+            except ValueError:
+                raise ConfigError(
+                    f"{name} must be comma-separated CIDRs such as 10.0.0.0/8 (no host bits"
+                    f" set), got {text!r}"
+                ) from None
+            if network.prefixlen == 0:
+                raise ConfigError(f"{name} must not trust every address, got {text!r}")
+            networks.append(network)
+        return tuple(networks)
 
     def optional_key_version(self, name: str) -> str | None:
         return self.key_version(name, "") if self._env.get(name, "").strip() else None

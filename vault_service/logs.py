@@ -32,6 +32,7 @@ ALLOWED_FIELDS: Final = frozenset(
         "attempt",
         "caller",
         "error",
+        "event_id",
         "grpc_code",
         "grpc_method",
         "key_id",
@@ -58,7 +59,8 @@ ALLOWED_FIELDS: Final = frozenset(
 
 _LINE_FIELDS: Final = frozenset({"event", "time", "level", "logger", "exc_info", "stack_info"})
 _LEADING: Final = ("time", "level", "logger", "message")
-_META_PREFIX: Final = "_"
+_PROCESSOR_META: Final = frozenset({"_record", "_from_structlog"})
+"""structlog's own bookkeeping (removed before rendering); any other field is user data."""
 _SCALARS: Final = (bool, int, float, type(None))
 
 
@@ -77,7 +79,7 @@ def _keep_allowed(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
     return {
         key: value
         for key, value in event_dict.items()
-        if key in _LINE_FIELDS or key in ALLOWED_FIELDS or key.startswith(_META_PREFIX)
+        if key in _LINE_FIELDS or key in ALLOWED_FIELDS or key in _PROCESSOR_META
     }
 
 
@@ -99,7 +101,7 @@ def _stack_text(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
 
 def _redact_values(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return {
-        key: value if key.startswith(_META_PREFIX) else _redacted(value)
+        key: value if key in _PROCESSOR_META else _redacted(value)
         for key, value in event_dict.items()
     }
 

@@ -68,7 +68,7 @@ _SECRET_FIELD: Final = re.compile(
     + rf"(?P<value>{_QUOTED}|{_OBJECT}|{_BARE})",
     re.IGNORECASE,
 )
-_BEARER: Final = re.compile(r"\b(?P<scheme>bearer\s+)[^\s,;\"']+", re.IGNORECASE)
+_CREDENTIAL: Final = re.compile(r"\b(?P<scheme>(?:bearer|basic)\s+)[^\s,;\"']+", re.IGNORECASE)
 _CARD_TOKEN: Final = re.compile(r"ALIPAY[A-Za-z0-9+/_-]{16,}=*")
 _BASE64_RUN: Final = re.compile(r"[A-Za-z0-9+/]{40,}=*")
 _DIGIT_RUN: Final = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,}(?!\d)")
@@ -82,8 +82,10 @@ _MAX_CARD_DIGITS: Final = 19
 def redact(text: str) -> str:
     """``text`` with every secret-looking part replaced by :data:`REDACTED`."""
     text = _PEM.sub(REDACTED, text)
+    # Credentials before field values: "Authorization: Bearer <token>" would otherwise have
+    # only its scheme word taken as the field's value, leaving the token.
+    text = _CREDENTIAL.sub(lambda match: match["scheme"] + REDACTED, text)
     text = _SECRET_FIELD.sub(_redact_field_value, text)
-    text = _BEARER.sub(lambda match: match["scheme"] + REDACTED, text)
     text = _CARD_TOKEN.sub(REDACTED, text)
     text = _BASE64_RUN.sub(_redact_base64, text)
     return _DIGIT_RUN.sub(_redact_card_number, text)

@@ -21,6 +21,7 @@ from vault_service import app
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 from vault_service.emulator import EmulatorServer
+from vault_service.key_files import AntomKeyFiles
 
 
 @pytest.fixture
@@ -45,6 +46,20 @@ async def code_of(call: Awaitable[object]) -> grpc.StatusCode:
     except grpc.aio.AioRpcError as error:
         return error.code()
     return grpc.StatusCode.OK
+
+
+async def end_without_events(
+    stream: grpc.aio.UnaryStreamCall[pb.StreamResultsRequest, pb.StreamResultsResponse],
+) -> grpc.StatusCode:
+    """How a stream ends, having sent no event (checkpoints are harmless) before it did."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                message = await stream.read()
+            except grpc.aio.AioRpcError as error:
+                return error.code()
+            assert message is not grpc.aio.EOF
+            assert message.WhichOneof("kind") != "event", "the stream delivered a result"
 
 
 class TestBearerTokens:
@@ -80,6 +95,26 @@ class TestBearerTokens:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stream.read()
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    async def test_refusals_are_logged_without_the_credential(
+        self,
+        service: app.RunningService,
+        tokens: dict[str, str],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """The audit trail of refused calls (method, code, reason, peer); the refusal comes
+        before the request is decoded, so a stranger's garbage gets UNAUTHENTICATED too."""
+        wrong = tokens["checkout"] + "x"
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+            raw = channel.unary_unary("/vault.v1.VaultService/CreateSession")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await raw(b"\xff\xff not a message", metadata=bearer(wrong))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        (line,) = [r for r in caplog.records if r.getMessage() == "gRPC call refused"]
+        assert line.__dict__["grpc_code"] == "UNAUTHENTICATED"
+        assert line.__dict__["grpc_method"] == "/vault.v1.VaultService/CreateSession"
+        assert line.__dict__["peer"].startswith("ipv4:127.0.0.1:")
+        assert wrong not in caplog.text
 
     async def test_callers_see_only_their_own_sessions_and_admin_sees_all(
         self,
@@ -117,15 +152,13 @@ class TestBearerTokens:
                 await stub.GetResult(pb.GetResultRequest(vaulting_request_id=rid), metadata=billing)
             assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
             assert hidden.value.details() == f"no vaulting request {rid!r}"
-        # ... and cannot be taken over.
-        assert (
-            await code_of(
-                stub.CreateSession(
-                    pb.CreateSessionRequest(vaulting_request_id="acc-checkout"), metadata=billing
-                )
+        # ... and cannot be taken over; the refusal says neither whose it is nor with what.
+        with pytest.raises(grpc.aio.AioRpcError) as taken:
+            await stub.CreateSession(
+                pb.CreateSessionRequest(vaulting_request_id="acc-checkout"), metadata=billing
             )
-            == grpc.StatusCode.ALREADY_EXISTS
-        )
+        assert taken.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert taken.value.details() == "vaulting request 'acc-checkout' is already in use"
         own = await stub.GetResult(
             pb.GetResultRequest(vaulting_request_id="acc-checkout"), metadata=checkout
         )
@@ -135,18 +168,109 @@ class TestBearerTokens:
         for rid in ("acc-checkout", "acc-billing"):
             read = await stub.GetResult(pb.GetResultRequest(vaulting_request_id=rid), metadata=ops)
             assert read.result.vaulting_request_id == rid
-        # Replayed from the log (not the live tail), billing still gets nothing of checkout's,
-        # even when it names checkout's id.
-        replay = stub.StreamResults(
-            pb.StreamResultsRequest(
-                resume_token=starts[0].checkpoint.resume_token,
-                vaulting_request_ids=["acc-checkout", "acc-billing"],
-            ),
-            metadata=billing,
+        # Later too: checkout's next result (seen by the admin first) never reaches billing,
+        # whose stream's next event is billing's own sentinel.
+        more = await stub.CreateSession(
+            pb.CreateSessionRequest(vaulting_request_id="acc-checkout-2"), metadata=checkout
         )
-        assert (await next_event(replay)).result.vaulting_request_id == "acc-billing"
-        for stream in (billing_stream, admin_stream, replay):
+        await buyer_submits(emulator, more.session_data, VISA)
+        assert (await next_event(admin_stream)).result.vaulting_request_id == "acc-checkout-2"
+        sentinel = await stub.CreateSession(
+            pb.CreateSessionRequest(vaulting_request_id="acc-billing-2"), metadata=billing
+        )
+        await buyer_submits(emulator, sentinel.session_data, VISA)
+        assert (await next_event(billing_stream)).result.vaulting_request_id == "acc-billing-2"
+        for stream in (billing_stream, admin_stream):
             stream.cancel()
+
+    async def test_a_replay_from_the_database_keeps_callers_apart(
+        self,
+        service: app.RunningService,
+        start_service: StartService,
+        tokens: dict[str, str],
+        emulator: EmulatorServer,
+    ) -> None:
+        """A resume token older than the live tail's buffer is served by the store's owner
+        filter (after a restart the buffer starts at the head): billing gets nothing of
+        checkout's even when it names checkout's id."""
+        checkout, billing = bearer(tokens["checkout"]), bearer(tokens["billing"])
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+            stub = pb_grpc.VaultServiceStub(channel)
+            start = await stub.StreamResults(pb.StreamResultsRequest(), metadata=billing).read()
+            for rid, caller in (("db-checkout", checkout), ("db-billing", billing)):
+                created = await stub.CreateSession(
+                    pb.CreateSessionRequest(vaulting_request_id=rid), metadata=caller
+                )
+                await buyer_submits(emulator, created.session_data, VISA)
+            await emulator.state.notifier.wait_idle()
+        await service.stop()
+        restarted = await start_service()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{restarted.grpc_port}") as channel:
+            stub = pb_grpc.VaultServiceStub(channel)
+            replay = stub.StreamResults(
+                pb.StreamResultsRequest(
+                    resume_token=start.checkpoint.resume_token,
+                    vaulting_request_ids=["db-checkout", "db-billing"],
+                ),
+                metadata=billing,
+            )
+            assert (await next_event(replay)).result.vaulting_request_id == "db-billing"
+            everything = stub.StreamResults(
+                pb.StreamResultsRequest(resume_token=start.checkpoint.resume_token),
+                metadata=bearer(tokens["ops"]),
+            )
+            seen = {(await next_event(everything)).result.vaulting_request_id for _ in "ab"}
+            assert seen == {"db-checkout", "db-billing"}
+            replay.cancel()
+            everything.cancel()
+
+    async def test_an_open_stream_ends_when_its_token_is_removed(
+        self,
+        stub: pb_grpc.VaultServiceStub,
+        token_file: TokenFileEditor,
+        tokens: dict[str, str],
+        emulator: EmulatorServer,
+    ) -> None:
+        """Regression: a stream authenticated once at its start went on delivering results
+        (card tokens included) after its token was removed from the file."""
+        checkout = bearer(tokens["checkout"])
+        stream = stub.StreamResults(pb.StreamResultsRequest(), metadata=checkout)
+        assert (await stream.read()).WhichOneof("kind") == "checkpoint"
+        created = await stub.CreateSession(
+            pb.CreateSessionRequest(vaulting_request_id="acc-revoked"), metadata=checkout
+        )
+        token_file.remove("checkout")
+
+        async def revoked() -> bool:
+            code = await code_of(
+                stub.GetResult(pb.GetResultRequest(vaulting_request_id="x"), metadata=checkout)
+            )
+            return code == grpc.StatusCode.UNAUTHENTICATED
+
+        await eventually(revoked)
+        await buyer_submits(emulator, created.session_data, VISA)
+        assert await end_without_events(stream) == grpc.StatusCode.UNAUTHENTICATED
+
+    async def test_a_stream_ends_when_its_caller_loses_the_admin_scope(
+        self,
+        stub: pb_grpc.VaultServiceStub,
+        token_file: TokenFileEditor,
+        tokens: dict[str, str],
+        emulator: EmulatorServer,
+    ) -> None:
+        stream = stub.StreamResults(pb.StreamResultsRequest(), metadata=bearer(tokens["ops"]))
+        assert (await stream.read()).WhichOneof("kind") == "checkpoint"
+        for entry in token_file.entries:
+            if entry["name"] == "ops":
+                entry["scopes"] = ["vault"]
+        token_file.write()
+        await asyncio.sleep(1.5)  # the file is polled once a second
+        created = await stub.CreateSession(
+            pb.CreateSessionRequest(vaulting_request_id="acc-demoted"),
+            metadata=bearer(tokens["checkout"]),
+        )
+        await buyer_submits(emulator, created.session_data, VISA)
+        assert await end_without_events(stream) == grpc.StatusCode.PERMISSION_DENIED
 
     async def test_an_admin_only_caller_cannot_create_sessions(
         self, stub: pb_grpc.VaultServiceStub, tokens: dict[str, str], emulator: EmulatorServer
@@ -240,12 +364,20 @@ ChannelFactory = Callable[[Issued | None], grpc.aio.Channel]
 
 @pytest.fixture
 async def mtls_service(
-    service_env: ServiceEnv, server_tls_files: ServerFiles, start_service: StartService
+    service_env: ServiceEnv,
+    server_tls_files: ServerFiles,
+    token_file: TokenFileEditor,
+    start_service: StartService,
 ) -> app.RunningService:
+    """mTLS, with a callers file that makes the certificate caller "auditor.shop.svc" an
+    admin (certificate entries carry no token)."""
+    token_file.entries.append({"name": "auditor.shop.svc", "scopes": ["admin"]})
+    token_file.write()
     service_env |= {
         "VAULT_GRPC_TLS_CERT_FILE": str(server_tls_files.cert_file),
         "VAULT_GRPC_TLS_KEY_FILE": str(server_tls_files.key_file),
         "VAULT_GRPC_TLS_CLIENT_CA_FILE": str(server_tls_files.client_ca_file),
+        "VAULT_AUTH_TOKENS_FILE": str(token_file.path),
     }
     return await start_service()
 
@@ -276,13 +408,18 @@ async def test_certificates_name_their_callers(
     tls_channel: ChannelFactory, client_ca: Authority, emulator: EmulatorServer
 ) -> None:
     """URI SAN first (SPIFFE), then DNS SAN, then the common name; the owner of a session is
-    the caller its certificate names, and another certificate's caller cannot read it."""
+    the caller its certificate names, and another certificate's caller cannot read it. The
+    names are proven exactly by the admin entry for "auditor.shop.svc", whose certificate
+    lists an IP and an e-mail SAN before that DNS name."""
     spiffe = client_ca.issue(
         "ignored-cn",
         uris=("spiffe://cluster.local/ns/shop/sa/checkout",),
         dns=("ignored.example",),
     )
-    dns_only = client_ca.issue("ignored-cn", dns=("billing.shop.svc",))
+    # IP and e-mail SANs come first in this certificate; they never name a caller.
+    dns_only = client_ca.issue(
+        "ignored-cn", ips=("10.1.2.3",), emails=("ops@example.com",), dns=("billing.shop.svc",)
+    )
     cn_only = client_ca.issue("reports")
     created = {}
     for name, issued in (("spiffe", spiffe), ("dns", dns_only), ("cn", cn_only)):
@@ -296,6 +433,22 @@ async def test_certificates_name_their_callers(
             )
             assert code == (grpc.StatusCode.OK if other == name else grpc.StatusCode.NOT_FOUND)
     assert emulator.state.stats.calls("createVaultingSession", "mtls-spiffe") == 1
+    auditor = pb_grpc.VaultServiceStub(
+        tls_channel(
+            client_ca.issue(
+                "ignored-cn",
+                ips=("10.1.2.3",),
+                emails=("ops@example.com",),
+                dns=("auditor.shop.svc",),
+            )
+        )
+    )
+    for other in created:
+        read = await auditor.GetResult(pb.GetResultRequest(vaulting_request_id=f"mtls-{other}"))
+        assert read.result.vaulting_request_id == f"mtls-{other}"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await auditor.CreateSession(pb.CreateSessionRequest(vaulting_request_id="mtls-audit"))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_an_untrusted_client_certificate_fails_the_handshake(
@@ -371,11 +524,50 @@ async def test_tokens_without_tls_beyond_loopback_are_warned_about(
     start_service: StartService,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Refused by default (see test_serve_process); allowed behind a mesh, with a warning."""
     service_env |= {
         "VAULT_GRPC_LISTEN": "0.0.0.0:0",
         "VAULT_AUTH_TOKENS_FILE": str(token_file.path),
+        "VAULT_INSECURE": "1",
     }
     await start_service()
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert any("cleartext" in w for w in warnings)
+    assert any("without TLS" in w for w in warnings)
     assert not any("every caller sees" in w for w in warnings)
+
+
+async def test_connections_are_recycled_so_streams_reconnect(
+    service_env: ServiceEnv, start_service: StartService
+) -> None:
+    """VAULT_GRPC_MAX_CONNECTION_AGE reaches the server: a stream's connection is closed after
+    that age (the client resumes elsewhere and credentials are checked anew)."""
+    service_env["VAULT_GRPC_MAX_CONNECTION_AGE"] = "0.3"
+    service = await start_service()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+        stream = pb_grpc.VaultServiceStub(channel).StreamResults(pb.StreamResultsRequest())
+        assert await end_without_events(stream) == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_failing_reload_step_does_not_skip_the_others(
+    mtls_service: app.RunningService,
+    token_file: TokenFileEditor,
+    tls_channel: ChannelFactory,
+    client_ca: Authority,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression: an unexpected error in one SIGHUP step (here the Antom keys) ended the
+    reload, so the TLS and token-file steps after it never ran."""
+
+    async def broken(self: AntomKeyFiles) -> None:
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(AntomKeyFiles, "reload", broken)
+    token = token_file.add("late-caller", "vault")
+    await mtls_service.reload()
+    assert "a reload step failed" in caplog.text
+    stub = pb_grpc.VaultServiceStub(tls_channel(client_ca.issue("someone")))
+    answer = await code_of(
+        stub.GetResult(pb.GetResultRequest(vaulting_request_id="x"), metadata=bearer(token))
+    )
+    assert answer == grpc.StatusCode.NOT_FOUND

@@ -79,6 +79,10 @@ async def run(*args: str, env: dict[str, str]) -> tuple[int, str]:
         ({"VAULT_GRPC_LISTEN": "0.0.0.0:0"}, "no caller identity is configured"),
         ({"VAULT_GRPC_LISTEN": "0.0.0.0:0"}, "VAULT_INSECURE=1"),
         ({"VAULT_AUTH_TOKENS_FILE": "/nonexistent.json"}, "VAULT_AUTH_TOKENS_FILE: cannot read"),
+        (
+            {"VAULT_GRPC_LISTEN": "0.0.0.0:0", "VAULT_AUTH_TOKENS_FILE": "/dev/null"},
+            "tokens would cross the network in cleartext",
+        ),
         ({"VAULT_GRPC_TLS_CERT_FILE": "/dev/null"}, "go together"),
         (
             {"VAULT_GRPC_TLS_CERT_FILE": "/dev/null", "VAULT_GRPC_TLS_KEY_FILE": "/dev/null"},

@@ -13,9 +13,9 @@ import pytest
 from tests.fixtures.stack import VaultingFactory
 from tests.grpc_api.support import CALLER_METADATA_KEY, NOWHERE
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
-from vault_service.auth.callers import VAULT_SCOPE, Caller
 from vault_service.events import EventHub
 from vault_service.grpc_api.auth import ANONYMOUS
+from vault_service.grpc_api.callers import VAULT_SCOPE, Caller
 from vault_service.grpc_api.errors import Context
 from vault_service.grpc_api.server import Health, build_grpc_server
 from vault_service.grpc_api.servicer import VaultServicer

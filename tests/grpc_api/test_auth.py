@@ -6,11 +6,17 @@ import hashlib
 import json
 from typing import Any
 
+import grpc
 import pytest
 
-from vault_service.auth.callers import EMPTY_DIRECTORY, CallerDirectory, parse_callers
 from vault_service.errors import UnauthenticatedError
-from vault_service.grpc_api.auth import ANONYMOUS, Authenticator, certificate_name
+from vault_service.grpc_api.auth import (
+    ANONYMOUS,
+    AuthenticationInterceptor,
+    Authenticator,
+    certificate_name,
+)
+from vault_service.grpc_api.callers import EMPTY_DIRECTORY, CallerDirectory, parse_callers
 
 TOKEN = "tok-checkout-0123456789"
 DIRECTORY = parse_callers(
@@ -33,10 +39,20 @@ def directory() -> CallerDirectory:
     return DIRECTORY
 
 
-def certificate(*sans: bytes, cn: bytes | None = None) -> dict[str, Any]:
+def certificate(
+    *, uris: tuple[bytes, ...] = (), dns: tuple[bytes, ...] = (), cn: bytes | None = None
+) -> dict[str, Any]:
+    """An auth context as gRPC builds it for a verified peer: every SAN in one list, and the
+    typed lists the mapping reads."""
     context: dict[str, Any] = {"transport_security_type": [b"ssl"]}
-    if sans:
-        context["x509_subject_alternative_name"] = list(sans)
+    if uris or dns:
+        context["x509_subject_alternative_name"] = [b"10.1.2.3", b"ops@example.com", *uris, *dns]
+        context["peer_ip"] = [b"10.1.2.3"]
+        context["peer_email"] = [b"ops@example.com"]
+    if uris:
+        context["peer_uri"] = list(uris)
+    if dns:
+        context["peer_dns"] = list(dns)
     if cn is not None:
         context["x509_common_name"] = [cn]
     return context
@@ -78,12 +94,12 @@ def test_a_bad_token_is_refused_even_with_a_good_certificate() -> None:
 
 
 def test_tokens_are_refused_where_only_certificates_are_configured() -> None:
-    with pytest.raises(UnauthenticatedError, match="not accepted"):
+    with pytest.raises(UnauthenticatedError, match="does not accept tokens"):
         CERTIFICATES_ONLY.caller_of([("authorization", f"Bearer {TOKEN}")], certificate(cn=b"a"))
 
 
 def test_certificate_callers_take_scopes_from_the_file() -> None:
-    admin = BOTH.caller_of([], certificate(b"spiffe://c/ns/ops/sa/console"))
+    admin = BOTH.caller_of([], certificate(uris=(b"spiffe://c/ns/ops/sa/console",)))
     assert admin.is_admin
     assert BOTH.caller_of([], certificate(cn=b"billing")).scopes == frozenset({"vault"})
 
@@ -91,11 +107,26 @@ def test_certificate_callers_take_scopes_from_the_file() -> None:
 @pytest.mark.parametrize(
     ("context", "name"),
     [
-        pytest.param(certificate(b"svc.example", b"spiffe://c/sa/x", cn=b"cn"), "spiffe://c/sa/x"),
-        pytest.param(certificate(b"svc.example", cn=b"cn"), "svc.example", id="dns"),
+        pytest.param(
+            certificate(uris=(b"spiffe://c/sa/x",), dns=(b"svc.example",), cn=b"cn"),
+            "spiffe://c/sa/x",
+            id="uri",
+        ),
+        pytest.param(certificate(dns=(b"svc.example",), cn=b"cn"), "svc.example", id="dns"),
         pytest.param(certificate(cn=b"cn"), "cn", id="common-name"),
         pytest.param(certificate(), None, id="nothing"),
         pytest.param({}, None, id="plaintext"),
+        # Regression: the first SAN of any type was taken, so an IP or e-mail SAN named the
+        # caller; those are never names here.
+        pytest.param(
+            {"x509_subject_alternative_name": [b"10.1.2.3"], "peer_ip": [b"10.1.2.3"]},
+            None,
+            id="ip-only",
+        ),
+        # An invalid name refuses the call rather than falling back to a weaker one.
+        pytest.param(certificate(dns=(b"has space",), cn=b"cn"), None, id="invalid-dns"),
+        pytest.param(certificate(cn=b"\xff\xfe"), None, id="not-utf8"),
+        pytest.param(certificate(cn=b"anonymous"), None, id="reserved"),
     ],
 )
 def test_certificate_name_precedence(context: dict[str, Any], name: str | None) -> None:
@@ -109,3 +140,35 @@ def test_without_identity_sources_every_call_is_anonymous() -> None:
         NEITHER.caller_of([("authorization", "Bearer x")], {})
     with pytest.raises(UnauthenticatedError, match="credentials required"):
         CERTIFICATES_ONLY.caller_of([], {})
+
+
+async def test_every_method_is_closed_unless_listed_open() -> None:
+    """A method nobody thought of (here a generic echo) still needs a caller: authentication
+    is closed by default, not a step each method must remember."""
+
+    async def echo(request: bytes, context: object) -> bytes:
+        return request
+
+    server = grpc.aio.server(
+        interceptors=[
+            AuthenticationInterceptor(TOKENS_ONLY, open_health=True, open_reflection=True)
+        ]
+    )
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "test.Echo", {"Ping": grpc.unary_unary_rpc_method_handler(echo)}
+            )
+        ]
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            ping = channel.unary_unary("/test.Echo/Ping")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await ping(b"hi")
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert await ping(b"hi", metadata=[("authorization", f"Bearer {TOKEN}")]) == b"hi"
+    finally:
+        await server.stop(None)

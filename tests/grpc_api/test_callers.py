@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from vault_service.auth.callers import (
+from vault_service.grpc_api.callers import (
     EMPTY_DIRECTORY,
     Caller,
     CallersFileError,
@@ -67,6 +67,11 @@ def test_certificate_callers_get_listed_scopes_or_vault() -> None:
         ),
         pytest.param(callers_file({"name": "", "scopes": ["vault"]}), ".name", id="empty-name"),
         pytest.param(callers_file({"scopes": ["vault"]}), ".name", id="no-name"),
+        pytest.param(
+            callers_file({"name": "anonymous", "scopes": ["vault"]}),
+            ".name",
+            id="reserved-anonymous",
+        ),
         pytest.param(
             callers_file({"name": "a", "token_sha256": "ABC", "scopes": ["vault"]}),
             ".token_sha256",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from vault_service.auth.callers import CallersFileError
-from vault_service.auth.token_file import TokenFile
+from vault_service.grpc_api.callers import CallersFileError
+from vault_service.grpc_api.token_file import TokenFile
 from vault_service.secret import Secret
 
 
@@ -92,3 +92,19 @@ async def test_a_secret_mount_symlink_swap_is_seen(tmp_path: Path) -> None:
     assert await watched.reload()
     assert names(watched, "t-1", "t-2") == [None, "checkout"]
     assert not await watched.reload()
+
+
+async def test_a_pathological_file_neither_stops_polling_nor_keeps_revoked_tokens(
+    tmp_path: Path, token_file: TokenFile
+) -> None:
+    """Regression: a file of 200,000 "[" raised RecursionError in the JSON parser, which ended
+    the polling task silently; a later edit revoking a token was then never seen."""
+    path = tmp_path / "callers.json"
+    path.write_text("[" * 200_000)
+    await asyncio.sleep(0.2)
+    assert names(token_file, "t-1") == ["checkout"]
+    write_callers(path, billing="t-2")
+    async with asyncio.timeout(5):
+        while names(token_file, "t-1") != [None]:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    assert names(token_file, "t-2") == ["billing"]

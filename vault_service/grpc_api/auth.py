@@ -11,7 +11,8 @@ such as ``spiffe://cluster.local/ns/shop/sa/checkout``), the first DNS subject a
 then the subject's common name. The TLS layer has already verified the chain against
 ``VAULT_GRPC_TLS_CLIENT_CA_FILE`` before any of this runs.
 
-Refusals say what kind of credential is wrong, never which part of it.
+Refusals say what kind of credential is wrong, never which part of it; their wording avoids
+the shapes the log redaction scrubs (a scheme word followed by a space and a value).
 """
 
 from __future__ import annotations
@@ -23,10 +24,16 @@ from typing import Any, Final
 
 import grpc
 
-from vault_service.auth.callers import VAULT_SCOPE, Caller, CallerDirectory
 from vault_service.domain import ANONYMOUS_OWNER
 from vault_service.errors import UnauthenticatedError
-from vault_service.grpc_api.errors import Context
+from vault_service.grpc_api.callers import (
+    MAX_TOKEN_LENGTH,
+    VAULT_SCOPE,
+    Caller,
+    CallerDirectory,
+    is_caller_name,
+)
+from vault_service.grpc_api.errors import Context, abort
 from vault_service.secret import Secret
 
 AUTHORIZATION: Final = "authorization"
@@ -36,8 +43,7 @@ REFLECTION_PREFIXES: Final = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
 )
-_BEARER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([\x21-\x7e]{1,4096})")
-_URI_SAN = re.compile(rb"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+_BEARER = re.compile(rf"[Bb][Ee][Aa][Rr][Ee][Rr] +([\x21-\x7e]{{1,{MAX_TOKEN_LENGTH}}})")
 
 Directory = Callable[[], CallerDirectory]
 """The callers in force now (the token file may be reloaded between two calls)."""
@@ -49,6 +55,10 @@ class Authenticator:
     def __init__(self, *, tokens: Directory | None, certificates: Directory | None) -> None:
         self._tokens = tokens
         self._certificates = certificates
+
+    def version(self) -> object:
+        """The callers in force, by identity: a new object after every token-file reload."""
+        return None if self._tokens is None else self._tokens()
 
     @property
     def anonymous(self) -> bool:
@@ -72,53 +82,58 @@ class Authenticator:
                 return self._certificates().by_certificate(name)
         if self.anonymous:
             return ANONYMOUS
-        raise UnauthenticatedError("credentials required: a bearer token or a client certificate")
+        raise UnauthenticatedError("credentials required: a token or a client certificate")
 
     def _by_token(self, header: str | bytes) -> Caller:
         if self._tokens is None:
-            raise UnauthenticatedError("bearer tokens are not accepted by this server")
+            raise UnauthenticatedError(
+                "this server does not accept tokens, only client certificates"
+            )
         match = _BEARER.fullmatch(header) if isinstance(header, str) else None
         if match is None:
-            raise UnauthenticatedError('the authorization header must be "Bearer <token>"')
+            raise UnauthenticatedError(
+                "the authorization header must be the word Bearer, one space, then the token"
+            )
         caller = self._tokens().by_token(Secret(match.group(1)))
         if caller is None:
-            raise UnauthenticatedError("the bearer token is not valid")
+            raise UnauthenticatedError("the token is not valid")
         return caller
 
 
 def certificate_name(auth_context: Mapping[str, Any]) -> str | None:
-    """The caller name a verified peer certificate gives (see the module docstring)."""
-    sans = [_text(value) for value in auth_context.get("x509_subject_alternative_name", ())]
-    for san in sans:
-        if _URI_SAN.match(san.encode()):
-            return san
-    for san in sans:
-        if san and "://" not in san:
-            return san
-    for common_name in auth_context.get("x509_common_name", ()):
-        text = _text(common_name)
-        if text:
-            return text
+    """The caller name a verified peer certificate gives (see the module docstring), or
+    ``None`` when the name it gives is not a valid caller name (the call is then refused,
+    never mapped to a less specific name further down the list)."""
+    for prop in ("peer_uri", "peer_dns", "x509_common_name"):
+        values = auth_context.get(prop, ())
+        if values:
+            return _caller_name(values[0])
     return None
 
 
-def _text(value: object) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+def _caller_name(value: object) -> str | None:
+    try:
+        name = value.decode() if isinstance(value, bytes) else str(value)
+    except UnicodeDecodeError:
+        return None
+    return name if is_caller_name(name) else None
 
 
-class OpenServicesInterceptor(grpc.aio.ServerInterceptor):
-    """Requires a caller on health and reflection when they are configured as not open.
+class AuthenticationInterceptor(grpc.aio.ServerInterceptor):
+    """Requires a caller on every method but the open ones (health and reflection, unless
+    configured closed): closed by default, so a method added later is never open by mistake.
 
-    VaultService methods authenticate inside the servicer (they need the caller, not just a
-    yes); this interceptor only guards the standard services, which know nothing of callers.
+    It runs before the request is even decoded, so a stranger learns nothing from our answers
+    to malformed requests. VaultService methods still ask the authenticator themselves, for
+    the caller (who owns what), which this check only says exists.
     """
 
     def __init__(
         self, authenticator: Authenticator, *, open_health: bool, open_reflection: bool
     ) -> None:
         self._authenticator = authenticator
-        self._closed_prefixes = (() if open_health else (HEALTH_PREFIX,)) + (
-            () if open_reflection else REFLECTION_PREFIXES
+        self._open_prefixes = ((HEALTH_PREFIX,) if open_health else ()) + (
+            REFLECTION_PREFIXES if open_reflection else ()
         )
 
     async def intercept_service(
@@ -130,13 +145,13 @@ class OpenServicesInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
-        if handler is None or not method.startswith(self._closed_prefixes):
+        if handler is None or method.startswith(self._open_prefixes):
             return handler
-        return _guarded(handler, self._authenticator)
+        return _guarded(handler, self._authenticator, method)
 
 
 def _guarded(
-    handler: grpc.RpcMethodHandler[Any, Any], authenticator: Authenticator
+    handler: grpc.RpcMethodHandler[Any, Any], authenticator: Authenticator, method: str
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """``handler`` with an authentication check before its behaviour runs."""
 
@@ -144,7 +159,7 @@ def _guarded(
         try:
             authenticator.caller(context)
         except UnauthenticatedError as exc:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+            await abort(context, exc, method)
 
     serializers: dict[str, Any] = {
         "request_deserializer": handler.request_deserializer,

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from vault_service.domain import ANONYMOUS_OWNER
 from vault_service.secret import Secret
 
 Scope = Literal["vault", "admin"]
@@ -102,11 +103,18 @@ class CallerDirectory:
 EMPTY_DIRECTORY: Final = CallerDirectory((), {})
 
 
+def is_caller_name(name: str) -> bool:
+    """Whether ``name`` may name a caller: printable ASCII without spaces, and not the owner
+    of the sessions created while no identity source was configured (which no caller may
+    inherit)."""
+    return bool(_NAME.fullmatch(name)) and name != ANONYMOUS_OWNER
+
+
 def parse_callers(raw: bytes) -> CallerDirectory:
     """The directory described by a token file's bytes; :class:`CallersFileError` if malformed."""
     try:
         document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CallersFileError(f"not JSON ({exc.__class__.__name__})") from None
     if not isinstance(document, dict) or not isinstance(document.get("callers"), list):
         raise CallersFileError('expected an object {"callers": [...]}')
@@ -138,9 +146,10 @@ def _entry(entry: object, where: str) -> tuple[str, str | None, frozenset[str]]:
     if unknown:
         raise CallersFileError(f"{where}: unknown keys {sorted(unknown)}")
     name = entry.get("name")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not is_caller_name(name):
         raise CallersFileError(
-            f"{where}.name: 1 to {MAX_NAME_LENGTH} printable ASCII characters without spaces"
+            f"{where}.name: 1 to {MAX_NAME_LENGTH} printable ASCII characters without spaces,"
+            f" not {ANONYMOUS_OWNER!r}"
         )
     digest = entry.get("token_sha256")
     if digest is not None and (not isinstance(digest, str) or not _DIGEST.fullmatch(digest)):

@@ -55,6 +55,8 @@ _PLAIN_CODES: Final[tuple[tuple[type[VaultError], int], ...]] = (
     (ConflictError, code_pb2.ALREADY_EXISTS),
 )
 
+_ACCESS_REFUSALS: Final = frozenset({code_pb2.UNAUTHENTICATED, code_pb2.PERMISSION_DENIED})
+
 Context = grpc.aio.ServicerContext[Any, Any]
 _Servicer = TypeVar("_Servicer")
 _Request = TypeVar("_Request")
@@ -131,6 +133,18 @@ async def abort(context: Context, exc: Exception, method: str) -> NoReturn:
             "unexpected error in a gRPC method",
             exc_info=exc,
             extra={"grpc_method": method, "error": type(exc).__name__},
+        )
+    elif status.code in _ACCESS_REFUSALS:
+        # The audit trail of refused credentials: who (by address) tried what, and why, in
+        # our own words (never the credential).
+        log.warning(
+            "gRPC call refused",
+            extra={
+                "grpc_method": method,
+                "grpc_code": code_pb2.Code.Name(status.code),
+                "reason": status.message,
+                "peer": context.peer(),
+            },
         )
     await context.abort_with_status(rpc_status.to_status(status))
 

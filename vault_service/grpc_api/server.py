@@ -161,7 +161,8 @@ async def build_grpc_server(
     server = grpc.aio.server(
         options=server_options(max_connection_age=max_connection_age),
         # Parse requests in our code: grpc's own parsing answers bad bytes with UNKNOWN.
-        interceptors=[DecodeRequests(), *interceptors],
+        # In this order: callers' interceptors (authentication) see a call before decoding does.
+        interceptors=[*interceptors, DecodeRequests()],
     )
     pb_grpc.add_VaultServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)

@@ -14,10 +14,10 @@ from typing import Final
 
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
-from vault_service.auth.callers import VAULT_SCOPE, Caller
 from vault_service.errors import PermissionDeniedError
 from vault_service.grpc_api import mapping, validation
 from vault_service.grpc_api.auth import ANONYMOUS
+from vault_service.grpc_api.callers import VAULT_SCOPE, Caller
 from vault_service.grpc_api.errors import (
     Context,
     DeadlineExceededError,
@@ -34,6 +34,13 @@ still leaves room to send the caller a retryable UNAVAILABLE instead of a bare t
 
 CallerOf = Callable[[Context], Caller]
 """Who is calling (raises UnauthenticatedError to refuse the call)."""
+
+CredentialsVersion = Callable[[], object]
+"""Changes (by identity) whenever the callers in force change, e.g. the token file reloads."""
+
+
+def _unchanging() -> object:
+    return None
 
 
 def anonymous_caller(context: Context) -> Caller:
@@ -88,11 +95,13 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
         streams: ResultStreams,
         *,
         caller_of: CallerOf = anonymous_caller,
+        credentials_version: CredentialsVersion = _unchanging,
         deadline_margin: float = DEFAULT_DEADLINE_MARGIN,
     ) -> None:
         self._vaulting = vaulting
         self._streams = streams
         self._caller_of = caller_of
+        self._credentials_version = credentials_version
         self._deadline_margin = deadline_margin
         self._calls = _Gauge()
         self._streams_open = _Gauge()
@@ -142,7 +151,8 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
     ) -> AsyncGenerator[pb.StreamResultsResponse, None]:
         """Refusals (bad request, bad token) happen before the first message, so a client never
         mistakes a refused stream for an open one; then the log is followed until the client
-        goes away, which cancels this generator where it waits."""
+        goes away, which cancels this generator where it waits, or its credentials go."""
+        version = self._credentials_version()
         owner = _reader(self._caller_of(context))
         validation.ensure_valid(validation.stream_results_violations(request))
         position = await self._streams.start_position(request.resume_token)
@@ -153,7 +163,17 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
         )
         with self._streams_open.held():
             async for item in items:
+                if (current := self._credentials_version()) is not version:
+                    version = current
+                    self._still_allowed(context, owner)
                 yield self._message(item)
+
+    def _still_allowed(self, context: Context, owner: str | None) -> None:
+        """A stream outlives the credentials it opened with: once the callers change, a
+        revoked token (UNAUTHENTICATED) or a lost scope (PERMISSION_DENIED) ends it before it
+        sends anything more — at the latest at its next checkpoint when it is idle."""
+        if _reader(self._caller_of(context)) != owner:
+            raise PermissionDeniedError("the caller's access changed; open a new stream")
 
     def _message(self, item: StreamItem) -> pb.StreamResultsResponse:
         """The message for a stream item; an event's is built once for all the streams that

@@ -22,6 +22,7 @@ from typing import cast
 
 import grpc
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def _read(files: TlsFiles) -> _Material:
         raise TlsFilesError("VAULT_GRPC_TLS_CERT_FILE holds no PEM certificate") from None
     try:
         key = serialization.load_pem_private_key(private_key, password=None)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise TlsFilesError(
             "VAULT_GRPC_TLS_KEY_FILE holds no unencrypted PEM private key"
         ) from None

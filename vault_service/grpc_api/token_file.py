@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Final
 
-from vault_service.auth.callers import CallerDirectory, CallersFileError, parse_callers
+from vault_service.grpc_api.callers import CallerDirectory, CallersFileError, parse_callers
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,13 @@ class TokenFile:
         return True
 
     async def _poll(self) -> None:
+        """Never ends on an error: a poller that died would leave revoked tokens working."""
         while True:
             await asyncio.sleep(self._interval)
-            await self.reload()
+            try:
+                await self.reload()
+            except Exception:
+                log.exception("token file check failed; the previous callers stay in force")
 
     def _read(self) -> tuple[_Fingerprint, CallerDirectory]:
         fingerprint = _fingerprint(self._path)

@@ -195,7 +195,10 @@ class VaultingService:
 
 def _replay(existing: VaultingRecord, owner: str, parameters: SessionParameters) -> VaultingRecord:
     """The stored session for an idempotent repeat, or a conflict."""
-    if existing.owner != owner or existing.parameters != parameters:
+    if existing.owner != owner:
+        # Another caller's: said as little as a refusal can (not whose, not with what).
+        raise ConflictError(f"vaulting request {existing.vaulting_request_id!r} is already in use")
+    if existing.parameters != parameters:
         raise ConflictError(
             f"vaulting request {existing.vaulting_request_id!r} already exists"
             " with different parameters"
