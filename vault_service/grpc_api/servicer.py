@@ -28,9 +28,10 @@ from vault_service.service.streaming import ResultStreams, StreamedEvent, Stream
 from vault_service.service.vaulting import VaultingService
 
 DEFAULT_DEADLINE_MARGIN: Final = 0.05
-EVENT_MESSAGE_CACHE: Final = 4096
 """Seconds kept back from the caller's deadline so that an Antom call that runs out of time
 still leaves room to send the caller a retryable UNAVAILABLE instead of a bare timeout."""
+EVENT_MESSAGE_CACHE: Final = 4096
+"""Stream messages of this many recent events are kept, built once for every stream."""
 
 CallerOf = Callable[[Context], Caller]
 """Who is calling (raises UnauthenticatedError to refuse the call)."""
