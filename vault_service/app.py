@@ -22,7 +22,7 @@ from vault_service.antom.client import AntomClient, AntomClientConfig
 from vault_service.config import ConfigError, Settings
 from vault_service.events import EventHub
 from vault_service.grpc_api.auth import AuthenticationInterceptor, Authenticator
-from vault_service.grpc_api.callers import EMPTY_DIRECTORY, CallerDirectory, CallersFileError
+from vault_service.grpc_api.callers import NO_FILE, CallerDirectory, CallersFileError
 from vault_service.grpc_api.server import Health, build_grpc_server, stop_grpc_server
 from vault_service.grpc_api.servicer import VaultServicer
 from vault_service.grpc_api.tls import ServerTls, TlsFiles, TlsFilesError
@@ -88,7 +88,7 @@ def authenticator_for(token_file: TokenFile | None, tls: ServerTls | None) -> Au
     come from the token file's certificate entries, when there is one)."""
 
     def directory() -> CallerDirectory:
-        return EMPTY_DIRECTORY if token_file is None else token_file.directory
+        return NO_FILE if token_file is None else token_file.directory
 
     return Authenticator(
         tokens=None if token_file is None else directory,

@@ -68,7 +68,8 @@ environment:
   VAULT_GRPC_TLS_KEY_FILE          PEM private key of that certificate
   VAULT_GRPC_TLS_CLIENT_CA_FILE    PEM CA bundle for client certificates: mTLS, every client
                                    must present a certificate it signed, whose URI SAN, else
-                                   DNS SAN, else common name is the caller name
+                                   DNS SAN, else common name is the caller name (which the
+                                   token file, if any, must list)
   VAULT_PUBLIC_HEALTH              0 to require credentials for the gRPC health service
                                    (default 1: probes need none)
   VAULT_PUBLIC_REFLECTION          0 to require credentials for server reflection (default 1)

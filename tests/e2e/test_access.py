@@ -362,6 +362,14 @@ async def test_closed_health_and_reflection_need_a_caller(
 ChannelFactory = Callable[[Issued | None], grpc.aio.Channel]
 
 
+CERTIFICATE_CALLERS = (
+    "spiffe://cluster.local/ns/shop/sa/checkout",
+    "billing.shop.svc",
+    "reports",
+    "checkout",
+)
+
+
 @pytest.fixture
 async def mtls_service(
     service_env: ServiceEnv,
@@ -369,9 +377,11 @@ async def mtls_service(
     token_file: TokenFileEditor,
     start_service: StartService,
 ) -> app.RunningService:
-    """mTLS, with a callers file that makes the certificate caller "auditor.shop.svc" an
-    admin (certificate entries carry no token)."""
+    """mTLS, with a callers file that lists the certificate callers the tests use (entries
+    without a token) and makes "auditor.shop.svc" an admin."""
     token_file.entries.append({"name": "auditor.shop.svc", "scopes": ["admin"]})
+    for name in CERTIFICATE_CALLERS:
+        token_file.entries.append({"name": name, "scopes": ["vault"]})
     token_file.write()
     service_env |= {
         "VAULT_GRPC_TLS_CERT_FILE": str(server_tls_files.cert_file),
@@ -463,6 +473,13 @@ async def test_an_untrusted_client_certificate_fails_the_handshake(
     assert (
         await code_of(trusted.GetResult(pb.GetResultRequest(vaulting_request_id="x")))
         == grpc.StatusCode.NOT_FOUND
+    )
+    # Signed by the trusted CA but not a caller of the callers file: a broad CA does not
+    # make every certificate it signed a caller.
+    unlisted = pb_grpc.VaultServiceStub(tls_channel(client_ca.issue("someone-else")))
+    assert (
+        await code_of(unlisted.GetResult(pb.GetResultRequest(vaulting_request_id="x")))
+        == grpc.StatusCode.UNAUTHENTICATED
     )
 
 
@@ -566,7 +583,7 @@ async def test_a_failing_reload_step_does_not_skip_the_others(
     token = token_file.add("late-caller", "vault")
     await mtls_service.reload()
     assert "a reload step failed" in caplog.text
-    stub = pb_grpc.VaultServiceStub(tls_channel(client_ca.issue("someone")))
+    stub = pb_grpc.VaultServiceStub(tls_channel(client_ca.issue("checkout")))
     answer = await code_of(
         stub.GetResult(pb.GetResultRequest(vaulting_request_id="x"), metadata=bearer(token))
     )

@@ -16,7 +16,7 @@ from vault_service.grpc_api.auth import (
     Authenticator,
     certificate_name,
 )
-from vault_service.grpc_api.callers import EMPTY_DIRECTORY, CallerDirectory, parse_callers
+from vault_service.grpc_api.callers import NO_FILE, CallerDirectory, parse_callers
 
 TOKEN = "tok-checkout-0123456789"
 DIRECTORY = parse_callers(
@@ -60,7 +60,7 @@ def certificate(
 
 BOTH = Authenticator(tokens=directory, certificates=directory)
 TOKENS_ONLY = Authenticator(tokens=directory, certificates=None)
-CERTIFICATES_ONLY = Authenticator(tokens=None, certificates=lambda: EMPTY_DIRECTORY)
+CERTIFICATES_ONLY = Authenticator(tokens=None, certificates=lambda: NO_FILE)
 NEITHER = Authenticator(tokens=None, certificates=None)
 
 
@@ -77,6 +77,7 @@ def test_a_token_names_its_caller_over_any_certificate() -> None:
         pytest.param([("authorization", TOKEN)], id="no-scheme"),
         pytest.param([("authorization", f"Bearer {TOKEN} extra")], id="trailing"),
         pytest.param([("authorization", "Bearer ")], id="empty"),
+        pytest.param([("authorization", "Bearer tok,en")], id="not-b64token"),
         pytest.param([("authorization", "Bearer wrong")], id="unknown"),
         pytest.param([("authorization", f"Bearer {TOKEN}")] * 2, id="twice"),
     ],
@@ -101,7 +102,9 @@ def test_tokens_are_refused_where_only_certificates_are_configured() -> None:
 def test_certificate_callers_take_scopes_from_the_file() -> None:
     admin = BOTH.caller_of([], certificate(uris=(b"spiffe://c/ns/ops/sa/console",)))
     assert admin.is_admin
-    assert BOTH.caller_of([], certificate(cn=b"billing")).scopes == frozenset({"vault"})
+    with pytest.raises(UnauthenticatedError, match="names no caller"):
+        BOTH.caller_of([], certificate(cn=b"billing"))
+    assert CERTIFICATES_ONLY.caller_of([], certificate(cn=b"billing")).scopes == {"vault"}
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from vault_service.grpc_api.callers import (
-    EMPTY_DIRECTORY,
+    NO_FILE,
     Caller,
     CallersFileError,
     parse_callers,
@@ -47,8 +47,10 @@ def test_tokens_map_to_their_callers_and_scopes() -> None:
 def test_certificate_callers_get_listed_scopes_or_vault() -> None:
     directory = parse_callers(callers_file({"name": "ops-console", "scopes": ["admin"]}))
     assert directory.by_certificate("ops-console").is_admin
-    assert directory.by_certificate("checkout") == Caller("checkout", frozenset({"vault"}))
-    assert EMPTY_DIRECTORY.by_certificate("x").scopes == frozenset({"vault"})
+    # Regression: an unlisted name got the vault scope, so any certificate of a broad CA
+    # naming itself like a token caller ("checkout") read that caller's sessions.
+    assert directory.by_certificate("checkout") is None
+    assert NO_FILE.by_certificate("x").scopes == frozenset({"vault"})
     # A certificate entry has no token: no bearer token can ever match it.
     assert directory.by_token(Secret("")) is None
 

@@ -17,6 +17,7 @@ the shapes the log redaction scrubs (a scheme word followed by a space and a val
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -43,7 +44,9 @@ REFLECTION_PREFIXES: Final = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
 )
-_BEARER = re.compile(rf"[Bb][Ee][Aa][Rr][Ee][Rr] +([\x21-\x7e]{{1,{MAX_TOKEN_LENGTH}}})")
+# A token is RFC 6750's b64token: no quote, comma or semicolon that could cut it short where a
+# log line's redaction looks for it.
+_BEARER = re.compile(rf"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9._~+/-]{{1,{MAX_TOKEN_LENGTH}}}=*)")
 
 Directory = Callable[[], CallerDirectory]
 """The callers in force now (the token file may be reloaded between two calls)."""
@@ -79,7 +82,12 @@ class Authenticator:
         if self._certificates is not None:
             name = certificate_name(auth_context)
             if name is not None:
-                return self._certificates().by_certificate(name)
+                caller = self._certificates().by_certificate(name)
+                if caller is None:
+                    raise UnauthenticatedError(
+                        "the client certificate names no caller of the callers file"
+                    )
+                return caller
         if self.anonymous:
             return ANONYMOUS
         raise UnauthenticatedError("credentials required: a token or a client certificate")
@@ -194,8 +202,10 @@ def _checked(
 
         async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
             await check(context)
-            async for response in behavior(request, context):
-                yield response
+            # Closed as soon as this one is, so the method's own clean-up runs at once.
+            async with contextlib.aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    yield response
 
         return generator
 

@@ -12,8 +12,10 @@ Only SHA-256 digests of tokens are stored, so the file (a Kubernetes secret, a b
 a config change) never holds a usable token. Tokens are high-entropy random strings, which is
 why a plain digest is enough and no slow password hash is needed. A caller may have several
 entries (one per token, to rotate without downtime). An entry without ``token_sha256`` names a
-caller that authenticates with a client certificate and gives it scopes; a certificate caller
-the file does not name gets the ``vault`` scope.
+caller that authenticates with a client certificate and gives it scopes. Where a file exists it
+is the whole list of callers: a certificate whose name it does not list is refused, so a
+certificate from a broad (mesh or company) CA cannot become a token caller of the same name.
+Without a file, the client CA alone decides, and certificate callers have the ``vault`` scope.
 
 A token is checked against every entry with :func:`hmac.compare_digest` and without an early
 exit, so the time taken does not depend on which entry (if any) matched.
@@ -71,13 +73,18 @@ class _TokenEntry:
 class CallerDirectory:
     """The callers of one version of the token file."""
 
-    __slots__ = ("_certificate_scopes", "_tokens")
+    __slots__ = ("_certificate_scopes", "_listed_only", "_tokens")
 
     def __init__(
-        self, tokens: Iterable[_TokenEntry], certificate_scopes: Mapping[str, frozenset[str]]
+        self,
+        tokens: Iterable[_TokenEntry],
+        certificate_scopes: Mapping[str, frozenset[str]],
+        *,
+        listed_only: bool,
     ) -> None:
         self._tokens = tuple(tokens)
         self._certificate_scopes = dict(certificate_scopes)
+        self._listed_only = listed_only
 
     def __repr__(self) -> str:
         return f"CallerDirectory(tokens={len(self._tokens)})"
@@ -95,12 +102,17 @@ class CallerDirectory:
                 found = entry.caller
         return found
 
-    def by_certificate(self, name: str) -> Caller:
-        """The caller a verified client certificate names, with the scopes the file gives it."""
-        return Caller(name, self._certificate_scopes.get(name, frozenset({VAULT_SCOPE})))
+    def by_certificate(self, name: str) -> Caller | None:
+        """The caller a verified client certificate names, with the scopes the file gives it;
+        ``None`` for a name the file does not list (see the module docstring)."""
+        scopes = self._certificate_scopes.get(name)
+        if scopes is None:
+            return None if self._listed_only else Caller(name, frozenset({VAULT_SCOPE}))
+        return Caller(name, scopes)
 
 
-EMPTY_DIRECTORY: Final = CallerDirectory((), {})
+NO_FILE: Final = CallerDirectory((), {}, listed_only=False)
+"""The callers when there is no token file: any certificate the client CA signed."""
 
 
 def is_caller_name(name: str) -> bool:
@@ -136,7 +148,7 @@ def parse_callers(raw: bytes) -> CallerDirectory:
             raise CallersFileError(f"{where}: this token_sha256 is already listed")
         seen_digests.add(digest)
         tokens.append(_TokenEntry(bytes.fromhex(digest), Caller(name, scopes)))
-    return CallerDirectory(tokens, certificate_scopes)
+    return CallerDirectory(tokens, certificate_scopes, listed_only=True)
 
 
 def _entry(entry: object, where: str) -> tuple[str, str | None, frozenset[str]]:

@@ -56,11 +56,17 @@ makes the server answer GOAWAY ``too_many_pings`` to clients that keep a quiet s
 with the common 20-30 s client keepalive, killing their streams; 10 s still stops ping floods."""
 
 
+MAX_CONNECTION_AGE_GRACE_MS: Final = 30_000
+"""How long calls in flight may finish on a connection past its age: enough for any unary call;
+streams end then and resume, which bounds how long a connection outlives a revoked client
+certificate (age + grace)."""
+
+
 def server_options(*, max_connection_age: float | None = None) -> list[tuple[str, int]]:
     """The channel arguments of the server; see the constants above for each choice.
 
     ``max_connection_age`` (seconds) makes the server close each connection after about that
-    long (with a grace of the same length for calls in flight), so that long-lived streams
+    long (with a grace of up to 30 s for calls in flight), so that long-lived streams
     spread over replicas that were added since; ended streams get UNAVAILABLE and clients
     resume from their last token. ``None`` keeps connections for as long as they live.
     """
@@ -82,7 +88,7 @@ def server_options(*, max_connection_age: float | None = None) -> list[tuple[str
         age_ms = round(max_connection_age * 1000)
         options += [
             ("grpc.max_connection_age_ms", age_ms),
-            ("grpc.max_connection_age_grace_ms", age_ms),
+            ("grpc.max_connection_age_grace_ms", min(age_ms, MAX_CONNECTION_AGE_GRACE_MS)),
         ]
     return options
 
