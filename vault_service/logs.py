@@ -41,11 +41,13 @@ ALLOWED_FIELDS: Final = frozenset(
         "outcome",
         "owner",
         "peer",
+        "proxy",
         "reason",
         "result_code",
         "skew_seconds",
         "source",
         "source_limited",
+        "suppressed",
         "vaulting_request_id",
         "will_retry",
     }

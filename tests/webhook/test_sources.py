@@ -1,7 +1,7 @@
 """Which source a failed authentication counts against: trusted proxies and X-Forwarded-For,
-over loopback with the real app, and the source derivation itself (IPv6 /64 grouping, junk
-headers, a Hypothesis property) on :class:`SourceResolver` directly, since loopback is only
-IPv4 and ``::1``.
+over loopback with the real app, and the source derivation itself (IPv6 /64 grouping, entries
+with ports, junk headers and the warning about them, a Hypothesis property) on
+:class:`SourceResolver` directly, since loopback is only IPv4 and ``::1``.
 
 Over loopback the webhook trusts 127.0.0.1 (``http``'s address) and 10.0.0.0/8 as proxies;
 127.0.0.2 (``other_source``) is a peer it does not trust.
@@ -20,7 +20,14 @@ from hypothesis import strategies as st
 from vault_service.antom.keys import PrivateKey
 from vault_service.domain import VaultingStatus
 from vault_service.webhook.limiter import FailureLimiter
-from vault_service.webhook.source import Network, SourceResolver, source_key
+from vault_service.webhook.source import (
+    UNREADABLE_REASON,
+    UNREADABLE_WARNING_INTERVAL,
+    Network,
+    SourceResolver,
+    source_key,
+)
+from vault_service.webhook.throttle import Throttle
 
 from .conftest import (
     JSON_UTF8,
@@ -40,6 +47,16 @@ WEBHOOK_LOGGER = "vault_service.webhook"
 TRUSTED: tuple[Network, ...] = (ip_network("127.0.0.1/32"), ip_network("10.0.0.0/8"))
 ANTOM = "203.0.113.9"
 ATTACKER = "198.51.100.7"
+
+
+def _unreadable_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The warnings that a trusted proxy sent an X-Forwarded-For entry that cannot be read."""
+    return [
+        record
+        for record in caplog.records
+        if record.name.startswith(WEBHOOK_LOGGER)
+        and getattr(record, "reason", None) == UNREADABLE_REASON
+    ]
 
 
 def _sources(caplog: pytest.LogCaptureFixture) -> list[object]:
@@ -150,27 +167,53 @@ async def test_a_spoofed_chain_limits_the_spoofer_not_the_address_it_names(
     assert await _signed(proxied, "vr-spoof", f"{ANTOM}, 10.1.2.3") == 200
 
 
+async def test_forwarded_entries_with_ports_are_their_senders(
+    webhook: Webhook,
+    proxied: WebhookCaller,
+    foreign_key: PrivateKey,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Guards the 2nd review's port finding: behind a proxy that writes ``ip:port`` (Azure
+    Application Gateway) each sender is its own source, whatever port it came from, instead of
+    every request landing silently in the proxy's one bucket; Antom, also written with a port,
+    is still acknowledged, and readable entries log no warning."""
+    await webhook.open_session("vr-ports")
+    with caplog.at_level(logging.INFO, logger=WEBHOOK_LOGGER):
+        for port in range(50_000, 50_000 + LIMIT):
+            forwarded = {"X-Forwarded-For": f"{ATTACKER}:{port}, 10.1.2.3:443"}
+            assert await forge(proxied, "vr-ports", foreign_key, forwarded) == 401
+        assert await _signed(proxied, "vr-ports", f"{ATTACKER}:60000") == 429
+        assert await _signed(proxied, "vr-ports", f"{ANTOM}:61000, 10.1.2.3:443") == 200
+    assert _sources(caplog) == [ATTACKER] * (LIMIT + 1)
+    assert _unreadable_warnings(caplog) == []
+
+
 async def test_junk_forwarded_for_from_a_trusted_proxy_counts_against_the_proxy(
     webhook: Webhook,
     proxied: WebhookCaller,
     foreign_key: PrivateKey,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Guards "malformed header → the peer itself": junk (an empty list item, a port, raw
-    non-UTF-8 bytes) is never a source of its own, never a crash; each failure is charged to
-    the proxy, which is then limited even without the header."""
+    """Guards "malformed header → the peer itself": junk (an empty list item, a port out of
+    range, raw non-UTF-8 bytes) is never a source of its own, never a crash; each failure is
+    charged to the proxy, which is then limited even without the header. The misconfiguration
+    is logged as a warning naming the proxy, without echoing the header."""
     port = int(proxied.base_url.rpartition(":")[2])
     head = (
         f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {JSON_UTF8}\r\n"
         "client-id: nobody\r\nContent-Length: 2\r\n"
     ).encode() + b"X-Forwarded-For: \xff\xfe1.2.3.4\r\n\r\n"
     with caplog.at_level(logging.INFO, logger=WEBHOOK_LOGGER):
-        for junk in (f"{ATTACKER},,", "1.2.3.4:80"):
+        for junk in (f"{ATTACKER},,", "1.2.3.4:99999"):
             assert await forge(proxied, "vr-junk", foreign_key, {"X-Forwarded-For": junk}) == 401
         status_line, _, _ = await raw_exchange(port, head, (b"{}",))
         assert status_line.startswith("HTTP/1.1 401")
         assert await forge(proxied, "vr-junk", foreign_key) == 429
     assert set(_sources(caplog)) == {"127.0.0.1"}
+    warning = _unreadable_warnings(caplog)[0]
+    assert warning.levelno == logging.WARNING
+    assert getattr(warning, "proxy", None) == "127.0.0.1"
+    assert "99999" not in warning.getMessage()
 
 
 # -- the source derivation -----------------------------------------------------------------------
@@ -191,13 +234,36 @@ RESOLVER = SourceResolver((*TRUSTED, ip_network("2001:db8:ffff::/48")))
         ("2001:db8:ffff::1", ["2001:db8:1:2:aaaa::1, 2001:db8:ffff::2"], "2001:db8:1:2::/64"),
         ("10.0.0.1", ["::ffff:198.51.100.7"], ATTACKER),
         ("10.0.0.1", [" 10.3.3.3 ,\t10.2.2.2"], "10.3.3.3"),  # all trusted: the leftmost
+        # Entries with ports, as some proxies write them.
+        ("10.0.0.1", ["198.51.100.7:4711"], ATTACKER),
+        ("10.0.0.1", ["198.51.100.7:0"], ATTACKER),
+        ("10.0.0.1", [" 198.51.100.7:65535\t"], ATTACKER),
+        ("10.0.0.1", [f"{ANTOM}:1, 10.2.2.2:8080"], ANTOM),  # a trusted hop with a port
+        ("10.0.0.1", ["[2001:db8:1:2::7]:443"], "2001:db8:1:2::/64"),
+        ("10.0.0.1", ["[2001:db8:1:2::7]"], "2001:db8:1:2::/64"),
+        ("10.0.0.1", ["[::ffff:198.51.100.7]:80"], ATTACKER),
+        ("10.0.0.1", ["2001:db8:1:2::80"], "2001:db8:1:2::/64"),  # bare: 80 is not a port
         # Missing or junk: the peer.
         ("10.0.0.1", [], "10.0.0.1"),
         ("10.0.0.1", [""], "10.0.0.1"),
         ("10.0.0.1", [f"{ATTACKER},"], "10.0.0.1"),
         ("10.0.0.1", ["unknown"], "10.0.0.1"),
-        ("10.0.0.1", ["198.51.100.7:4711"], "10.0.0.1"),
-        ("10.0.0.1", ["[2001:db8::1]"], "10.0.0.1"),
+        ("10.0.0.1", ["198.51.100.7:65536"], "10.0.0.1"),
+        ("10.0.0.1", ["198.51.100.7:"], "10.0.0.1"),
+        ("10.0.0.1", ["198.51.100.7:080"], "10.0.0.1"),
+        ("10.0.0.1", ["198.51.100.7:+80"], "10.0.0.1"),
+        ("10.0.0.1", ["198.51.100.7: 80"], "10.0.0.1"),
+        ("10.0.0.1", ["198.51.100.7:\uff18\uff10"], "10.0.0.1"),
+        ("10.0.0.1", ["198.51.100.7:80:80"], "10.0.0.1"),
+        ("10.0.0.1", ["198.51.100.7:http"], "10.0.0.1"),
+        ("10.0.0.1", ["[198.51.100.7]:80"], "10.0.0.1"),
+        ("10.0.0.1", ["[2001:db8::1]:"], "10.0.0.1"),
+        ("10.0.0.1", ["[2001:db8::1]80"], "10.0.0.1"),
+        ("10.0.0.1", ["[2001:db8::1]:65536"], "10.0.0.1"),
+        ("10.0.0.1", ["[2001:db8::1"], "10.0.0.1"),
+        ("10.0.0.1", ["2001:db8::1]:80"], "10.0.0.1"),
+        ("10.0.0.1", ["2001:db8::1:80:"], "10.0.0.1"),
+        ("10.0.0.1", ["[]:80"], "10.0.0.1"),
         ("10.0.0.1", ["for=198.51.100.7"], "10.0.0.1"),
         ("10.0.0.1", ["1.2.3.4.5"], "10.0.0.1"),
         ("10.0.0.1", ["\uff11.2.3.4"], "10.0.0.1"),
@@ -212,6 +278,49 @@ def test_the_source_of_a_request(peer: str | None, forwarded_for: list[str], exp
     """Guards each rule of ``vault_service.webhook.source``: trust only trusted peers, walk
     from the right, fall back to the peer on anything unreadable, group IPv6 by /64."""
     assert RESOLVER.source(peer, forwarded_for) == expected
+
+
+class _Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_unreadable_entries_from_a_trusted_proxy_are_warned_about_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Guards the warning that makes the silent fallback visible: junk from a trusted proxy
+    logs one WARNING naming the proxy (never the header) per interval, then one with the count
+    of the suppressed ones; junk from an untrusted peer, or left of the sender (never read),
+    and entries with ports log nothing."""
+    clock = _Clock()
+    resolver = SourceResolver(TRUSTED, warnings=Throttle(UNREADABLE_WARNING_INTERVAL, clock))
+    junk = "evil\x1b[2J=unknown"
+    with caplog.at_level(logging.INFO, logger=WEBHOOK_LOGGER):
+        assert resolver.source("192.0.2.1", [junk]) == "192.0.2.1"
+        assert resolver.source("10.0.0.1", [f"{junk}, {ATTACKER}:1"]) == ATTACKER
+        assert resolver.source("10.0.0.1", ["[2001:db8::1]:2"]) == "2001:db8::/64"
+        assert _unreadable_warnings(caplog) == []
+
+        assert resolver.source("10.0.0.1", [junk]) == "10.0.0.1"
+        clock.now += UNREADABLE_WARNING_INTERVAL - 0.5
+        assert resolver.source("10.9.9.9", [junk]) == "10.9.9.9"
+        assert resolver.source("127.0.0.1", [junk]) == "127.0.0.1"
+        clock.now += 0.5
+        assert resolver.source("10.0.0.2", [f"{ATTACKER}, {junk}"]) == "10.0.0.2"
+    warnings = _unreadable_warnings(caplog)
+    assert [(w.levelno, getattr(w, "proxy", None)) for w in warnings] == [
+        (logging.WARNING, "10.0.0.1"),
+        (logging.WARNING, "10.0.0.2"),
+    ]
+    assert [getattr(w, "suppressed", None) for w in warnings] == [0, 2]
+    for warning in warnings:
+        assert "evil" not in warning.getMessage()
+        assert ATTACKER not in warning.getMessage()
 
 
 def test_ipv6_sources_are_grouped_by_64_and_mapped_ipv4_is_ipv4() -> None:
@@ -236,7 +345,18 @@ def test_a_64_walking_attacker_is_limited_as_one_source() -> None:
 
 
 _ADDRESSES = st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)).map(str)
-_ENTRIES = st.one_of(_ADDRESSES, st.text(max_size=20), st.sampled_from(["", " ", "10.1.1.1"]))
+_PORTS = st.one_of(st.integers(0, 65535).map(str), st.text("0123456789:+ ", max_size=6))
+_WITH_PORTS = st.one_of(
+    st.builds("{}:{}".format, st.ip_addresses(v=4), _PORTS),
+    st.builds("[{}]:{}".format, st.ip_addresses(v=6), _PORTS),
+    st.builds("[{}]".format, st.ip_addresses(v=6)),
+)
+_ENTRIES = st.one_of(
+    _ADDRESSES,
+    _WITH_PORTS,
+    st.text(max_size=20),
+    st.sampled_from(["", " ", "10.1.1.1", "10.1.1.1:80", "[::ffff:10.1.1.1]"]),
+)
 _HEADERS = st.lists(st.lists(_ENTRIES, max_size=6).map(",".join), max_size=3)
 
 
@@ -252,8 +372,11 @@ def test_any_header_yields_the_peer_or_an_address_it_names(
     assert untrusted == RESOLVER.source(peer, [])
     named = set()
     for entry in ",".join(forwarded_for).split(","):
-        try:
-            named.add(source_key(ip_address(entry.strip(" \t"))))
-        except ValueError:
-            continue
+        text = entry.strip(" \t")
+        # The entry itself, and what is left of a port or inside brackets, read generously.
+        for host in (text, text.partition(":")[0], text[1:].partition("]")[0]):
+            try:
+                named.add(source_key(ip_address(host)))
+            except ValueError:
+                continue
     assert source == untrusted or source in named

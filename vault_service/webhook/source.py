@@ -12,11 +12,19 @@ So the list is walked from the right, skipping addresses that are themselves tru
 the first untrusted address is the sender as the outermost trusted proxy saw it. If every
 address is trusted, the leftmost one is the sender (an internal client).
 
+An entry is a bare IP address or one with a port as some proxies write it (Azure Application
+Gateway writes ``a.b.c.d:port``): ``a.b.c.d:port``, ``[v6]:port`` or ``[v6]``, the port a
+decimal 0-65535 without sign or leading zeros. A bare IPv6 address is read as a whole, so its
+last group is never taken for a port. Reading these matters: treated as junk they would put
+every sender back into the proxy's one bucket, the lock-out this module exists to prevent.
+
 The header is believed only from a trusted peer; from anyone else it is ignored. An entry that
-is not a bare IP address (empty, ``unknown``, with a port, any junk) met before the sender is
-found means the chain cannot be read, and the peer itself is the source: a trusted proxy
-writes plain addresses, so that only happens when the proxies are set up differently from
-what the configuration says.
+cannot be read (empty, ``unknown``, a bad port, any junk) met before the sender is found means
+the chain cannot be read, and the peer itself is the source: a trusted proxy writes addresses,
+so that only happens when the proxies are set up differently from what the configuration
+says. Because that silently costs what the setting is for, it is logged as a warning naming
+the proxy, at most once a minute (the header itself is never logged: a sender wrote part of
+it).
 
 Sources are keyed by network, not address: IPv4 by the full address, IPv6 by its /64 (what
 one subscriber usually gets, so an attacker with a /64 cannot walk around the limit), and
@@ -25,9 +33,13 @@ IPv4-mapped IPv6 (``::ffff:192.0.2.1``, a dual-stack socket's view of IPv4) as t
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Final
+
+from vault_service.webhook.throttle import Throttle
 
 Network = IPv4Network | IPv6Network
 Address = IPv4Address | IPv6Address
@@ -35,6 +47,13 @@ Address = IPv4Address | IPv6Address
 FORWARDED_FOR: Final = "X-Forwarded-For"
 UNKNOWN_SOURCE: Final = "unknown"
 IPV6_SOURCE_PREFIX: Final = 64
+UNREADABLE_WARNING_INTERVAL: Final = 60.0
+UNREADABLE_REASON: Final = "unreadable X-Forwarded-For entry"
+
+_PORT: Final = re.compile(r"0|[1-9][0-9]{0,4}")
+_MAX_PORT: Final = 65535
+
+log = logging.getLogger(__name__)
 
 
 def source_key(address: Address) -> str:
@@ -46,13 +65,39 @@ def source_key(address: Address) -> str:
     return str(IPv6Network((int(address) >> host_bits << host_bits, IPV6_SOURCE_PREFIX)))
 
 
+def _read_entry(text: str) -> Address | None:
+    """The address of one ``X-Forwarded-For`` entry (surrounding spaces allowed, an optional
+    port dropped), or ``None`` when it is not one of the forms the module docstring lists."""
+    entry = text.strip(" \t")
+    address = _parse(entry)
+    if address is not None:
+        return address
+    try:
+        if entry.startswith("["):
+            host, bracket, rest = entry[1:].partition("]")
+            if not bracket or (rest and not (rest.startswith(":") and _is_port(rest[1:]))):
+                return None
+            return IPv6Address(host)
+        host, colon, port = entry.partition(":")
+        if not colon or not _is_port(port):
+            return None
+        return IPv4Address(host)
+    except ValueError:
+        return None
+
+
 class SourceResolver:
     """Derives a request's source key from its TCP peer and ``X-Forwarded-For`` values."""
 
-    __slots__ = ("_trusted",)
+    __slots__ = ("_trusted", "_warnings")
 
-    def __init__(self, trusted_proxies: Iterable[Network] = ()) -> None:
+    def __init__(
+        self, trusted_proxies: Iterable[Network] = (), *, warnings: Throttle | None = None
+    ) -> None:
+        """``warnings`` paces the unreadable-header warning; by default one a minute for this
+        resolver, i.e. for the process, which runs one webhook."""
         self._trusted = tuple(trusted_proxies)
+        self._warnings = Throttle(UNREADABLE_WARNING_INTERVAL) if warnings is None else warnings
 
     def source(self, peer: str | None, forwarded_for: Sequence[str]) -> str:
         """The source key of a request from ``peer`` (``None`` when not a TCP socket) that
@@ -65,8 +110,9 @@ class SourceResolver:
             return source_key(peer_address)
         sender = peer_address
         for entry in reversed(",".join(forwarded_for).split(",")):
-            hop = _parse(entry)
+            hop = _read_entry(entry)
             if hop is None:
+                self._warn_unreadable(peer_address)
                 return source_key(peer_address)
             sender = hop
             if not self._is_trusted(hop):
@@ -76,6 +122,24 @@ class SourceResolver:
     def _is_trusted(self, address: Address) -> bool:
         address = _unmapped(address)
         return any(address in network for network in self._trusted)
+
+    def _warn_unreadable(self, proxy: Address) -> None:
+        suppressed = self._warnings.admit()
+        if suppressed is None:
+            return
+        log.warning(
+            "trusted proxy %s sent an X-Forwarded-For entry that is not an IP address "
+            "(with an optional port); such requests count against the proxy itself "
+            "(%d more since the last warning)",
+            proxy,
+            suppressed,
+            extra={"reason": UNREADABLE_REASON, "proxy": str(proxy), "suppressed": suppressed},
+        )
+
+
+def _is_port(text: str) -> bool:
+    """A port as a proxy writes it: plain decimal 0-65535, so junk never passes as one."""
+    return _PORT.fullmatch(text) is not None and int(text) <= _MAX_PORT
 
 
 def _parse(text: str | None) -> Address | None:
