@@ -17,6 +17,7 @@ must stay ~0 for a run to count). Everything listens on 127.0.0.1. Run from the 
 root:
 
     .venv/bin/python bench/service.py [--calls 2000] [--streams 1000] [--burst 5000]
+        [--auth {none,tokens,mtls}] [--callers 100]
 
 Phases, on a first service instance: CreateSession at each ``--concurrency`` (unique
 ``vaulting_request_id`` per call; the standard health Check on the same server is the gRPC
@@ -28,6 +29,14 @@ one changes a session created earlier, so each is one SQLite write transaction),
 notifications again (Antom's retries: recognised, nothing written), and as many new ones with
 ``--webhook-streams`` filtered streams open. A second, fresh instance takes the ``--burst`` of
 stream opens and one more fan-out.
+
+``--auth`` sets how the bench's gRPC calls identify themselves, the way a calling service
+would: ``none`` (no identity source, the loopback-only mode), ``tokens`` (a callers file of
+``--callers`` entries, every call carrying the bearer token of one of them) or ``mtls`` (TLS with
+a client CA; the bench presents a client certificate). Either way the health service is made
+non-public (``VAULT_PUBLIC_HEALTH=0``), so that the health Check floor pays the same
+authentication as the vault methods. Tokens, keys and certificates are made for the run and
+written only to its temporary directory.
 """
 
 from __future__ import annotations
@@ -35,10 +44,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
+import hashlib
+import ipaddress
 import itertools
 import json
 import os
 import platform
+import secrets
 import signal
 import socket
 import sqlite3
@@ -54,6 +67,10 @@ from pathlib import Path
 
 import aiohttp
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import vault_service
@@ -82,6 +99,10 @@ CARD = {
     "cardholderName": "Bench Buyer",
 }
 STOP_TIMEOUT = 10.0
+AUTH_MODES = ("none", "tokens", "mtls")
+CLIENT_NAME = "bench-client"
+
+Metadata = tuple[tuple[str, str], ...]
 
 
 # --- processes ---------------------------------------------------------------------------
@@ -189,6 +210,130 @@ async def emulator(workdir: Path) -> AsyncIterator[Emulator]:
         yield Emulator(process.pid, f"http://127.0.0.1:{port}", dev_dir)
 
 
+# --- how the bench identifies itself ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Access:
+    """What the service is told about its callers (``env``) and what the bench's gRPC calls
+    carry: channel credentials (TLS, mTLS) and call metadata (a bearer token)."""
+
+    mode: str
+    env: dict[str, str] = field(default_factory=dict)
+    credentials: grpc.ChannelCredentials | None = None
+    metadata: Metadata = ()
+    callers: int = 0
+
+    def channel(self, port: int) -> grpc.aio.Channel:
+        target = f"127.0.0.1:{port}"
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(target, self.credentials, options=CHANNEL_OPTIONS)
+
+    def describe(self) -> str:
+        if self.mode == "tokens":
+            return f"bearer tokens, callers file of {self.callers:,} entries"
+        if self.mode == "mtls":
+            return "mTLS (TLS with a client CA, the bench presents a client certificate)"
+        return "none (no identity source: every call is the anonymous caller)"
+
+
+def tokens_access(workdir: Path, callers: int) -> Access:
+    """A callers file of ``callers`` entries (distinct names, one token each); the bench
+    uses the last entry's token (every entry is compared anyway)."""
+    tokens = [secrets.token_urlsafe(32) for _ in range(callers)]
+    entries = [
+        {
+            "name": f"bench-caller-{n}",
+            "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+            "scopes": ["vault"],
+        }
+        for n, token in enumerate(tokens)
+    ]
+    callers_file = workdir / "callers.json"
+    callers_file.write_text(json.dumps({"callers": entries}))
+    return Access(
+        "tokens",
+        {
+            "VAULT_AUTH_TOKENS_FILE": str(callers_file),
+            "VAULT_PUBLIC_HEALTH": "0",
+        },
+        metadata=(("authorization", f"Bearer {tokens[-1]}"),),
+        callers=callers,
+    )
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: str,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool = False,
+    sans: list[x509.GeneralName] | None = None,
+) -> bytes:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def mtls_access(workdir: Path) -> Access:
+    """A throw-away PKI (P-256, like the tests'): a server CA and a client CA, the service's
+    certificate for 127.0.0.1 and the bench's client certificate."""
+    keys = {name: ec.generate_private_key(ec.SECP256R1()) for name in ("sca", "cca", "srv", "cli")}
+    server_ca = _certificate(
+        "bench server CA", keys["sca"], "bench server CA", keys["sca"], ca=True
+    )
+    client_ca = _certificate(
+        "bench client CA", keys["cca"], "bench client CA", keys["cca"], ca=True
+    )
+    loopback = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    server = _certificate(
+        "vault-service", keys["srv"], "bench server CA", keys["sca"], sans=loopback
+    )
+    client = _certificate(CLIENT_NAME, keys["cli"], "bench client CA", keys["cca"])
+    files = {
+        "VAULT_GRPC_TLS_CERT_FILE": ("tls.crt", server),
+        "VAULT_GRPC_TLS_KEY_FILE": ("tls.key", _pem_key(keys["srv"])),
+        "VAULT_GRPC_TLS_CLIENT_CA_FILE": ("client-ca.crt", client_ca),
+    }
+    env = {"VAULT_PUBLIC_HEALTH": "0"}
+    for setting, (name, content) in files.items():
+        (workdir / name).write_bytes(content)
+        env[setting] = str(workdir / name)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=server_ca,
+        private_key=_pem_key(keys["cli"]),
+        certificate_chain=client,
+    )
+    return Access("mtls", env, credentials)
+
+
+def access_for(args: argparse.Namespace, workdir: Path) -> Access:
+    if args.auth == "tokens":
+        return tokens_access(workdir, args.callers)
+    if args.auth == "mtls":
+        return mtls_access(workdir)
+    return Access("none")
+
+
 @dataclass
 class Service:
     pid: int
@@ -196,34 +341,41 @@ class Service:
     http_port: int
     database: Path
     log: Path
+    access: Access
 
 
-def service_env(workdir: Path, emu: Emulator, name: str) -> dict[str, str]:
+def service_env(workdir: Path, emu: Emulator, name: str, access: Access) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("VAULT_")}
     grpc_port, http_port = free_ports(2)
     data_key_file = workdir / "data-keys.json"
     if not data_key_file.exists():
         add_data_key(data_key_file)
-    return env | {
-        "VAULT_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
-        "VAULT_HTTP_LISTEN": f"127.0.0.1:{http_port}",
-        "VAULT_DATABASE_URL": f"sqlite:///{workdir / f'{name}.db'}",
-        "VAULT_DATA_KEY_FILE": str(data_key_file),
-        "VAULT_AUTO_MIGRATE": "1",
-        "VAULT_ANTOM_BASE_URL": emu.url,
-        "VAULT_ANTOM_CLIENT_ID": CLIENT_ID,
-        "VAULT_MERCHANT_PRIVATE_KEY_FILE": str(emu.dev_dir / "merchant-private-key.pem"),
-        "VAULT_ANTOM_PUBLIC_KEY_FILE": str(emu.dev_dir / "antom-public-key.pem"),
-        "VAULT_LOG_LEVEL": "WARNING",
-        # Keep the reconciler's inquiries of sessions without a result out of the run.
-        "VAULT_RECONCILE_AFTER": "3600",
-        "VAULT_SHUTDOWN_GRACE": "2",
-    }
+    return (
+        env
+        | {
+            "VAULT_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
+            "VAULT_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+            "VAULT_DATABASE_URL": f"sqlite:///{workdir / f'{name}.db'}",
+            "VAULT_DATA_KEY_FILE": str(data_key_file),
+            "VAULT_AUTO_MIGRATE": "1",
+            "VAULT_ANTOM_BASE_URL": emu.url,
+            "VAULT_ANTOM_CLIENT_ID": CLIENT_ID,
+            "VAULT_MERCHANT_PRIVATE_KEY_FILE": str(emu.dev_dir / "merchant-private-key.pem"),
+            "VAULT_ANTOM_PUBLIC_KEY_FILE": str(emu.dev_dir / "antom-public-key.pem"),
+            "VAULT_LOG_LEVEL": "WARNING",
+            # Keep the reconciler's inquiries of sessions without a result out of the run.
+            "VAULT_RECONCILE_AFTER": "3600",
+            "VAULT_SHUTDOWN_GRACE": "2",
+        }
+        | access.env
+    )
 
 
 @contextlib.asynccontextmanager
-async def service(workdir: Path, emu: Emulator, name: str) -> AsyncIterator[Service]:
-    env = service_env(workdir, emu, name)
+async def service(
+    workdir: Path, emu: Emulator, name: str, access: Access
+) -> AsyncIterator[Service]:
+    env = service_env(workdir, emu, name, access)
     grpc_port = int(env["VAULT_GRPC_LISTEN"].rpartition(":")[2])
     http_port = int(env["VAULT_HTTP_LISTEN"].rpartition(":")[2])
     log = workdir / f"{name}.log"
@@ -235,19 +387,19 @@ async def service(workdir: Path, emu: Emulator, name: str) -> AsyncIterator[Serv
         except RuntimeError as exc:
             tail = log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"vault-service serve did not start: {exc}\n{tail}") from None
-        async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{grpc_port}", options=CHANNEL_OPTIONS
-        ) as channel:
+        async with access.channel(grpc_port) as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            answer = await health.Check(
+                health_pb2.HealthCheckRequest(), timeout=10, metadata=access.metadata
+            )
             if answer.status != health_pb2.HealthCheckResponse.SERVING:
                 raise RuntimeError("the service is not SERVING")
         database = Path(env["VAULT_DATABASE_URL"].removeprefix("sqlite:///"))
-        yield Service(process.pid, grpc_port, http_port, database, log)
+        yield Service(process.pid, grpc_port, http_port, database, log, access)
 
 
 def channel(svc: Service) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(f"127.0.0.1:{svc.grpc_port}", options=CHANNEL_OPTIONS)
+    return svc.access.channel(svc.grpc_port)
 
 
 # --- statistics and output ---------------------------------------------------------------
@@ -350,6 +502,7 @@ async def unary_phase(
         ],
     )
     created: list[str] = []
+    metadata = svc.access.metadata
     async with channel(svc) as chan:
         stub = pb_grpc.VaultServiceStub(chan)
         health = health_pb2_grpc.HealthStub(chan)
@@ -359,7 +512,9 @@ async def unary_phase(
             async def call(n: int) -> None:
                 request_id = f"{prefix}-{n}"
                 answer = await stub.CreateSession(
-                    pb.CreateSessionRequest(vaulting_request_id=request_id), timeout=10
+                    pb.CreateSessionRequest(vaulting_request_id=request_id),
+                    timeout=10,
+                    metadata=metadata,
                 )
                 if not answer.created:
                     raise RuntimeError(f"{request_id} was not created")
@@ -368,7 +523,7 @@ async def unary_phase(
             return call
 
         async def health_check(_: int) -> None:
-            await health.Check(check, timeout=10)
+            await health.Check(check, timeout=10, metadata=metadata)
 
         await drive(meter, min(300, args.calls), 16, create("warm"))
         await drive(meter, min(300, args.calls), 16, health_check)
@@ -404,6 +559,7 @@ class Streams:
 
     stubs: list[pb_grpc.VaultServiceStub]
     open_timeout: float
+    metadata: Metadata = ()
     calls: list[grpc.aio.UnaryStreamCall] = field(default_factory=list)
     readers: list[asyncio.Task[None]] = field(default_factory=list)
     first_message: list[float] = field(default_factory=list)
@@ -429,7 +585,7 @@ class Streams:
         self, stub: pb_grpc.VaultServiceStub, request: pb.StreamResultsRequest
     ) -> None:
         start = time.perf_counter()
-        call = stub.StreamResults(request)
+        call = stub.StreamResults(request, metadata=self.metadata)
         try:
             first = await asyncio.wait_for(call.read(), self.open_timeout)
         except grpc.aio.AioRpcError as exc:
@@ -516,6 +672,7 @@ async def fan_out(
     http: aiohttp.ClientSession,
     meter: Meter,
     rows: list[str],
+    metadata: Metadata,
 ) -> None:
     """Each event: a new session, the buyer submits a card to the emulator, Antom's signed
     notification reaches the webhook, every open stream gets the event."""
@@ -526,7 +683,9 @@ async def fan_out(
     for n in range(events):
         request_id = f"fanout-{label}-{n}-{os.getpid()}"
         created = await stub.CreateSession(
-            pb.CreateSessionRequest(vaulting_request_id=request_id), timeout=10
+            pb.CreateSessionRequest(vaulting_request_id=request_id),
+            timeout=10,
+            metadata=metadata,
         )
         await settle(0.5)
         before = meter.take()
@@ -624,7 +783,7 @@ async def filtered_wakeups(
 ) -> None:
     """``count`` streams that filter on ids which never get an event, plus one stream on the
     event's own id: what one event costs when it concerns a single stream."""
-    streams = Streams(stubs, args.open_timeout)
+    streams = Streams(stubs, args.open_timeout, svc.access.metadata)
     await streams.open(
         [pb.StreamResultsRequest(vaulting_request_ids=[f"else-{n}"]) for n in range(count)]
     )
@@ -635,7 +794,9 @@ async def filtered_wakeups(
     for n in range(events):
         request_id = f"filtered-{n}-{os.getpid()}"
         created = await stubs[0].CreateSession(
-            pb.CreateSessionRequest(vaulting_request_id=request_id), timeout=10
+            pb.CreateSessionRequest(vaulting_request_id=request_id),
+            timeout=10,
+            metadata=svc.access.metadata,
         )
         await streams.open([pb.StreamResultsRequest(vaulting_request_ids=[request_id])])
         streams.expect[request_id] = 1
@@ -769,7 +930,7 @@ async def webhook_phase(
                     if answer.status == 200 and await answer.read() == ACKNOWLEDGEMENT:
                         acknowledged += 1
 
-            streams = Streams(stubs, args.open_timeout)
+            streams = Streams(stubs, args.open_timeout, svc.access.metadata)
             await streams.open(
                 [
                     pb.StreamResultsRequest(vaulting_request_ids=[f"else-{n}"])
@@ -853,7 +1014,7 @@ async def stubs_for(svc: Service, channels: int) -> AsyncIterator[list[pb_grpc.V
             await chan.close()
 
 
-async def bench(args: argparse.Namespace, tmp: Path, report: Report) -> None:
+async def bench(args: argparse.Namespace, tmp: Path, access: Access, report: Report) -> None:
     # SIGTERM (a timeout, a CI runner) cancels the run like Ctrl-C does, so that the child
     # processes are still stopped on the way out.
     main_task = asyncio.current_task()
@@ -861,7 +1022,7 @@ async def bench(args: argparse.Namespace, tmp: Path, report: Report) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     complaints: list[str] = []
     async with emulator(tmp) as emu, aiohttp.ClientSession(trust_env=False) as http:
-        async with service(tmp, emu, "first") as svc:
+        async with service(tmp, emu, "first", access) as svc:
             meter = Meter({"service": svc.pid, "emulator": emu.pid, "bench": os.getpid()})
             created = await unary_phase(args, svc, meter, report)
             stream_rows = report.table("### Idle StreamResults", STREAM_HEADER)
@@ -871,11 +1032,19 @@ async def bench(args: argparse.Namespace, tmp: Path, report: Report) -> None:
                 FILTERED_HEADER,
             )
             async with stubs_for(svc, args.stream_channels) as stubs:
-                streams = Streams(stubs, args.open_timeout)
+                streams = Streams(stubs, args.open_timeout, svc.access.metadata)
                 label = f"{args.streams:,}"
                 await idle_streams(label, args.streams, streams, svc, meter, stream_rows)
                 await fan_out(
-                    label, args.fanout_events, streams, stubs[0], emu, http, meter, fanout_rows
+                    label,
+                    args.fanout_events,
+                    streams,
+                    stubs[0],
+                    emu,
+                    http,
+                    meter,
+                    fanout_rows,
+                    access.metadata,
                 )
                 await streams.close()
                 if streams.ended:
@@ -893,10 +1062,10 @@ async def bench(args: argparse.Namespace, tmp: Path, report: Report) -> None:
                 )
                 await webhook_phase(args, svc, emu, created, stubs, meter, report)
             complaints += service_complaints(svc)
-        async with service(tmp, emu, "burst") as svc:
+        async with service(tmp, emu, "burst", access) as svc:
             meter = Meter({"service": svc.pid, "emulator": emu.pid, "bench": os.getpid()})
             async with stubs_for(svc, args.stream_channels) as stubs:
-                streams = Streams(stubs, args.open_timeout)
+                streams = Streams(stubs, args.open_timeout, svc.access.metadata)
                 label = f"{args.burst:,} (one burst, fresh process)"
                 await idle_streams(label, args.burst, streams, svc, meter, stream_rows)
                 if streams.calls and args.burst_fanout_events:
@@ -909,6 +1078,7 @@ async def bench(args: argparse.Namespace, tmp: Path, report: Report) -> None:
                         http,
                         meter,
                         fanout_rows,
+                        access.metadata,
                     )
                 await streams.close()
                 if streams.ended:
@@ -938,6 +1108,12 @@ def main() -> None:
     parser.add_argument("--notifications", type=positive, default=2000)
     parser.add_argument("--notify-concurrency", type=positive, default=16)
     parser.add_argument(
+        "--auth", choices=AUTH_MODES, default="none", help="how the bench's gRPC calls identify"
+    )
+    parser.add_argument(
+        "--callers", type=positive, default=100, help="entries in the callers file (--auth tokens)"
+    )
+    parser.add_argument(
         "--webhook-streams", type=int, default=1000, help="filtered streams open, last webhook run"
     )
     args = parser.parse_args()
@@ -949,7 +1125,9 @@ def main() -> None:
     report = Report()
     started = time.perf_counter()
     with workdir() as tmp:
-        asyncio.run(bench(args, tmp, report))
+        access = access_for(args, tmp)
+        print(f"caller authentication: {access.describe()}", flush=True)
+        asyncio.run(bench(args, tmp, access, report))
     print(f"\n{report.render()}\n\nfinished in {time.perf_counter() - started:.0f} s")
 
 
