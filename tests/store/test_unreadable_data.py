@@ -12,6 +12,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -28,10 +29,16 @@ from tests.store.test_data_at_rest import (
 )
 from vault_service.domain import Event
 from vault_service.events import EventHub
-from vault_service.service.streaming import ResultStreams, StreamedEvent, StreamItem
+from vault_service.service.streaming import (
+    PAGE_SIZE,
+    ResultStreams,
+    StreamedEvent,
+    StreamItem,
+)
 from vault_service.store import CorruptDataError, Store
 from vault_service.store.data_keys import DataKeyRing, add_data_key, read_data_key_file
-from vault_service.store.factory import rotate_data_key
+from vault_service.store.event_rows import EventPage, EventRow, ReportedEvents
+from vault_service.store.factory import open_store, rotate_data_key
 from vault_service.store.sealing import (
     EVENT_TOKEN,
     NO_PLAINTEXT,
@@ -258,3 +265,133 @@ async def test_a_rotation_reports_what_it_cannot_decrypt_and_rotates_the_rest(
     assert await backend.query(PLAINTEXT_STATE) == []
     ring = await asyncio.to_thread(read_data_key_file, key_file)
     assert not (await rotate_data_key(backend.url, ring)).plaintext_free
+
+
+async def copy_event(backend: Backend, event_id: int, copies: int, card_token: str) -> list[int]:
+    """Append ``copies`` copies of event ``event_id`` holding ``card_token`` (SQL both dialects
+    share); their ids, ascending."""
+    await backend.execute(
+        f"WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {copies}) "
+        "INSERT INTO events (vaulting_request_id, owner, source, occurred_at, snapshot, "
+        f"card_token) SELECT vaulting_request_id, owner, source, occurred_at, snapshot, "
+        f"{card_token} FROM events, n WHERE events.id = {event_id}"
+    )
+    rows = await backend.query(f"SELECT id FROM events WHERE id > {event_id} ORDER BY id")
+    return [event_id for (event_id,) in rows][-copies:]
+
+
+async def test_a_run_of_unreadable_events_costs_a_few_reads_and_one_error_each(
+    backend: Backend, store: Store, captured_log: CapturedLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards the refill after a nearly full page: it asked for only the events missing, so 255
+    good then 300 bad rows took 301 queries in one call (blocking SQLite's store thread), each
+    bad row logged again by every call. A page now reads ``limit`` rows per query, and each bad
+    event is logged once, however many calls skip it."""
+    first = await save_card(store, "a")
+    await copy_event(backend, first.event_id, PAGE_SIZE - 2, "card_token")
+    bad = await copy_event(backend, first.event_id, 300, "'v1:gone:AAAA'")
+    reads: list[int] = []  # the rows of each query, in order
+    fill = EventPage.fill
+
+    def counted(page: EventPage, rows: list[EventRow]) -> int | None:
+        reads.append(len(rows))
+        return fill(page, rows)
+
+    monkeypatch.setattr(EventPage, "fill", counted)
+
+    for _ in range(2):
+        events = await store.events_after(0, limit=PAGE_SIZE)
+        assert len(events) == PAGE_SIZE - 1
+        assert all(event.record.card for event in events)
+    assert reads == [PAGE_SIZE, PAGE_SIZE, 300 - 1 - PAGE_SIZE] * 2  # 3 queries a call
+    reads.clear()
+    assert await store.events_after(events[-1].event_id, limit=PAGE_SIZE) == []
+    assert reads == [PAGE_SIZE, 300 - PAGE_SIZE]
+
+    errors = [line["event_id"] for line in captured_log.lines() if line["level"] == "error"]
+    assert errors == bad
+
+
+def test_the_memory_of_logged_events_is_bounded() -> None:
+    """Guards the memory of a store that meets many bad rows: it keeps the ids met most
+    recently, and an id it forgot is logged again when met again."""
+    reported = ReportedEvents(capacity=2)
+    assert [reported.first_time(event_id) for event_id in (1, 2, 1, 3)] == [
+        True,
+        True,
+        False,
+        True,
+    ]
+    assert [reported.first_time(event_id) for event_id in (1, 3, 2)] == [False, False, True]
+
+
+async def open_upgraded(backend: Backend, how: Literal["migrate", "auto-migrate"]) -> Store:
+    """A store of the service on ``backend``, opened after ``vault-service migrate`` or with
+    auto-migration."""
+    if how == "migrate":
+        await backend.migrate()
+    return await open_store(
+        backend.url, auto_migrate=how == "auto-migrate", data_keys=backend.data_keys
+    )
+
+
+def plaintext_warnings(captured_log: CapturedLog) -> list[str]:
+    message: list[str] = [
+        line["message"]
+        for line in captured_log.lines()
+        if line["level"] == "warning" and "rotate-data-key" in line["message"]
+    ]
+    return message
+
+
+@pytest.mark.parametrize("how", ["migrate", "auto-migrate"])
+async def test_migrating_an_old_database_without_plaintext_refuses_plaintext(
+    backend: Backend,
+    store: Store,
+    captured_log: CapturedLog,
+    how: Literal["migrate", "auto-migrate"],
+) -> None:
+    """Guards databases migrated before the plaintext state existed: they kept reading
+    plaintext until someone ran rotate-data-key. Migrating one that holds none (every value
+    already sealed) now records so, and its stores refuse plaintext without a warning."""
+    await save_card(store, "a")
+    await store.record_orphan("orphan-a", b'{"cardToken": "ALIPAY-orphan"}', T0)
+    await forget_plaintext_state(backend)
+
+    upgraded = await open_upgraded(backend, how)
+    try:
+        assert await backend.query(PLAINTEXT_STATE) == [(NO_PLAINTEXT,)]
+        await backend.execute(f"UPDATE records SET card_token = '{token('a')}'")
+        with pytest.raises(PlaintextCardDataError):
+            await upgraded.get("a")
+    finally:
+        await upgraded.close()
+    assert plaintext_warnings(captured_log) == []
+
+
+@pytest.mark.parametrize("how", ["migrate", "auto-migrate"])
+async def test_a_database_still_reading_plaintext_warns_when_opened(
+    backend: Backend,
+    store: Store,
+    captured_log: CapturedLog,
+    how: Literal["migrate", "auto-migrate"],
+) -> None:
+    """Guards the operator's notice: a migrated database that still holds plaintext is not
+    marked (its plaintext reads), and each store opening it logs one warning saying so and
+    naming rotate-data-key, without any card value."""
+    await save_card(store, "a")
+    await forget_plaintext_state(backend)
+    await backend.execute(f"UPDATE records SET card_token = '{token('a')}'")
+
+    for opened in range(1, 3):
+        upgraded = await open_upgraded(backend, how)
+        try:
+            assert await backend.query(PLAINTEXT_STATE) == []
+            record = await upgraded.get("a")
+            assert record is not None
+            assert record.card is not None
+            assert record.card.card_token == token("a")
+        finally:
+            await upgraded.close()
+        assert len(plaintext_warnings(captured_log)) == opened
+    assert token("a") not in captured_log.text

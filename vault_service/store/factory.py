@@ -11,6 +11,7 @@ A module of its own rather than the package's ``__init__``, so that importing th
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -24,6 +25,8 @@ ROTATION_BATCH_SIZE: Final = 500
 POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
 
 Backend = Literal["sqlite", "postgresql"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,22 +74,35 @@ async def open_store(
     cannot be reached. Card data is sealed with ``data_keys``. ``sqlite_synchronous`` only
     applies to SQLite, the pool sizes only to PostgreSQL (the lock pool bounds how many
     sessions one replica creates at once).
+
+    A database that still reads legacy plaintext card data is named in one warning: nothing
+    else would tell the operator that a plaintext value is served instead of refused until
+    ``rotate-data-key`` finds none left (:mod:`vault_service.store.sealing`).
     """
     database = parse_database_url(url)
+    store: sqlite.SQLiteStore | postgres.PostgresStore
     if database.backend == "sqlite":
-        return await sqlite.SQLiteStore.open(
+        store = await sqlite.SQLiteStore.open(
             database.location,
             auto_migrate=auto_migrate,
             data_keys=data_keys,
             synchronous=sqlite_synchronous,
         )
-    return await postgres.PostgresStore.open(
-        database.location,
-        auto_migrate=auto_migrate,
-        data_keys=data_keys,
-        max_size=postgres_pool_size,
-        lock_pool_size=postgres_lock_pool_size,
-    )
+    else:
+        store = await postgres.PostgresStore.open(
+            database.location,
+            auto_migrate=auto_migrate,
+            data_keys=data_keys,
+            max_size=postgres_pool_size,
+            lock_pool_size=postgres_lock_pool_size,
+        )
+    if store.allows_plaintext:
+        log.warning(
+            "the database does not record that it holds no plaintext card data, so plaintext "
+            "card values are read as they are instead of refused as corrupt: run "
+            "`vault-service rotate-data-key` to encrypt any left and record that none is"
+        )
+    return store
 
 
 async def rotate_data_key(

@@ -88,7 +88,7 @@ from vault_service.store.codec import (
     record_to_row,
 )
 from vault_service.store.data_keys import DataKeyRing
-from vault_service.store.event_rows import EventRow, decode_events, more_after
+from vault_service.store.event_rows import EventPage, EventRow, ReportedEvents
 from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import POSTGRES_MIGRATIONS, Migration, check_schema_version
 from vault_service.store.sealing import (
@@ -271,12 +271,18 @@ class PostgresStore:
         self._keys = data_keys
         # Whether legacy plaintext card data reads (sealing module docstring), as of open.
         self._plaintext = plaintext
+        self._unreadable_events = ReportedEvents()
         self._creating: KeyedLocks[str] = KeyedLocks()
         self._closed = False
 
     @property
     def log_id(self) -> str:
         return self._log_id
+
+    @property
+    def allows_plaintext(self) -> bool:
+        """Whether legacy plaintext card data reads (the database records no plaintext state)."""
+        return self._plaintext
 
     @classmethod
     async def open(
@@ -426,27 +432,25 @@ class PostgresStore:
         sql = (
             _SELECT_EVENTS + " AND ".join(conditions) + f" ORDER BY id LIMIT ${len(parameters) + 1}"
         )
-        events: list[Event] = []
+        # Refilled past events that do not decode (vault_service.store.event_rows).
+        page = EventPage(limit, self._keys, self._unreadable_events, plaintext=self._plaintext)
+        after: int | None = after_event_id
         async with self._connection() as connection:
-            while True:
-                # Refilled past events that do not decode (vault_service.store.event_rows).
-                asked = limit - len(events)
-                rows = [
-                    EventRow(
-                        row["id"],
-                        row["vaulting_request_id"],
-                        row["source"],
-                        _utc(row["occurred_at"]),
-                        row["snapshot"],
-                        row["card_token"],
-                    )
-                    for row in await connection.fetch(sql, after_event_id, *parameters[1:], asked)
-                ]
-                events += decode_events(rows, self._keys, plaintext=self._plaintext)
-                after = more_after(rows, asked)
-                if after is None or len(events) == limit:
-                    return events
-                after_event_id = after
+            while after is not None:
+                after = page.fill(
+                    [
+                        EventRow(
+                            row["id"],
+                            row["vaulting_request_id"],
+                            row["source"],
+                            _utc(row["occurred_at"]),
+                            row["snapshot"],
+                            row["card_token"],
+                        )
+                        for row in await connection.fetch(sql, after, *parameters[1:], limit)
+                    ]
+                )
+        return page.events
 
     async def last_event_id(self) -> int:
         # Appends are serialised in commit order (module docstring): max(id) is commit-safe.
@@ -493,9 +497,8 @@ class PostgresStore:
         if rotation.unreadable:
             return rotation
         async with self._connection() as connection:
-            await connection.execute(_MARK_PLAINTEXT_FREE)
-            state = await connection.fetchval(SELECT_PLAINTEXT_STATE)
-        return Rotation(rotation.counts, plaintext_free=not allows_plaintext(state))
+            plaintext_free = await _mark_plaintext_free(connection)
+        return Rotation(rotation.counts, plaintext_free=plaintext_free)
 
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:
@@ -632,6 +635,10 @@ async def _start(
             applied = await _prepare_schema(connection, where, migrate=migrate)
             log_id: str = await connection.fetchval("SELECT value FROM meta WHERE key = 'log_id'")
             plaintext = allows_plaintext(await connection.fetchval(SELECT_PLAINTEXT_STATE))
+            if migrate and plaintext:
+                # Migrated before the state existed: marked as soon as it holds no plaintext,
+                # not only by a rotation (a scan of the sealed columns, until the mark is set).
+                plaintext = not await _mark_plaintext_free(connection)
         lock_pool = await _create_pool(
             dsn,
             where,
@@ -726,6 +733,12 @@ async def _prepare_schema(connection: Connection, where: str, *, migrate: bool) 
         ]
     finally:
         await connection.execute(f"SELECT pg_advisory_unlock{mode}($1)", MIGRATION_LOCK)
+
+
+async def _mark_plaintext_free(connection: Connection) -> bool:
+    """Record "no plaintext" unless some value still lacks an envelope; whether it is."""
+    await connection.execute(_MARK_PLAINTEXT_FREE)
+    return not allows_plaintext(await connection.fetchval(SELECT_PLAINTEXT_STATE))
 
 
 async def _schema_version(connection: Connection) -> int:

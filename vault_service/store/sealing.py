@@ -14,12 +14,13 @@ is drawn inside the insert that stores the ciphertext.
 
 Values written before encryption (legacy plaintext) still read as they are, until the database
 records that it holds none: ``meta`` key :data:`PLAINTEXT_STATE_KEY` = :data:`NO_PLAINTEXT`,
-set when a database is created (it has no legacy rows) and by a rotation
-(``vault-service rotate-data-key``) that sealed every value and found nothing it could not read.
-From then on a plaintext value can only be a writer that forgot to encrypt or a database-level
-swap of ciphertext for plaintext, so it reads as :class:`PlaintextCardDataError` instead of
-being served. A store reads the state when it opens: replicas started before a rotation set it
-enforce it from their next start.
+set when a database is created (it has no legacy rows), when migrating (``migrate`` or
+auto-migration) finds no plaintext value, and by a rotation (``vault-service rotate-data-key``)
+that sealed every value and found nothing it could not read. Until then the service logs a
+warning each time it opens the database. From then on a plaintext value can only be a writer
+that forgot to encrypt or a database-level swap of ciphertext for plaintext, so it reads as
+:class:`PlaintextCardDataError` instead of being served. A store reads the state when it
+opens: replicas started before a rotation set it enforce it from their next start.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ MARK_NEW_DATABASE: Final = (
     f"INSERT INTO meta (key, value) VALUES ('{PLAINTEXT_STATE_KEY}', '{NO_PLAINTEXT}')"  # noqa: S608
 )
 """Run with a database's first migration only: a database created by this build has no legacy
-rows. A database migrated earlier may have some, so it waits for a rotation to find none."""
+rows. A database migrated earlier may have some, so it waits for a migration or a rotation to
+find none (:func:`mark_plaintext_free_sql`)."""
 
 
 class PlaintextCardDataError(CorruptDataError):

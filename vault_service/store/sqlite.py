@@ -77,7 +77,7 @@ from vault_service.store.codec import (
     record_to_row,
 )
 from vault_service.store.data_keys import DataKeyRing
-from vault_service.store.event_rows import EventRow, decode_events, more_after
+from vault_service.store.event_rows import EventPage, EventRow, ReportedEvents
 from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import SQLITE_MIGRATIONS, Migration, check_schema_version
 from vault_service.store.sealing import (
@@ -193,11 +193,17 @@ class SQLiteStore:
         self._keys = data_keys
         # Whether legacy plaintext card data reads (sealing module docstring), as of open.
         self._plaintext = plaintext
+        self._unreadable_events = ReportedEvents()
         self._closed = False
 
     @property
     def log_id(self) -> str:
         return self._log_id
+
+    @property
+    def allows_plaintext(self) -> bool:
+        """Whether legacy plaintext card data reads (the database records no plaintext state)."""
+        return self._plaintext
 
     @classmethod
     async def open(
@@ -306,7 +312,7 @@ class SQLiteStore:
         rotation = Rotation(tuple(counts), plaintext_free=False)
         if rotation.unreadable:
             return rotation
-        return Rotation(rotation.counts, await self._run(self._mark_plaintext_free))
+        return Rotation(rotation.counts, await self._run(_mark_plaintext_free, self._connection))
 
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:
@@ -414,21 +420,19 @@ class SQLiteStore:
             conditions.append("vaulting_request_id IN (SELECT value FROM json_each(?))")
             parameters.append(json.dumps(sorted(vaulting_request_ids)))
         sql = _SELECT_EVENTS + " AND ".join(conditions) + " ORDER BY id LIMIT ?"
-        events: list[Event] = []
-        while True:
-            # Refilled past events that do not decode (vault_service.store.event_rows).
-            asked = limit - len(events)
-            rows = [
-                EventRow(event_id, request_id, source, decode_instant(occurred_at), *rest)
-                for event_id, request_id, source, occurred_at, *rest in self._connection.execute(
-                    sql, [after_event_id, *parameters[1:], asked]
-                )
-            ]
-            events += decode_events(rows, self._keys, plaintext=self._plaintext)
-            after = more_after(rows, asked)
-            if after is None or len(events) == limit:
-                return events
-            after_event_id = after
+        # Refilled past events that do not decode (vault_service.store.event_rows).
+        page = EventPage(limit, self._keys, self._unreadable_events, plaintext=self._plaintext)
+        after: int | None = after_event_id
+        while after is not None:
+            after = page.fill(
+                [
+                    EventRow(event_id, request_id, source, decode_instant(occurred_at), *rest)
+                    for event_id, request_id, source, occurred_at, *rest in (
+                        self._connection.execute(sql, [after, *parameters[1:], limit])
+                    )
+                ]
+            )
+        return page.events
 
     def _last_event_id(self) -> int:
         last: int = _scalar(self._connection, "SELECT coalesce(max(id), 0) FROM events")
@@ -491,11 +495,6 @@ class SQLiteStore:
 
         return _transaction(self._connection, work)
 
-    def _mark_plaintext_free(self) -> bool:
-        """Record "no plaintext" unless some value still lacks an envelope; whether it is."""
-        self._connection.execute(_MARK_PLAINTEXT_FREE)
-        return not allows_plaintext(_scalar_or_none(self._connection, SELECT_PLAINTEXT_STATE))
-
     def _select_record(
         self, connection: sqlite3.Connection, vaulting_request_id: str
     ) -> VaultingRecord | None:
@@ -523,6 +522,12 @@ def _scalar_or_none(connection: sqlite3.Connection, sql: str) -> Any:
     """The first column of the first row of ``sql``, ``None`` when it returns no row."""
     row = connection.execute(sql).fetchone()
     return None if row is None else row[0]
+
+
+def _mark_plaintext_free(connection: sqlite3.Connection) -> bool:
+    """Record "no plaintext" unless some value still lacks an envelope; whether it is."""
+    connection.execute(_MARK_PLAINTEXT_FREE)
+    return not allows_plaintext(_scalar_or_none(connection, SELECT_PLAINTEXT_STATE))
 
 
 def _exists(connection: sqlite3.Connection, vaulting_request_id: str) -> bool:
@@ -602,6 +607,10 @@ def _connect(
         applied = _apply_migrations(connection) if migrate else []
         log_id: str = _scalar(connection, "SELECT value FROM meta WHERE key = 'log_id'")
         plaintext = allows_plaintext(_scalar_or_none(connection, SELECT_PLAINTEXT_STATE))
+        if migrate and plaintext:
+            # Migrated before the state existed: marked as soon as it holds no plaintext, not
+            # only by a rotation (a scan of the sealed columns, until the mark is set).
+            plaintext = not _mark_plaintext_free(connection)
         resolved = path.resolve()
     except BaseException:
         connection.close()
