@@ -7,15 +7,21 @@ looked for come from the run itself: the keys the test generated, every signatur
 :class:`Signer` produced, the card tokens and fingerprints the emulator issued, and the card
 numbers, CVVs, names and addresses the buyer typed. So the test cannot pass by looking for
 strings that were never there.
+
+A second test does the same for the refusals only mutual TLS has: an untrusted client
+certificate, no certificate, and certificates that name callers the service then refuses.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import secrets
+import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -31,6 +37,7 @@ from tests.e2e.test_flow import next_event
 from tests.fixtures.antom import CLIENT_ID, buyer_submits
 from tests.fixtures.callers import Metadata, TokenFileEditor, bearer
 from tests.fixtures.logs import CapturedLog
+from tests.fixtures.tls import Authority, Issued, ServerFiles
 from vault_service import app
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
@@ -129,15 +136,23 @@ class Calls:
         request = pb.GetResultRequest(vaulting_request_id=vaulting_request_id, refresh=refresh)
         return await self._unary(self.stub.GetResult(request, metadata=self.metadata))
 
+    def as_caller(self, metadata: Metadata) -> Calls:
+        """The same stub and records, with other credentials."""
+        return Calls(self.stub, metadata, self.statuses, self.codes)
+
     def stream(self, request: pb.StreamResultsRequest) -> Stream:
         return self.stub.StreamResults(request, metadata=self.metadata)
 
     async def stream_error(self, request: pb.StreamResultsRequest) -> None:
         """Open a stream that must fail and keep its status."""
-        call = self.stream(request)
+        await self.ended(self.stream(request))
+
+    async def ended(self, call: Stream) -> grpc.StatusCode:
+        """Read a stream until it fails (within seconds), keeping its status."""
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await call.read()
+            await _read_to_the_end(call)
         self._keep(caught.value)
+        return caught.value.code()
 
     async def _unary(self, call: Any) -> Any:
         try:
@@ -156,6 +171,12 @@ class Calls:
                     self.statuses.append(_status_details(value))
             else:
                 self.statuses.append(f"{key}: {value}")
+
+
+async def _read_to_the_end(call: Stream) -> None:
+    async with asyncio.timeout(10):
+        while True:
+            assert await call.read() is not grpc.aio.EOF
 
 
 def _status_details(raw: bytes) -> str:
@@ -244,14 +265,20 @@ async def test_no_secret_reaches_a_log_line_or_a_status(
     """Guards issue 5's promise that no private key, card token, card number, CVV, cardholder
     name, billing address or Signature value appears in any log line (DEBUG included) or any
     gRPC status message or detail, on the happy path and on every error path reachable from
-    outside: missing and wrong bearer tokens, bad requests, unknown ids, conflicts, Antom faults
-    and outages, and forged, malformed or oversized webhook posts."""
+    outside: missing and wrong bearer tokens, a stream whose token was removed after it had
+    delivered a card, a caller without the scope it needs, bad requests, unknown ids,
+    conflicts, Antom faults and outages, forged, malformed or oversized webhook posts, an
+    orphan notification, and an event row that no longer decrypts."""
     token = token_file.add("checkout", "vault")
+    leaver = token_file.add("leaver", "vault")
+    auditor = token_file.add("auditor", "admin")
     service_env["VAULT_AUTH_TOKENS_FILE"] = str(token_file.path)
     service_env["VAULT_ANTOM_TIMEOUT"] = "1"
     service = await start_service()
     secret = Secrets()
     secret.add("bearer token", token)
+    secret.add("removed bearer token", leaver)
+    secret.add("admin-only bearer token", auditor)
     secret.add("a wrong token (one character short)", token[:-1])
     secret.add("a wrong token (reversed)", token[::-1])
     async with (
@@ -259,13 +286,24 @@ async def test_no_secret_reaches_a_log_line_or_a_status(
         aiohttp.ClientSession() as http,
     ):
         calls = Calls(pb_grpc.VaultServiceStub(channel), bearer(token))
-        await _happy_path(calls, emulator, secret)
+        origin = await _happy_path(calls, emulator, secret)
         await _request_errors(calls)
         await _authentication_errors(calls, token)
+        await _missing_scope(calls.as_caller(bearer(auditor)), emulator)
+        await _revoked_stream(calls.as_caller(bearer(leaver)), token_file, emulator, secret)
         await _antom_faults(calls, emulator)
         webhook = Webhook(http, service.notify_url, emulator.state.signer)
         await _webhook_errors(webhook, emulator, service, merchant_key, secret)
+        await _orphan_notification(webhook, emulator, secret)
     await service.stop()
+    await _damage_event(service_env, "ls-visa", taken_from="ls-mastercard")
+    restarted = await start_service()  # its live tail starts at the head: replays read rows
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{restarted.grpc_port}") as channel:
+        replaying = Calls(
+            pb_grpc.VaultServiceStub(channel), bearer(token), calls.statuses, calls.codes
+        )
+        await _unreadable_event(replaying, emulator, origin, secret)
+    await restarted.stop()
 
     secret.add_key("merchant private key", merchant_key.to_pkcs8_pem())
     secret.add_key("Antom private key", antom_key.to_pkcs8_pem())
@@ -280,7 +318,6 @@ async def test_no_secret_reaches_a_log_line_or_a_status(
         secret.add_signature(header)
 
     lines = captured_log.lines()
-    assert lines, "nothing was captured: the scan below would prove nothing"
     by_request = [line for line in lines if line.get("vaulting_request_id") == "ls-visa"]
     assert by_request, "the request id must be on the service's lines"
     outcomes = {line.get("outcome") for line in lines}
@@ -288,17 +325,122 @@ async def test_no_secret_reaches_a_log_line_or_a_status(
     assert any(line.get("antom_path") for line in lines)
     assert {
         grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.NOT_FOUND,
         grpc.StatusCode.ALREADY_EXISTS,
         grpc.StatusCode.UNAVAILABLE,
     } <= set(calls.codes)
+    assert any(line.get("event_id") and line.get("level") == "error" for line in by_request)
+    assert any(line.get("vaulting_request_id") == "ls-orphan" for line in lines)
+    _assert_nothing_leaked(captured_log, secret, calls.statuses)
 
+
+async def test_no_secret_reaches_a_log_line_or_a_status_over_mutual_tls(
+    captured_log: CapturedLog,
+    service_env: ServiceEnv,
+    start_service: StartService,
+    token_file: TokenFileEditor,
+    server_tls_files: ServerFiles,
+    server_ca: Authority,
+    client_ca: Authority,
+    stranger_ca: Authority,
+) -> None:
+    """Guards the same promise on the refusals of a mutual-TLS server: an untrusted client
+    certificate and none at all (the handshake fails), a wrong token on a trusted connection,
+    a valid token whose caller is not the certificate's, a certificate that names no valid
+    caller, and an admin-only certificate caller creating; no client's or the server's
+    private key and no token in any log line or status."""
+    token = token_file.add("checkout", "vault")
+    token_file.entries += [
+        {"name": "checkout.shop.svc", "scopes": ["vault"]},
+        {"name": "auditor.shop.svc", "scopes": ["admin"]},
+    ]
+    token_file.write()
+    service_env |= {
+        "VAULT_GRPC_TLS_CERT_FILE": str(server_tls_files.cert_file),
+        "VAULT_GRPC_TLS_KEY_FILE": str(server_tls_files.key_file),
+        "VAULT_GRPC_TLS_CLIENT_CA_FILE": str(server_tls_files.client_ca_file),
+        "VAULT_AUTH_TOKENS_FILE": str(token_file.path),
+    }
+    service = await start_service()
+    clients = {
+        "untrusted": stranger_ca.issue("intruder", dns=("checkout.shop.svc",)),
+        "checkout": client_ca.issue("ignored-cn", dns=("checkout.shop.svc",)),
+        "auditor": client_ca.issue("ignored-cn", dns=("auditor.shop.svc",)),
+        "reserved name": client_ca.issue("anonymous"),
+    }
+    secret = Secrets()
+    secret.add("bearer token", token)
+    secret.add("a wrong token (one character short)", token[:-1])
+    secret.add_key("server TLS key", server_tls_files.key_file.read_bytes())
+    for name, issued in clients.items():
+        secret.add_key(f"{name} client key", issued.key)
+    statuses: list[str] = []
+    codes: list[grpc.StatusCode] = []
+    async with _tls_stubs(service.grpc_port, server_ca) as stub_for:
+
+        def caller(client: Issued | None, metadata: Metadata = ()) -> Calls:
+            return Calls(stub_for(client), metadata, statuses, codes)
+
+        for stranger in (clients["untrusted"], None):
+            assert await caller(stranger).get("mtls-x") is None
+        owner = caller(clients["checkout"])
+        assert await owner.create(pb.CreateSessionRequest(vaulting_request_id="mtls-1")) is not None
+        assert await caller(clients["checkout"], bearer(token[:-1])).get("mtls-1") is None
+        assert await caller(clients["checkout"], bearer(token)).get("mtls-1") is None
+        auditor = caller(clients["auditor"])
+        assert await auditor.get("mtls-1") is not None
+        assert await auditor.create(pb.CreateSessionRequest(vaulting_request_id="mtls-2")) is None
+        nameless = caller(clients["reserved name"])
+        assert await nameless.get("mtls-1") is None
+        await nameless.stream_error(pb.StreamResultsRequest())
+    await service.stop()
+
+    code = grpc.StatusCode
+    assert codes == [
+        code.UNAVAILABLE,
+        code.UNAVAILABLE,
+        code.UNAUTHENTICATED,
+        code.NOT_FOUND,
+        code.PERMISSION_DENIED,
+        code.UNAUTHENTICATED,
+        code.UNAUTHENTICATED,
+    ]
+    _assert_nothing_leaked(captured_log, secret, statuses)
+
+
+@contextlib.asynccontextmanager
+async def _tls_stubs(
+    port: int, server_ca: Authority
+) -> AsyncIterator[Callable[[Issued | None], pb_grpc.VaultServiceStub]]:
+    """``stub_for(client_certificate)``: a stub on its own TLS channel to the service; every
+    channel is closed on the way out."""
+    async with contextlib.AsyncExitStack() as channels:
+
+        def stub_for(client: Issued | None) -> pb_grpc.VaultServiceStub:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=server_ca.issued.cert,
+                private_key=None if client is None else client.key,
+                certificate_chain=None if client is None else client.cert,
+            )
+            channel = grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials)
+            channels.push_async_callback(channel.close)
+            return pb_grpc.VaultServiceStub(channel)
+
+        yield stub_for
+
+
+def _assert_nothing_leaked(captured_log: CapturedLog, secret: Secrets, statuses: list[str]) -> None:
+    """No secret in the raw log, in any string of its decoded lines, or in any status; and no
+    line of ours that needed the redaction to be clean."""
+    lines = captured_log.lines()
+    assert lines, "nothing was captured: the scan below would prove nothing"
     decoded = "\n".join(_strings(lines))
     for where, text in (
         ("the log", captured_log.text),
         ("the log (JSON-decoded)", decoded),
-        ("a gRPC status", "\n".join(calls.statuses)),
+        ("a gRPC status", "\n".join(statuses)),
     ):
         leaks = secret.found_in(text)
         assert not leaks, f"{where} carries {leaks}"
@@ -312,10 +454,14 @@ async def test_no_secret_reaches_a_log_line_or_a_status(
     assert not redacted, f"a call site logged a secret that only redaction caught: {redacted}"
 
 
-async def _happy_path(calls: Calls, emulator: EmulatorServer, secret: Secrets) -> None:
+async def _happy_path(calls: Calls, emulator: EmulatorServer, secret: Secrets) -> str:
     """Sessions, the buyers' cards, the notifications, results (stored and refreshed) and the
-    stream, live and resumed; records the card tokens and fingerprints Antom issued."""
+    stream, live and resumed; records the card tokens and fingerprints Antom issued. Returns
+    a resume token from before the first event."""
     live = calls.stream(pb.StreamResultsRequest())
+    opened = await live.read()
+    assert isinstance(opened, pb.StreamResultsResponse)
+    assert opened.WhichOneof("kind") == "checkpoint"
     for buyer in BUYERS:
         created = await calls.create(
             pb.CreateSessionRequest(vaulting_request_id=buyer.request_id, labels={"k": "v"})
@@ -337,13 +483,19 @@ async def _happy_path(calls: Calls, emulator: EmulatorServer, secret: Secrets) -
     for buyer in BUYERS:
         for refresh in (False, True):
             assert await calls.get(buyer.request_id, refresh=refresh) is not None
-        card = emulator.state.sessions.by_request_id(buyer.request_id).card
-        assert card is not None
-        secret.add(f"{buyer.request_id} card token", card.card_token)
-        secret.add(f"{buyer.request_id} fingerprint", card.fingerprint)
+        _add_card_of(emulator, buyer.request_id, secret)
     resumed = calls.stream(pb.StreamResultsRequest(resume_token=seen[0].resume_token))
     assert len(await events(resumed, len(BUYERS) - 1)) == len(BUYERS) - 1
     resumed.cancel()
+    return opened.checkpoint.resume_token
+
+
+def _add_card_of(emulator: EmulatorServer, request_id: str, secret: Secrets) -> None:
+    """The card token and fingerprint Antom issued for ``request_id``, as secrets."""
+    card = emulator.state.sessions.by_request_id(request_id).card
+    assert card is not None
+    secret.add(f"{request_id} card token", card.card_token)
+    secret.add(f"{request_id} fingerprint", card.fingerprint)
 
 
 async def _request_errors(calls: Calls) -> None:
@@ -369,10 +521,37 @@ async def _authentication_errors(calls: Calls, token: str) -> None:
         bearer(token) + bearer(token[::-1]),
     )
     for metadata in wrong:
-        refused = Calls(calls.stub, metadata, calls.statuses, calls.codes)
+        refused = calls.as_caller(metadata)
         assert await refused.get("ls-visa") is None
         assert await refused.create(pb.CreateSessionRequest(vaulting_request_id="ls-x")) is None
         await refused.stream_error(pb.StreamResultsRequest())
+
+
+async def _missing_scope(admin: Calls, emulator: EmulatorServer) -> None:
+    """An admin-only caller reads every result but may not create sessions."""
+    assert await admin.get("ls-visa") is not None
+    assert await admin.create(pb.CreateSessionRequest(vaulting_request_id="ls-admin")) is None
+    assert admin.codes[-1] == grpc.StatusCode.PERMISSION_DENIED
+    assert emulator.state.stats.calls("createVaultingSession", "ls-admin") == 0
+
+
+async def _revoked_stream(
+    leaver: Calls, token_file: TokenFileEditor, emulator: EmulatorServer, secret: Secrets
+) -> None:
+    """A stream that delivered a card, then had its token removed from the callers file: it
+    ends UNAUTHENTICATED (the file is polled once a second, the stream checks at its next
+    checkpoint)."""
+    stream = leaver.stream(pb.StreamResultsRequest())
+    created = await leaver.create(pb.CreateSessionRequest(vaulting_request_id="ls-leaver"))
+    assert created is not None
+    buyer = BUYERS[1]
+    await buyer_submits(
+        emulator, created.session_data, buyer.card, cvv=buyer.cvv, cardholder_name=buyer.name
+    )
+    assert (await next_event(stream)).result.vaulting_request_id == "ls-leaver"
+    _add_card_of(emulator, "ls-leaver", secret)
+    token_file.remove("leaver")
+    assert await leaver.ended(stream) == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def _antom_faults(calls: Calls, emulator: EmulatorServer) -> None:
@@ -418,6 +597,60 @@ async def _webhook_errors(
         await webhook.post(tampered, signature_of=genuine),
     ]
     assert all(status >= 400 for status in refused), refused
+
+
+async def _orphan_notification(webhook: Webhook, emulator: EmulatorServer, secret: Secrets) -> None:
+    """A correctly signed notification, card and all, for an id this service never created:
+    kept as an orphan and acknowledged, so that Antom stops retrying."""
+    session = emulator.state.sessions.by_request_id("ls-mastercard")
+    body = json.loads(notification_body(session, emulator.state.config.expiry_spelling))
+    orphan_token = "ALIPAY" + secrets.token_urlsafe(33)
+    secret.add("orphan card token", orphan_token)
+    body["vaultingRequestId"] = "ls-orphan"
+    body["paymentMethodDetail"]["card"]["cardToken"] = orphan_token
+    assert await webhook.post(json.dumps(body).encode()) == 200
+
+
+async def _damage_event(service_env: ServiceEnv, victim: str, *, taken_from: str) -> None:
+    """Put another event's sealed card token on ``victim``'s event with plain SQL, as someone
+    with the database file could: it no longer decrypts (it was sealed for another id)."""
+    database = service_env["VAULT_DATABASE_URL"].removeprefix("sqlite:///")
+
+    def damage() -> int:
+        with contextlib.closing(sqlite3.connect(database)) as db, db:
+            changed: int = db.execute(
+                "UPDATE events SET card_token = (SELECT card_token FROM events"
+                " WHERE vaulting_request_id = ? AND card_token IS NOT NULL)"
+                " WHERE vaulting_request_id = ? AND card_token IS NOT NULL",
+                (taken_from, victim),
+            ).rowcount
+        return changed
+
+    assert await asyncio.to_thread(damage) == 1
+
+
+async def _unreadable_event(
+    calls: Calls, emulator: EmulatorServer, origin: str, secret: Secrets
+) -> None:
+    """A replay from before the damaged event (read from the database) leaves it out and goes
+    on to the results after it."""
+    created = await calls.create(pb.CreateSessionRequest(vaulting_request_id="ls-after"))
+    assert created is not None
+    buyer = BUYERS[1]
+    await buyer_submits(
+        emulator, created.session_data, buyer.card, cvv=buyer.cvv, cardholder_name=buyer.name
+    )
+    _add_card_of(emulator, "ls-after", secret)
+    replay = calls.stream(
+        pb.StreamResultsRequest(
+            resume_token=origin, vaulting_request_ids=["ls-visa", "ls-mastercard", "ls-after"]
+        )
+    )
+    delivered: list[str] = []
+    while "ls-after" not in delivered:
+        delivered.append((await next_event(replay)).result.vaulting_request_id)
+    replay.cancel()
+    assert delivered == ["ls-mastercard", "ls-after"]
 
 
 def _strings(value: object) -> Iterator[str]:

@@ -3,7 +3,7 @@ and a real client channel to it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -63,8 +63,19 @@ class RunningServer:
 
 
 @pytest.fixture
-async def grpc_server(servicer: VaultServicer, health: Health) -> AsyncIterator[RunningServer]:
-    server, port = await build_grpc_server(servicer, listen="127.0.0.1:0", health=health)
+def interceptors() -> Sequence[grpc.aio.ServerInterceptor]:
+    """The interceptors that run before request decoding: none, as ``caller_from_metadata``
+    stands in for authentication; test_fuzz.py puts the production chain's in."""
+    return ()
+
+
+@pytest.fixture
+async def grpc_server(
+    servicer: VaultServicer, health: Health, interceptors: Sequence[grpc.aio.ServerInterceptor]
+) -> AsyncIterator[RunningServer]:
+    server, port = await build_grpc_server(
+        servicer, listen="127.0.0.1:0", health=health, interceptors=interceptors
+    )
     await server.start()
     yield RunningServer(server, port)
     await server.stop(None)

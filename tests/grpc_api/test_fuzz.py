@@ -1,5 +1,11 @@
 """Random and nearly valid requests against the real gRPC server (emulator + SQLite behind it).
 
+The server is the production chain: authentication (bearer tokens from a callers file, health
+closed as with ``VAULT_PUBLIC_HEALTH=0``), then request decoding, then the servicer, which asks
+the same authenticator who is calling. Every request below carries a valid token, so the fuzzed
+message really reaches the code behind authentication; the ``authorization`` header itself is
+fuzzed on its own, for every method.
+
 Whatever a caller sends, each call ends with a status the contract names for it, never INTERNAL
 or UNKNOWN; the server keeps serving; and a refused call changes nothing: no record, no event
 and, for CreateSession, no call to Antom. Requests come three ways: a valid request with one
@@ -15,7 +21,7 @@ import json
 import logging
 import sqlite3
 import string
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -29,13 +35,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from tests.fixtures.callers import Metadata, TokenFileEditor, bearer
 from tests.grpc_api.support import CREATE, bad_request
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service.domain import encode_resume_token
 from vault_service.emulator import EmulatorServer
+from vault_service.grpc_api.auth import AuthenticationInterceptor, Authenticator
+from vault_service.grpc_api.callers import VAULT_SCOPE, parse_callers
 from vault_service.grpc_api.decoding import MALFORMED_MESSAGE
 from vault_service.grpc_api.errors import Context
-from vault_service.grpc_api.servicer import CallerOf, VaultServicer, anonymous_caller
+from vault_service.grpc_api.servicer import CallerOf, VaultServicer
 from vault_service.service.streaming import ResultStreams
 from vault_service.service.vaulting import VaultingService
 from vault_service.store.sqlite import SQLiteStore
@@ -46,6 +55,8 @@ if TYPE_CHECKING:
 M = TypeVar("M", bound=Message)
 
 SERVICE: Final = "/vault.v1.VaultService/"
+HEALTH_CHECK: Final = "/grpc.health.v1.Health/Check"
+CALLER: Final = "fuzzer"
 EXISTING_ID: Final = "fz-existing"
 CALL_TIMEOUT: Final = 10.0
 ALLOWED: Final = frozenset(
@@ -59,9 +70,10 @@ ALLOWED: Final = frozenset(
         StatusCode.DEADLINE_EXCEEDED,
     }
 )
-"""Every status the contract gives these RPCs for an anonymous caller (no UNAUTHENTICATED or
-PERMISSION_DENIED: the test server runs without identity sources), and never INTERNAL or
-UNKNOWN, which would mean that our code, or grpc's around it, broke on the request."""
+"""Every status the contract gives these RPCs to a caller with a valid token and the vault scope
+(so never UNAUTHENTICATED or PERMISSION_DENIED: the fuzzed message must not change who the
+caller is), and never INTERNAL or UNKNOWN, which would mean that our code, or grpc's around it,
+broke on the request."""
 
 FUZZ_SETTINGS: Final = settings(
     max_examples=150,
@@ -87,16 +99,44 @@ class Invocations:
 
 
 @pytest.fixture
-def invocations() -> Invocations:
-    return Invocations(anonymous_caller)
+def token(token_file: TokenFileEditor) -> str:
+    """The one valid token: the caller ``fuzzer`` with the vault scope."""
+    return token_file.add(CALLER, VAULT_SCOPE)
+
+
+@pytest.fixture
+def authenticator(token: str, token_file: TokenFileEditor) -> Authenticator:
+    """Bearer tokens only, from the callers file as the service parses it."""
+    directory = parse_callers(token_file.path.read_bytes())
+    return Authenticator(tokens=lambda: directory, certificates=None)
+
+
+@pytest.fixture
+def interceptors(authenticator: Authenticator) -> Sequence[grpc.aio.ServerInterceptor]:
+    """Authentication ahead of the conftest server's decoding, as app.py wires it, with health
+    closed so that the authorization fuzzing covers it too (reflection stays open)."""
+    return [AuthenticationInterceptor(authenticator, open_health=False, open_reflection=True)]
+
+
+@pytest.fixture
+def invocations(authenticator: Authenticator) -> Invocations:
+    return Invocations(authenticator.caller)
 
 
 @pytest.fixture
 def servicer(
-    vaulting: VaultingService, streams: ResultStreams, invocations: Invocations
+    vaulting: VaultingService,
+    streams: ResultStreams,
+    invocations: Invocations,
+    authenticator: Authenticator,
 ) -> VaultServicer:
     """The conftest's server, over a servicer whose entries are counted."""
-    return VaultServicer(vaulting, streams, caller_of=invocations.caller_of)
+    return VaultServicer(
+        vaulting,
+        streams,
+        caller_of=invocations.caller_of,
+        credentials_version=authenticator.version,
+    )
 
 
 @dataclass(frozen=True)
@@ -119,6 +159,9 @@ class World:
     emulator: EmulatorServer
     invocations: Invocations
     log: pytest.LogCaptureFixture
+    token: str
+    metadata: Metadata
+    """The valid token's ``authorization`` header, sent with every fuzzed request."""
     resume_token: str
     """A checkpoint's token from this server's log: a valid place to resume from."""
 
@@ -133,7 +176,9 @@ class World:
         """The server answers a health check after whatever the example sent it, and logged
         no error about it (grpc logs one for an exception that escaped a method)."""
         health = health_pb2_grpc.HealthStub(self.channel)
-        answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT)
+        answer = await health.Check(
+            health_pb2.HealthCheckRequest(), metadata=self.metadata, timeout=CALL_TIMEOUT
+        )
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
         errors = [r.getMessage() for r in self.log.records if r.levelno >= logging.ERROR]
         assert not errors
@@ -155,14 +200,18 @@ async def world(
     emulator: EmulatorServer,
     invocations: Invocations,
     caplog: pytest.LogCaptureFixture,
+    token: str,
 ) -> World:
     """The server with one session already created (so ids can collide with it) and a valid
     resume token taken from a stream's first checkpoint."""
+    metadata = bearer(token)
     await stub.CreateSession(
         pb.CreateSessionRequest(vaulting_request_id=EXISTING_ID, labels={"k": "v"}),
+        metadata=metadata,
         timeout=CALL_TIMEOUT,
     )
-    async with _opened(stub.StreamResults(pb.StreamResultsRequest(), timeout=CALL_TIMEOUT)) as s:
+    stream = stub.StreamResults(pb.StreamResultsRequest(), metadata=metadata, timeout=CALL_TIMEOUT)
+    async with _opened(stream) as s:
         first = await s.read()
     assert isinstance(first, pb.StreamResultsResponse)
     database = tmp_path / "vault.db"  # where tests.fixtures.stack opens sqlite_store
@@ -175,6 +224,8 @@ async def world(
         emulator,
         invocations,
         caplog,
+        token,
+        metadata,
         first.checkpoint.resume_token,
     )
 
@@ -457,7 +508,9 @@ async def test_create_session_answers_cleanly_and_stores_nothing_when_refused(
     """Guards CreateSession against hostile requests: an allowed status; a refusal leaves no
     record and calls Antom not at all; a success stores exactly the session it created."""
     before = await world.ledger()
-    code, outcome = await _unary_code(world.stub.CreateSession(request, timeout=CALL_TIMEOUT))
+    code, outcome = await _unary_code(
+        world.stub.CreateSession(request, metadata=world.metadata, timeout=CALL_TIMEOUT)
+    )
     _check_code(code, outcome)
     after = await world.ledger()
     if code == StatusCode.OK:
@@ -480,7 +533,9 @@ async def test_get_result_answers_cleanly_and_writes_nothing_when_refused(
     """Guards GetResult against hostile requests: an allowed status; never a new record or an
     Antom session; only a successful refresh may append an event (what Antom reported)."""
     before = await world.ledger()
-    code, outcome = await _unary_code(world.stub.GetResult(request, timeout=CALL_TIMEOUT))
+    code, outcome = await _unary_code(
+        world.stub.GetResult(request, metadata=world.metadata, timeout=CALL_TIMEOUT)
+    )
     _check_code(code, outcome)
     after = await world.ledger()
     if code == StatusCode.OK and request.refresh:
@@ -513,7 +568,7 @@ async def test_stream_results_opens_or_refuses_cleanly_and_writes_nothing(
     request = data.draw(stream_requests(world.resume_token))
     before = await world.ledger()
     code, first = await _first_stream_answer(
-        world.stub.StreamResults(request, timeout=CALL_TIMEOUT)
+        world.stub.StreamResults(request, metadata=world.metadata, timeout=CALL_TIMEOUT)
     )
     _check_code(code, first)
     if code == StatusCode.OK:
@@ -585,11 +640,11 @@ async def test_raw_request_bytes_are_parsed_or_refused_as_invalid_argument(
     entered = world.invocations.count
     before = await world.ledger()
     if method == "StreamResults":
-        call = world.channel.unary_stream(path)(raw, timeout=CALL_TIMEOUT)
+        call = world.channel.unary_stream(path)(raw, metadata=world.metadata, timeout=CALL_TIMEOUT)
         code, outcome = await _first_stream_answer(call)
     else:
         code, outcome = await _unary_code(
-            world.channel.unary_unary(path)(raw, timeout=CALL_TIMEOUT)
+            world.channel.unary_unary(path)(raw, metadata=world.metadata, timeout=CALL_TIMEOUT)
         )
     event(f"parses={parses}")
     _check_code(code, outcome)
@@ -599,6 +654,179 @@ async def test_raw_request_bytes_are_parsed_or_refused_as_invalid_argument(
         assert world.invocations.count == entered, "the servicer ran on an unparsed request"
     if code != StatusCode.OK:
         assert await world.ledger() == before
+    await world.still_serving()
+
+
+# --- the authorization header itself ------------------------------------------------------------
+
+PRINTABLE: Final = st.characters(min_codepoint=0x20, max_codepoint=0x7E)
+"""What a text metadata value may hold: grpc's client refuses anything else before sending."""
+HUGE_VALUE: Final = 7_000
+"""The longest ``authorization`` value sent: with the small ones beside it (two, up to ~130
+bytes each) and the call's own headers, a call stays under grpc's 8 KiB soft metadata limit,
+beyond which the server refuses calls at random with RESOURCE_EXHAUSTED before our code runs."""
+SCHEMES: Final = st.sampled_from(
+    ["Bearer", "bearer", "BEARER", "bEaReR", "Bearer:", "Bearerx", "Basic", "Token", ""]
+)
+SEPARATORS: Final = st.sampled_from([" ", "  ", "     ", "", ":", "="])
+UNPARSEABLE: Final = _field_bytes(1, b"abcde")[:-3]
+"""A string field cut short: no request type parses it (sent to see whether authentication
+still comes before decoding)."""
+
+
+@st.composite
+def _near_tokens(draw: st.DrawFn, token: str) -> str:
+    """The token, or something one step away from it."""
+    at = draw(st.integers(0, len(token) - 1))
+    return draw(
+        st.sampled_from(
+            [
+                token,
+                token[:-1],
+                token[1:],
+                token + draw(st.text(PRINTABLE, min_size=1, max_size=3)),
+                token[:at] + "?" + token[at + 1 :],
+                token.swapcase(),
+                token[::-1],
+                token + " ",
+                f"{token} {token}",
+            ]
+        )
+    )
+
+
+def _small_values(token: str) -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.just(""),
+        st.text(PRINTABLE, max_size=80),
+        st.builds("{}{}{}".format, SCHEMES, SEPARATORS, _near_tokens(token)),
+        st.builds("{}{}{}".format, SCHEMES, SEPARATORS, st.text(PRINTABLE, max_size=80)),
+    )
+
+
+HUGE_VALUES: Final = st.one_of(
+    st.builds(  # around the longest token accepted, and far beyond it
+        "{} {}".format,
+        SCHEMES,
+        st.sampled_from([4095, 4096, 4097, HUGE_VALUE - 7]).map("t".__mul__),
+    ),
+    st.integers(100, HUGE_VALUE).map("A".__mul__),
+)
+
+
+def authorization_headers(token: str) -> st.SearchStrategy[list[str]]:
+    """The ``authorization`` values of one call: none, one or several small ones; a huge one,
+    alone or among small ones; or the valid token alone, spelled a way the rule accepts."""
+    small = _small_values(token)
+    spelled = st.builds(
+        "{}{}{}".format,
+        st.sampled_from(["Bearer", "bearer", "BEARER"]),
+        st.sampled_from([" ", "  ", "     "]),
+        st.just(token),
+    )
+    return st.one_of(
+        st.lists(small, max_size=4),
+        st.builds(lambda huge, others: [huge, *others], HUGE_VALUES, st.lists(small, max_size=2)),
+        spelled.map(lambda value: [value]),
+    )
+
+
+def _names_the_token(values: Sequence[str], token: str) -> bool:
+    """Whether a call with these headers is the valid caller's, by the documented rule (one
+    header, the word Bearer in any case, spaces, then exactly the token), written apart from
+    the authenticator's own pattern so that the two check each other."""
+    if len(values) != 1:
+        return False
+    scheme, space, rest = values[0].partition(" ")
+    return scheme.lower() == "bearer" and space == " " and rest.lstrip(" ") == token
+
+
+AUTH_METHODS: Final = ("CreateSession", "GetResult", "StreamResults", "Health")
+
+
+@st.composite
+def guarded_calls(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A method behind authentication and the bytes of a request to it: valid, or unparseable."""
+    method = draw(st.sampled_from(AUTH_METHODS))
+    request: Message = {
+        "CreateSession": pb.CreateSessionRequest(vaulting_request_id=draw(FRESH_IDS)),
+        "GetResult": pb.GetResultRequest(vaulting_request_id=EXISTING_ID),
+        "StreamResults": pb.StreamResultsRequest(),
+        "Health": health_pb2.HealthCheckRequest(),
+    }[method]
+    return method, draw(st.sampled_from([request.SerializeToString(), UNPARSEABLE]))
+
+
+def _answered_text(outcome: Any) -> str:
+    """All a refused call tells its caller: the status message and the trailing metadata."""
+    if not isinstance(outcome, grpc.aio.AioRpcError):
+        return ""
+    trailers = [f"{key}: {value!r}" for key, value in outcome.trailing_metadata() or ()]
+    return "\n".join([outcome.details() or "", *trailers])
+
+
+async def _guarded_answer(
+    world: World, method: str, raw: bytes, metadata: Metadata
+) -> tuple[StatusCode, Any]:
+    path = HEALTH_CHECK if method == "Health" else SERVICE + method
+    if method == "StreamResults":
+        call = world.channel.unary_stream(path)(raw, metadata=metadata, timeout=CALL_TIMEOUT)
+        return await _first_stream_answer(call)
+    return await _unary_code(
+        world.channel.unary_unary(path)(raw, metadata=metadata, timeout=CALL_TIMEOUT)
+    )
+
+
+def _check_accepted(method: str, answer: bytes, before: Ledger, after: Ledger) -> None:
+    """What the valid caller's valid request gets from each method."""
+    if method == "CreateSession":
+        assert pb.CreateSessionResponse.FromString(answer).created
+        assert after == Ledger(before.records + 1, before.last_event_id, before.antom_creates + 1)
+        return
+    assert after == before
+    if method == "GetResult":
+        assert pb.GetResultResponse.FromString(answer).result.vaulting_request_id == EXISTING_ID
+    elif method == "StreamResults":
+        assert pb.StreamResultsResponse.FromString(answer).WhichOneof("kind") == "checkpoint"
+    else:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert health_pb2.HealthCheckResponse.FromString(answer).status == serving
+
+
+@FUZZ_SETTINGS
+@given(data=st.data(), call=guarded_calls())
+async def test_authorization_headers_admit_only_the_exact_token(
+    world: World, data: st.DataObject, call: tuple[str, bytes]
+) -> None:
+    """Guards authentication on every guarded method (health closed): whatever the
+    ``authorization`` headers (none, several, empty, huge, another scheme or case, junk after
+    Bearer, a token one step off), the answer is UNAUTHENTICATED, before the request is decoded
+    and before the servicer runs, with nothing written and no piece of the token in what the
+    caller is told or in the log; only the exact valid token gets the method's own answer."""
+    method, raw = call
+    values = data.draw(authorization_headers(world.token), label="authorization")
+    accepted = _names_the_token(values, world.token)
+    event(f"accepted={accepted}")
+    entered = world.invocations.count
+    before = await world.ledger()
+    metadata = tuple(("authorization", value) for value in values)
+    code, outcome = await _guarded_answer(world, method, raw, metadata)
+    event(code.name)
+    after = await world.ledger()
+    if not accepted:
+        assert code == StatusCode.UNAUTHENTICATED, (code, outcome)
+        assert (after, world.invocations.count) == (before, entered)
+    elif raw == UNPARSEABLE:
+        assert (code, outcome.details()) == (StatusCode.INVALID_ARGUMENT, MALFORMED_MESSAGE)
+        assert (after, world.invocations.count) == (before, entered)
+    else:
+        assert code == StatusCode.OK, (code, outcome)
+        _check_accepted(method, outcome, before, after)
+    told = _answered_text(outcome)
+    logged = "\n".join(str(vars(record)) for record in world.log.records)
+    for piece in (world.token[:16], world.token[-16:]):
+        assert piece not in told
+        assert piece not in logged
     await world.still_serving()
 
 
@@ -628,7 +856,7 @@ async def test_nul_characters_are_refused_before_antom_is_called(
     nul_request.vaulting_request_id = "fz-nul"
     before = await world.ledger()
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await world.stub.CreateSession(nul_request, timeout=CALL_TIMEOUT)
+        await world.stub.CreateSession(nul_request, metadata=world.metadata, timeout=CALL_TIMEOUT)
     assert refused.value.code() == StatusCode.INVALID_ARGUMENT
     assert bad_request(refused.value) == {field: "must not contain NUL characters"}
     assert await world.ledger() == before
