@@ -95,12 +95,12 @@ class Authenticator:
     def _by_token(self, header: str | bytes) -> Caller:
         if self._tokens is None:
             raise UnauthenticatedError(
-                "this server does not accept tokens, only client certificates"
+                "this server does not accept tokens (it has no callers file)"
             )
         match = _BEARER.fullmatch(header) if isinstance(header, str) else None
         if match is None:
             raise UnauthenticatedError(
-                "the authorization header must be the word Bearer, one space, then the token"
+                "the authorization header must be the word Bearer, a space, then the token"
             )
         caller = self._tokens().by_token(Secret(match.group(1)))
         if caller is None:
