@@ -23,7 +23,12 @@ from vault_service.config import ConfigError, Settings
 from vault_service.events import EventHub
 from vault_service.grpc_api.auth import AuthenticationInterceptor, Authenticator
 from vault_service.grpc_api.callers import NO_FILE, CallerDirectory, CallersFileError
-from vault_service.grpc_api.server import Health, build_grpc_server, stop_grpc_server
+from vault_service.grpc_api.server import (
+    Health,
+    build_grpc_server,
+    build_health_server,
+    stop_grpc_server,
+)
 from vault_service.grpc_api.servicer import VaultServicer
 from vault_service.grpc_api.tls import ServerTls, TlsFiles, TlsFilesError
 from vault_service.grpc_api.token_file import TokenFile
@@ -118,6 +123,7 @@ class RunningService:
     settings: Settings
     grpc_port: int
     http_port: int
+    health_port: int | None
     notify_url: str
     servicer: VaultServicer
     token_file: TokenFile | None
@@ -244,6 +250,7 @@ async def start(settings: Settings) -> RunningService:
             raise ConfigError(
                 f"VAULT_GRPC_LISTEN: cannot listen on {settings.grpc_listen}"
             ) from None
+        health_port = await _start_health_server(settings, health, resources)
         await server.start()
         resources.push_async_callback(
             stop_grpc_server, server, health, grace=settings.shutdown_grace
@@ -263,6 +270,7 @@ async def start(settings: Settings) -> RunningService:
             settings=settings,
             grpc_port=grpc_port,
             http_port=http_port,
+            health_port=health_port,
             notify_url=notify_url,
             servicer=servicer,
             token_file=token_file,
@@ -275,6 +283,24 @@ async def start(settings: Settings) -> RunningService:
         extra={"listen": f"grpc :{grpc_port}, webhook :{http_port}", "notify_url": notify_url},
     )
     return running
+
+
+async def _start_health_server(
+    settings: Settings, health: Health, resources: contextlib.AsyncExitStack
+) -> int | None:
+    """The plaintext health-only port, if configured; it stops after the main server, so
+    probes see NOT_SERVING for the whole drain."""
+    if settings.health_listen is None:
+        return None
+    try:
+        server, port = await build_health_server(health, listen=str(settings.health_listen))
+    except RuntimeError:
+        raise ConfigError(
+            f"VAULT_HEALTH_LISTEN: cannot listen on {settings.health_listen}"
+        ) from None
+    await server.start()
+    resources.push_async_callback(server.stop, None)
+    return port
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

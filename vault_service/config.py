@@ -70,6 +70,9 @@ environment:
                                    must present a certificate it signed, whose URI SAN, else
                                    DNS SAN, else common name is the caller name (which the
                                    token file, if any, must list)
+  VAULT_HEALTH_LISTEN              optional plaintext address serving the gRPC health service
+                                   alone, for probes that cannot present a client certificate
+                                   (Kubernetes' gRPC probes, with mTLS on VAULT_GRPC_LISTEN)
   VAULT_PUBLIC_HEALTH              0 to require credentials for the gRPC health service
                                    (default 1: probes need none)
   VAULT_PUBLIC_REFLECTION          0 to require credentials for server reflection (default 1)
@@ -125,6 +128,7 @@ class Listen:
 class Settings:
     grpc_listen: Listen
     http_listen: Listen
+    health_listen: Listen | None
     database_url: str = field(repr=False)  # may carry a password
     auto_migrate: bool
     sqlite_synchronous: Literal["NORMAL", "FULL"]
@@ -168,6 +172,7 @@ class Settings:
             http_listen=Listen.parse(
                 "VAULT_HTTP_LISTEN", reader.text("VAULT_HTTP_LISTEN", DEFAULT_HTTP_LISTEN)
             ),
+            health_listen=reader.optional_listen("VAULT_HEALTH_LISTEN"),
             database_url=database_url_from_env(env),
             auto_migrate=reader.flag("VAULT_AUTO_MIGRATE"),
             sqlite_synchronous="FULL"
@@ -426,6 +431,10 @@ class _Reader:
 
     def optional_key_version(self, name: str) -> str | None:
         return self.key_version(name, "") if self._env.get(name, "").strip() else None
+
+    def optional_listen(self, name: str) -> Listen | None:
+        value = self._env.get(name, "").strip()
+        return None if not value else Listen.parse(name, value)
 
     def optional_file(self, name: str) -> Path | None:
         if not self._env.get(name, "").strip():

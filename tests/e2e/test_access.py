@@ -588,3 +588,35 @@ async def test_a_failing_reload_step_does_not_skip_the_others(
         stub.GetResult(pb.GetResultRequest(vaulting_request_id="x"), metadata=bearer(token))
     )
     assert answer == grpc.StatusCode.NOT_FOUND
+
+
+async def test_probes_without_a_certificate_use_the_health_port(
+    service_env: ServiceEnv,
+    server_tls_files: ServerFiles,
+    start_service: StartService,
+) -> None:
+    """With mTLS every connection to the gRPC port needs a client certificate, which
+    Kubernetes' gRPC probes cannot present: VAULT_HEALTH_LISTEN serves health alone in
+    plaintext, reports the draining, and serves nothing else."""
+    service_env |= {
+        "VAULT_GRPC_TLS_CERT_FILE": str(server_tls_files.cert_file),
+        "VAULT_GRPC_TLS_KEY_FILE": str(server_tls_files.key_file),
+        "VAULT_GRPC_TLS_CLIENT_CA_FILE": str(server_tls_files.client_ca_file),
+        "VAULT_HEALTH_LISTEN": "127.0.0.1:0",
+    }
+    service = await start_service()
+    assert service.health_port is not None
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.health_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        answer = await health.Check(health_pb2.HealthCheckRequest())
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        vault = pb_grpc.VaultServiceStub(channel)
+        assert (
+            await code_of(vault.GetResult(pb.GetResultRequest(vaulting_request_id="x")))
+            == grpc.StatusCode.UNIMPLEMENTED
+        )
+        watch = health.Watch(health_pb2.HealthCheckRequest())
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        stopping = asyncio.create_task(service.stop())
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        await stopping

@@ -74,6 +74,7 @@ async def run(*args: str, env: dict[str, str]) -> tuple[int, str]:
         ({"VAULT_ANTOM_CLIENT_ID": ""}, "VAULT_ANTOM_CLIENT_ID is not set"),
         ({"VAULT_MERCHANT_PRIVATE_KEY_FILE": "/nonexistent.pem"}, "cannot read"),
         ({"VAULT_GRPC_LISTEN": "nonsense"}, "VAULT_GRPC_LISTEN must be HOST:PORT"),
+        ({"VAULT_HEALTH_LISTEN": "nonsense"}, "VAULT_HEALTH_LISTEN must be HOST:PORT"),
         ({"VAULT_AUTO_MIGRATE": "0"}, "vault-service migrate"),
         ({"VAULT_ANTOM_BASE_URL": "http://10.1.2.3:8090"}, "VAULT_ANTOM_ALLOW_HTTP"),
         ({"VAULT_GRPC_LISTEN": "0.0.0.0:0"}, "no caller identity is configured"),

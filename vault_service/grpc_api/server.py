@@ -186,6 +186,19 @@ async def build_grpc_server(
     return server, port
 
 
+async def build_health_server(health: Health, *, listen: str) -> tuple[grpc.aio.Server, int]:
+    """A plaintext server with the health service alone, bound to ``listen`` (not started).
+
+    Kubernetes' gRPC probes speak no TLS, so with mTLS on the main port they cannot reach its
+    health service; this one answers them. It serves nothing else, so it may listen on any
+    address, and it reports what the main server's :class:`Health` reports (NOT_SERVING while
+    draining).
+    """
+    server = grpc.aio.server(options=server_options())
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    return server, server.add_insecure_port(listen)
+
+
 async def stop_grpc_server(server: grpc.aio.Server, health: Health, *, grace: float) -> None:
     """Drain: report NOT_SERVING, refuse new calls, give calls in flight ``grace`` seconds,
     then cancel the rest. Cancelled streams end with UNAVAILABLE, so clients resume elsewhere
