@@ -31,7 +31,7 @@ from vault_service.grpc_api.server import (
 )
 from vault_service.grpc_api.servicer import VaultServicer
 from vault_service.grpc_api.tls import ServerTls, TlsFiles, TlsFilesError
-from vault_service.grpc_api.token_file import TokenFile
+from vault_service.grpc_api.token_file import TokenFile, describe
 from vault_service.key_files import AntomKeyFiles
 from vault_service.pg_wakeups import ListenUnavailableError, PostgresWakeups
 from vault_service.service.reconciler import Reconciler
@@ -70,8 +70,7 @@ async def open_token_file(settings: Settings) -> TokenFile | None:
     try:
         await token_file.start()
     except (OSError, CallersFileError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-        raise ConfigError(f"VAULT_AUTH_TOKENS_FILE: {reason}") from None
+        raise ConfigError(f"VAULT_AUTH_TOKENS_FILE: {describe(exc)}") from None
     return token_file
 
 

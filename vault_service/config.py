@@ -80,7 +80,7 @@ environment:
                                    configured (every caller then sees every session), or with
                                    tokens but no TLS (a service mesh encrypts); both are warned
   VAULT_GRPC_MAX_CONNECTION_AGE    seconds after which a client connection is closed (calls in
-                                   flight get as long again to finish; streams end UNAVAILABLE and
+                                   flight get up to 30 s more; streams end UNAVAILABLE and
                                    resume), so streams spread over new replicas and a
                                    connection's certificate is checked again (default 1800)
   VAULT_CHECKPOINT_INTERVAL        seconds between StreamResults checkpoints (default 30)

@@ -81,7 +81,8 @@ def _editable(dist: metadata.Distribution) -> bool:
     return bool(json.loads(direct_url).get("dir_info", {}).get("editable", False))
 
 
-def _read_installed(source: str) -> dict[str, str]:
+def read_installed(source: str) -> dict[str, str]:
+    """The packages of a `pip list --format json` file (``-``: standard input)."""
     if source == "-":
         return pip_list_packages(json.load(sys.stdin))
     with Path(source).open(encoding="utf-8") as file:
@@ -100,7 +101,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = parser.parse_args(argv)
     try:
         snapshot = load(args.snapshot)
-        installed = _read_installed(args.installed) if args.installed else environment_packages()
+        installed = read_installed(args.installed) if args.installed else environment_packages()
     except (SnapshotError, OSError, ValueError, KeyError) as error:
         print(f"audit-deps: FAILED: {error}", file=out)
         return 2

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from scripts.advisories.check import environment_packages, pip_list_packages
+from scripts.advisories.check import environment_packages, read_installed
 from scripts.advisories.snapshot import DEFAULT_PATH, dump, from_osv
 
 OSV_PYPI_EXPORT = "https://osv-vulnerabilities.storage.googleapis.com/PyPI/all.zip"
@@ -67,8 +67,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
 
     packages: dict[str, str] = {}
     for listing in args.installed:
-        with Path(listing).open(encoding="utf-8") as file:
-            packages.update(pip_list_packages(json.load(file)))
+        packages.update(read_installed(listing))
     if not args.installed:
         packages = environment_packages()
 

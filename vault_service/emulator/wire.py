@@ -12,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Final
 from urllib.parse import urlsplit
 
+from vault_service.antom.request_time import request_epoch
+
 ANTOM_TZ: Final = timezone(timedelta(hours=8))
 JSON_CONTENT_TYPE: Final = "application/json; charset=UTF-8"
 _MAX_EPOCH_MS_DIGITS: Final = 16
@@ -52,12 +54,4 @@ def is_request_time(value: str) -> bool:
     Epoch milliseconds (Java, Go, current docs) or an ISO-8601 time with an offset: ``+hh:mm``
     (Python), ``+hhmm`` (PHP), ``Z`` with up to seven fraction digits (.NET).
     """
-    if value.isascii() and value.isdigit():
-        return len(value) <= _MAX_EPOCH_MS_DIGITS
-    if "T" not in value:
-        return False
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return parsed.tzinfo is not None
+    return request_epoch(value, max_epoch_digits=_MAX_EPOCH_MS_DIGITS) is not None

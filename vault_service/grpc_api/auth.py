@@ -17,10 +17,8 @@ the shapes the log redaction scrubs (a scheme word followed by a space and a val
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
 
 import grpc
@@ -35,6 +33,7 @@ from vault_service.grpc_api.callers import (
     is_caller_name,
 )
 from vault_service.grpc_api.errors import Context, abort
+from vault_service.grpc_api.handlers import Handler, preceded
 from vault_service.secret import Secret
 
 AUTHORIZATION: Final = "authorization"
@@ -143,74 +142,31 @@ class AuthenticationInterceptor(grpc.aio.ServerInterceptor):
         self._open_prefixes = ((HEALTH_PREFIX,) if open_health else ()) + (
             REFLECTION_PREFIXES if open_reflection else ()
         )
+        self._guarded: dict[str, Handler] = {}  # built once per method, not per call
 
     async def intercept_service(
         self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or method.startswith(self._open_prefixes):
             return handler
-        return _guarded(handler, self._authenticator, method)
+        guarded = self._guarded.get(method)
+        if guarded is None:
+            guarded = self._guarded[method] = _guarded(handler, self._authenticator, method)
+        return guarded
 
 
-def _guarded(
-    handler: grpc.RpcMethodHandler[Any, Any], authenticator: Authenticator, method: str
-) -> grpc.RpcMethodHandler[Any, Any]:
+def _guarded(handler: Handler, authenticator: Authenticator, method: str) -> Handler:
     """``handler`` with an authentication check before its behaviour runs."""
 
-    async def check(context: Context) -> None:
+    async def check(request: Any, context: Context) -> Any:
         try:
             authenticator.caller(context)
         except UnauthenticatedError as exc:
             await abort(context, exc, method)
+        return request
 
-    serializers: dict[str, Any] = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _checked(handler.unary_unary, check), **serializers
-        )
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _checked(handler.unary_stream, check), **serializers
-        )
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(
-            _checked(handler.stream_stream, check), **serializers
-        )
-    return grpc.stream_unary_rpc_method_handler(
-        _checked(handler.stream_unary, check), **serializers
-    )
-
-
-def _checked(
-    behavior: Callable[..., Any] | None, check: Callable[[Context], Awaitable[None]]
-) -> Callable[[Any, Context], Any]:
-    """``behavior`` behind ``check``, keeping its kind: grpc.aio serves an async generator by
-    sending what it yields and a coroutine by what it writes or returns, so a wrapper of the
-    wrong kind would break the standard services (health's Watch writes, reflection yields)."""
-    if behavior is None:
-        raise TypeError("a method handler without a behaviour")
-    if inspect.isasyncgenfunction(behavior):
-
-        async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
-            await check(context)
-            # Closed as soon as this one is, so the method's own clean-up runs at once.
-            async with contextlib.aclosing(behavior(request, context)) as responses:
-                async for response in responses:
-                    yield response
-
-        return generator
-
-    async def coroutine(request: Any, context: Context) -> Any:
-        await check(context)
-        return await behavior(request, context)
-
-    return coroutine
+    return preceded(handler, check)

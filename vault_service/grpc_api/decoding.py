@@ -17,24 +17,23 @@ handlers (reflection) are left as grpc made them.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final, TypeAlias
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
 import grpc
 from google.protobuf.message import DecodeError
 
 from vault_service.grpc_api.errors import Context
-
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in grpc's stubs
-Deserializer = Callable[[bytes], Any]
+from vault_service.grpc_api.handlers import Handler, preceded
 
 MALFORMED_MESSAGE: Final = "the request message could not be parsed"
 
 
 class DecodeRequests(grpc.aio.ServerInterceptor):
     """Parse each single request message in our code, refusing bad bytes as INVALID_ARGUMENT."""
+
+    def __init__(self) -> None:
+        self._decoding: dict[str, Handler] = {}  # built once per method, not per call
 
     async def intercept_service(
         self,
@@ -44,50 +43,20 @@ class DecodeRequests(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_streaming or handler.request_deserializer is None:
             return handler
-        parse = handler.request_deserializer
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(
-                _streaming(handler.unary_stream, parse),
-                response_serializer=handler.response_serializer,
-            )
-        return grpc.unary_unary_rpc_method_handler(
-            _unary(handler.unary_unary, parse),
-            response_serializer=handler.response_serializer,
-        )
+        method: str = handler_call_details.method
+        decoding = self._decoding.get(method)
+        if decoding is None:
+            decoding = self._decoding[method] = _decoding(handler, handler.request_deserializer)
+        return decoding
 
 
-async def _parsed(raw: bytes, parse: Deserializer, context: Context) -> Any:
-    try:
-        return parse(raw)
-    except DecodeError:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, MALFORMED_MESSAGE)
+def _decoding(handler: Handler, parse: Callable[[bytes], Any]) -> Handler:
+    """``handler`` taking the raw bytes and parsing them itself with ``parse``."""
 
+    async def parsed(raw: bytes, context: Context) -> Any:
+        try:
+            return parse(raw)
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, MALFORMED_MESSAGE)
 
-def _unary(
-    behavior: Callable[..., Any] | None, parse: Deserializer
-) -> Callable[[bytes, Context], Awaitable[Any]]:
-    assert behavior is not None, "a unary-unary handler without its behaviour"
-
-    async def parsed_first(raw: bytes, context: Context) -> Any:
-        request = await _parsed(raw, parse, context)
-        return await behavior(request, context)
-
-    return parsed_first
-
-
-def _streaming(
-    behavior: Callable[..., Any] | None, parse: Deserializer
-) -> Callable[[bytes, Context], Any]:
-    """The same for a server-streaming method, written either way grpc.aio allows: as an async
-    generator (ours) or as a coroutine that writes to the context (health's Watch)."""
-    assert behavior is not None, "a unary-stream handler without its behaviour"
-    if not inspect.isasyncgenfunction(behavior):
-        return _unary(behavior, parse)
-
-    async def parsed_first(raw: bytes, context: Context) -> AsyncIterator[Any]:
-        request = await _parsed(raw, parse, context)
-        async with contextlib.aclosing(behavior(request, context)) as responses:
-            async for response in responses:
-                yield response
-
-    return parsed_first
+    return preceded(handler, parsed, request_deserializer=None)

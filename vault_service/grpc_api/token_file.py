@@ -46,8 +46,9 @@ class TokenFile:
     async def load(self) -> None:
         """Read the file for the first time; a missing or malformed file raises (the service
         must not start with callers it cannot know)."""
-        fingerprint, directory = await asyncio.to_thread(self._read)
-        self._fingerprint, self._directory = fingerprint, directory
+        read = await asyncio.to_thread(self._read_if_changed)
+        assert read is not None, "nothing was read before"
+        self._fingerprint, self._directory = read
 
     async def start(self) -> None:
         """:meth:`load`, then keep the directory current until :meth:`close`."""
@@ -63,17 +64,17 @@ class TokenFile:
     async def reload(self) -> bool:
         """Re-read the file if it changed since the last read; whether the callers changed."""
         try:
-            fingerprint = await asyncio.to_thread(_fingerprint, self._path)
-            if fingerprint == self._fingerprint:
-                return False
-            fingerprint, directory = await asyncio.to_thread(self._read)
+            read = await asyncio.to_thread(self._read_if_changed)
         except (OSError, CallersFileError) as exc:
             log.error(  # noqa: TRY400 - the reason says it all; a traceback adds nothing
                 "token file not reloaded; the previous callers stay in force",
-                extra={"reason": _describe(exc)},
+                extra={"reason": describe(exc)},
             )
             return False
-        self._fingerprint, self._directory = fingerprint, directory
+        if read is None:
+            return False
+        self._fingerprint, directory = read
+        self._directory = directory
         log.info("token file reloaded", extra={"outcome": f"{directory.token_count} tokens"})
         return True
 
@@ -86,10 +87,12 @@ class TokenFile:
             except Exception:
                 log.exception("token file check failed; the previous callers stay in force")
 
-    def _read(self) -> tuple[_Fingerprint, CallerDirectory]:
+    def _read_if_changed(self) -> tuple[_Fingerprint, CallerDirectory] | None:
+        """The file's callers if it changed since the last read (one thread hop, one stat)."""
         fingerprint = _fingerprint(self._path)
-        raw = self._path.read_bytes()
-        return fingerprint, parse_callers(raw)
+        if fingerprint == self._fingerprint:
+            return None
+        return fingerprint, parse_callers(self._path.read_bytes())
 
 
 def _fingerprint(path: Path) -> _Fingerprint:
@@ -98,7 +101,8 @@ def _fingerprint(path: Path) -> _Fingerprint:
     return (status.st_ino, status.st_dev, status.st_mtime_ns, status.st_size)
 
 
-def _describe(exc: OSError | CallersFileError) -> str:
+def describe(exc: OSError | CallersFileError) -> str:
+    """Why the file could not be used, in words fit for a log line or a start-up error."""
     if isinstance(exc, OSError):
         return f"cannot read the file: {exc.strerror}"
     return f"malformed: {exc}"

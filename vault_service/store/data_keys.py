@@ -79,8 +79,6 @@ class DataKey:
     def __repr__(self) -> str:
         return f"DataKey({self.key_id!r}, <AES-256, hidden>)"
 
-    __str__ = __repr__
-
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("data keys are not picklable")
 
@@ -148,8 +146,6 @@ class DataKeyRing:
 
     def __repr__(self) -> str:
         return f"DataKeyRing(active={self._active.key_id!r}, keys={sorted(self._keys)!r})"
-
-    __str__ = __repr__
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("data key rings are not picklable")

@@ -33,6 +33,12 @@ REPORTED_CAPACITY: Final = 10_000
 log = logging.getLogger(__name__)
 
 
+SELECT_EVENTS: Final = (
+    "SELECT id, vaulting_request_id, source, occurred_at, snapshot, card_token FROM events WHERE "
+)
+"""The columns of :class:`EventRow`, in its order (SQLite's rows are read by position)."""
+
+
 class EventRow(NamedTuple):
     """The columns of an ``events`` row that make an :class:`Event` (instant already decoded)."""
 

@@ -79,23 +79,14 @@ async def open_store(
     else would tell the operator that a plaintext value is served instead of refused until
     ``rotate-data-key`` finds none left (:mod:`vault_service.store.sealing`).
     """
-    database = parse_database_url(url)
-    store: sqlite.SQLiteStore | postgres.PostgresStore
-    if database.backend == "sqlite":
-        store = await sqlite.SQLiteStore.open(
-            database.location,
-            auto_migrate=auto_migrate,
-            data_keys=data_keys,
-            synchronous=sqlite_synchronous,
-        )
-    else:
-        store = await postgres.PostgresStore.open(
-            database.location,
-            auto_migrate=auto_migrate,
-            data_keys=data_keys,
-            max_size=postgres_pool_size,
-            lock_pool_size=postgres_lock_pool_size,
-        )
+    store = await _open(
+        parse_database_url(url),
+        auto_migrate=auto_migrate,
+        data_keys=data_keys,
+        sqlite_synchronous=sqlite_synchronous,
+        postgres_pool_size=postgres_pool_size,
+        postgres_lock_pool_size=postgres_lock_pool_size,
+    )
     if store.allows_plaintext:
         log.warning(
             "the database does not record that it holds no plaintext card data, so plaintext "
@@ -103,6 +94,32 @@ async def open_store(
             "`vault-service rotate-data-key` to encrypt any left and record that none is"
         )
     return store
+
+
+async def _open(
+    database: DatabaseURL,
+    *,
+    auto_migrate: bool,
+    data_keys: DataKeyRing,
+    sqlite_synchronous: sqlite.Synchronous = "NORMAL",
+    postgres_pool_size: int,
+    postgres_lock_pool_size: int,
+) -> sqlite.SQLiteStore | postgres.PostgresStore:
+    """The backend ``database`` names, opened."""
+    if database.backend == "sqlite":
+        return await sqlite.SQLiteStore.open(
+            database.location,
+            auto_migrate=auto_migrate,
+            data_keys=data_keys,
+            synchronous=sqlite_synchronous,
+        )
+    return await postgres.PostgresStore.open(
+        database.location,
+        auto_migrate=auto_migrate,
+        data_keys=data_keys,
+        max_size=postgres_pool_size,
+        lock_pool_size=postgres_lock_pool_size,
+    )
 
 
 async def rotate_data_key(
@@ -116,16 +133,13 @@ async def rotate_data_key(
     the ring lacks, tampered, or plaintext where the database records none) does not stop the
     pass: it is reported in the result, which then does not mark the database plaintext-free.
     """
-    database = parse_database_url(url)
-    store: sqlite.SQLiteStore | postgres.PostgresStore
-    if database.backend == "sqlite":
-        store = await sqlite.SQLiteStore.open(
-            database.location, auto_migrate=False, data_keys=data_keys
-        )
-    else:
-        store = await postgres.PostgresStore.open(
-            database.location, auto_migrate=False, data_keys=data_keys, max_size=1, lock_pool_size=1
-        )
+    store = await _open(
+        parse_database_url(url),
+        auto_migrate=False,
+        data_keys=data_keys,
+        postgres_pool_size=1,
+        postgres_lock_pool_size=1,
+    )
     try:
         return await store.reseal(batch_size=batch_size)
     finally:

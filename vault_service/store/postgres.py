@@ -88,7 +88,7 @@ from vault_service.store.codec import (
     record_to_row,
 )
 from vault_service.store.data_keys import DataKeyRing
-from vault_service.store.event_rows import EventPage, EventRow, ReportedEvents
+from vault_service.store.event_rows import SELECT_EVENTS, EventPage, EventRow, ReportedEvents
 from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import POSTGRES_MIGRATIONS, Migration, check_schema_version
 from vault_service.store.sealing import (
@@ -176,10 +176,7 @@ _APPEND_EVENT: Final = f"""
     )
     SELECT id, pg_notify('{EVENTS_CHANNEL}', id::text) FROM appended
 """  # noqa: S608
-_SELECT_EVENTS: Final = (
-    "SELECT id, vaulting_request_id, source, occurred_at, snapshot, card_token FROM events WHERE "
-)
-_MARK_PLAINTEXT_FREE: Final = mark_plaintext_free_sql("'v1:'::bytea")
+_MARK_PLAINTEXT_FREE: Final = mark_plaintext_free_sql("{}::bytea")
 _CLAIM_DUE: Final = f"""
     WITH due AS (
         SELECT vaulting_request_id, next_check_at FROM records
@@ -430,7 +427,7 @@ class PostgresStore:
             parameters.append(sorted(vaulting_request_ids))
             conditions.append(f"vaulting_request_id = ANY(${len(parameters)}::text[])")
         sql = (
-            _SELECT_EVENTS + " AND ".join(conditions) + f" ORDER BY id LIMIT ${len(parameters) + 1}"
+            SELECT_EVENTS + " AND ".join(conditions) + f" ORDER BY id LIMIT ${len(parameters) + 1}"
         )
         # Refilled past events that do not decode (vault_service.store.event_rows).
         page = EventPage(limit, self._keys, self._unreadable_events, plaintext=self._plaintext)

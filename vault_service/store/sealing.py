@@ -135,13 +135,15 @@ class Rotation:
         return tuple(value for count in self.counts for value in count.unreadable)
 
 
-def mark_plaintext_free_sql(binary_prefix: str) -> str:
+def mark_plaintext_free_sql(as_bytes: str) -> str:
     """One statement that records "no plaintext" in ``meta`` if, and only if, no sealed column
     holds a value without the envelope prefix: the check and the write are one atomic step.
 
-    ``binary_prefix`` is the dialect's literal of the prefix as bytes (for the orphan body).
+    ``as_bytes`` is the dialect's cast of a text literal ``{}`` to bytes (for the orphan
+    body, a blob: SQLite never finds a blob equal to a text).
     """
     text_prefix = f"'{ENVELOPE_PREFIX}'"
+    binary_prefix = as_bytes.format(text_prefix)
     plaintext = [
         f"NOT EXISTS (SELECT 1 FROM {column.table} WHERE substr({column.column}, 1, "  # noqa: S608
         f"{len(ENVELOPE_PREFIX)}) <> {binary_prefix if column.binary else text_prefix})"

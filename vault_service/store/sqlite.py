@@ -77,7 +77,7 @@ from vault_service.store.codec import (
     record_to_row,
 )
 from vault_service.store.data_keys import DataKeyRing
-from vault_service.store.event_rows import EventPage, EventRow, ReportedEvents
+from vault_service.store.event_rows import SELECT_EVENTS, EventPage, EventRow, ReportedEvents
 from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import SQLITE_MIGRATIONS, Migration, check_schema_version
 from vault_service.store.sealing import (
@@ -132,10 +132,7 @@ _INSERT_EVENT: Final = (
     "INSERT INTO events (vaulting_request_id, owner, source, occurred_at, snapshot, card_token) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-_SELECT_EVENTS: Final = (
-    "SELECT id, vaulting_request_id, source, occurred_at, snapshot, card_token FROM events WHERE "
-)
-_MARK_PLAINTEXT_FREE: Final = mark_plaintext_free_sql("CAST('v1:' AS BLOB)")
+_MARK_PLAINTEXT_FREE: Final = mark_plaintext_free_sql("CAST({} AS BLOB)")
 # (absolute database path, vaulting request id): shared by every store of this process.
 _CREATION_LOCKS: Final[KeyedLocks[tuple[Path, str]]] = KeyedLocks()
 _SCHEMA_MIGRATIONS_TABLE: Final = """
@@ -419,7 +416,7 @@ class SQLiteStore:
             # One JSON parameter instead of one placeholder per id: no variable-count limit.
             conditions.append("vaulting_request_id IN (SELECT value FROM json_each(?))")
             parameters.append(json.dumps(sorted(vaulting_request_ids)))
-        sql = _SELECT_EVENTS + " AND ".join(conditions) + " ORDER BY id LIMIT ?"
+        sql = SELECT_EVENTS + " AND ".join(conditions) + " ORDER BY id LIMIT ?"
         # Refilled past events that do not decode (vault_service.store.event_rows).
         page = EventPage(limit, self._keys, self._unreadable_events, plaintext=self._plaintext)
         after: int | None = after_event_id

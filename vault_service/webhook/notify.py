@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -55,14 +55,13 @@ from pydantic import ValidationError
 
 from vault_service.antom.errors import SignatureError, UnknownKeyVersionError
 from vault_service.antom.models import VaultingNotification
+from vault_service.antom.request_time import request_epoch
 from vault_service.antom.signing import Verifier
 from vault_service.webhook.limiter import (
     DEFAULT_FAILURE_LIMIT,
     DEFAULT_FAILURE_WINDOW,
-    DEFAULT_MAX_SOURCES,
     FailureLimiter,
 )
-from vault_service.webhook.request_time import request_epoch
 from vault_service.webhook.source import FORWARDED_FOR, Network, SourceResolver
 
 log = logging.getLogger(__name__)
@@ -131,7 +130,6 @@ class _NotifyHandler:
     __slots__ = (
         "_body_timeout",
         "_client_id",
-        "_clock",
         "_failures",
         "_max_body_bytes",
         "_max_clock_skew",
@@ -153,7 +151,6 @@ class _NotifyHandler:
         failures: FailureLimiter,
         sources: SourceResolver,
         max_clock_skew: float,
-        clock: Callable[[], float],
     ) -> None:
         self._sink = sink
         self._path = path
@@ -164,7 +161,6 @@ class _NotifyHandler:
         self._failures = failures
         self._sources = sources
         self._max_clock_skew = max_clock_skew
-        self._clock = clock
 
     async def handle(self, request: web.Request) -> web.Response:
         # The raw (still percent-encoded) path is what Antom signed, so it is what must match.
@@ -276,7 +272,7 @@ class _NotifyHandler:
                 },
             )
             return
-        skew = self._clock() - sent
+        skew = time.time() - sent
         if abs(skew) > self._max_clock_skew:
             log.warning(
                 "notifyVaulting request-time is %.0f s from our clock; accepted anyway",
@@ -336,10 +332,8 @@ def build_webhook_app(
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     failure_limit: int = DEFAULT_FAILURE_LIMIT,
     failure_window: float = DEFAULT_FAILURE_WINDOW,
-    max_tracked_sources: int = DEFAULT_MAX_SOURCES,
     trusted_proxies: Iterable[Network] = (),
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
-    clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The public webhook application: ``POST <path>`` and nothing else.
 
@@ -349,11 +343,11 @@ def build_webhook_app(
     public key(s) by version; swapping its keys takes effect on the next request.
 
     A source gets ``failure_limit`` failed authentications, refilled evenly over
-    ``failure_window`` seconds, before it is answered 429 (at most ``max_tracked_sources``
-    sources are remembered). A source is the TCP peer or, when the peer is inside one of the
+    ``failure_window`` seconds, before it is answered 429 (the limiter bounds how many
+    sources it remembers). A source is the TCP peer or, when the peer is inside one of the
     ``trusted_proxies`` networks, the sender it names in ``X-Forwarded-For``; IPv6 sources
     are grouped by /64 (:mod:`vault_service.webhook.source`). ``max_clock_skew`` is how many
-    seconds an authentic notification's ``request-time`` may be from ``clock`` before a
+    seconds an authentic notification's ``request-time`` may be from our clock before a
     warning is logged.
     """
     if not path.startswith("/") or "?" in path or "#" in path:
@@ -366,9 +360,7 @@ def build_webhook_app(
         raise ValueError("body_timeout must be > 0 seconds")
     if not max_clock_skew > 0:
         raise ValueError("max_clock_skew must be > 0 seconds")
-    failures = FailureLimiter(
-        limit=failure_limit, window=failure_window, max_sources=max_tracked_sources
-    )
+    failures = FailureLimiter(limit=failure_limit, window=failure_window)
     handler = _NotifyHandler(
         sink,
         path=path,
@@ -379,7 +371,6 @@ def build_webhook_app(
         failures=failures,
         sources=SourceResolver(trusted_proxies),
         max_clock_skew=max_clock_skew,
-        clock=clock,
     )
     app = web.Application(middlewares=[_fixed_error_bodies])
     # One catch-all route: the handler matches the raw path itself, so that the router's
