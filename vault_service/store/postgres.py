@@ -94,17 +94,16 @@ from vault_service.store.migrations import POSTGRES_MIGRATIONS, Migration, check
 from vault_service.store.sealing import (
     EVENT_TOKEN,
     MARK_NEW_DATABASE,
-    SEALED_COLUMNS,
     SELECT_PLAINTEXT_STATE,
-    ResealCount,
+    ResealedBatch,
     Rotation,
     SealedColumn,
-    UnreadableValue,
     allows_plaintext,
     mark_plaintext_free_sql,
     open_body,
     open_record_row,
-    reseal_or_report,
+    plan_reseal,
+    reseal_columns,
     seal_body,
     seal_record_row,
     seal_token,
@@ -489,13 +488,15 @@ class PostgresStore:
         docstring).
         """
         check_limit(batch_size)
-        counts = [await self._reseal_column(column, batch_size) for column in SEALED_COLUMNS]
-        rotation = Rotation(tuple(counts), plaintext_free=False)
-        if rotation.unreadable:
-            return rotation
-        async with self._connection() as connection:
-            plaintext_free = await _mark_plaintext_free(connection)
-        return Rotation(rotation.counts, plaintext_free=plaintext_free)
+
+        async def mark() -> bool:
+            async with self._connection() as connection:
+                return await _mark_plaintext_free(connection)
+
+        async def batch(column: SealedColumn, after: object) -> ResealedBatch:
+            return await self._reseal_batch(column, after, batch_size)
+
+        return await reseal_columns(batch, batch_size=batch_size, mark_plaintext_free=mark)
 
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:
@@ -541,35 +542,24 @@ class PostgresStore:
             # cancelled pg_advisory_lock obtained just before its cancellation arrived.
             await self._lock_pool.release(connection)
 
-    async def _reseal_column(self, column: SealedColumn, batch_size: int) -> ResealCount:
+    async def _reseal_batch(
+        self, column: SealedColumn, after: object, batch_size: int
+    ) -> ResealedBatch:
         select, swap = _reseal_statements(column)
-        after, rewritten, changed = column.first, 0, 0
-        unreadable: list[UnreadableValue] = []
-        while True:
-            async with self._connection() as connection:
-                rows = await connection.fetch(select, after, batch_size)
-                swaps = []
-                for row in rows:
-                    new = reseal_or_report(
-                        self._keys,
-                        column,
-                        row["key"],
-                        row["vaulting_request_id"],
-                        row["stored"],
-                        plaintext=self._plaintext,
-                    )
-                    if isinstance(new, UnreadableValue):
-                        unreadable.append(new)
-                    elif new is not None:
-                        swaps.append((row["key"], row["stored"], new))
-                if swaps:
-                    keys, olds, news = (list(values) for values in zip(*swaps, strict=True))
-                    status = await connection.execute(swap, keys, olds, news)
-                    done = int(status.rpartition(" ")[2])  # "UPDATE <rows>"
-                    rewritten, changed = rewritten + done, changed + len(swaps) - done
-            if len(rows) < batch_size:
-                return ResealCount(column, rewritten, changed, tuple(unreadable))
-            after = rows[-1]["key"]
+        async with self._connection() as connection:
+            rows = await connection.fetch(select, after, batch_size)
+            plan = plan_reseal(
+                self._keys,
+                column,
+                ((row["key"], row["vaulting_request_id"], row["stored"]) for row in rows),
+                plaintext=self._plaintext,
+            )
+            swapped = 0
+            if plan.swaps:
+                keys, olds, news = (list(values) for values in zip(*plan.swaps, strict=True))
+                status = await connection.execute(swap, keys, olds, news)
+                swapped = int(status.rpartition(" ")[2])  # "UPDATE <rows>"
+        return ResealedBatch(len(rows), rows[-1]["key"] if rows else None, swapped, plan)
 
     def _check_open(self) -> None:
         if self._closed:

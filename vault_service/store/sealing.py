@@ -25,6 +25,7 @@ opens: replicas started before a rotation set it enforce it from their next star
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -270,6 +271,72 @@ def reseal_or_report(
     except (CorruptDataError, UnknownDataKeyError) as exc:
         # The messages of these errors name key ids, columns and rows, never a value.
         return UnreadableValue(column, key, vaulting_request_id, str(exc))
+
+
+@dataclass(frozen=True, slots=True)
+class ResealPlan:
+    """What one batch of rows needs: ``swaps`` as (row key, stored value, new value), and the
+    values that could not be opened."""
+
+    swaps: list[tuple[str | int, str | bytes, str | bytes]]
+    unreadable: list[UnreadableValue]
+
+
+def plan_reseal(
+    keys: DataKeyRing,
+    column: SealedColumn,
+    rows: Iterable[tuple[str | int, str, str | bytes]],
+    *,
+    plaintext: bool,
+) -> ResealPlan:
+    """The swaps and reports for ``rows`` of (row key, vaulting request id, stored value)."""
+    plan = ResealPlan([], [])
+    for key, vaulting_request_id, stored in rows:
+        new = reseal_or_report(keys, column, key, vaulting_request_id, stored, plaintext=plaintext)
+        if isinstance(new, UnreadableValue):
+            plan.unreadable.append(new)
+        elif new is not None:
+            plan.swaps.append((key, stored, new))
+    return plan
+
+
+@dataclass(frozen=True, slots=True)
+class ResealedBatch:
+    """One batch as a backend carried it out: how many rows it read (fewer than the batch
+    size ends the column), the last row's key, how many swaps took, and the plan."""
+
+    rows: int
+    last_key: object
+    swapped: int
+    plan: ResealPlan
+
+
+async def reseal_columns(
+    batch: Callable[[SealedColumn, object], Awaitable[ResealedBatch]],
+    *,
+    batch_size: int,
+    mark_plaintext_free: Callable[[], Awaitable[bool]],
+) -> Rotation:
+    """Every sealed column, batch by batch from its first key, through the backend's
+    ``batch(column, after_key)``; the database is marked plaintext-free only after a pass
+    that left nothing unreadable."""
+    counts = []
+    for column in SEALED_COLUMNS:
+        after: object = column.first
+        rewritten = changed = 0
+        unreadable: list[UnreadableValue] = []
+        while True:
+            done = await batch(column, after)
+            rewritten += done.swapped
+            changed += len(done.plan.swaps) - done.swapped
+            unreadable += done.plan.unreadable
+            if done.rows < batch_size:
+                break
+            after = done.last_key
+        counts.append(ResealCount(column, rewritten, changed, tuple(unreadable)))
+    if any(count.unreadable for count in counts):
+        return Rotation(tuple(counts), plaintext_free=False)
+    return Rotation(tuple(counts), plaintext_free=await mark_plaintext_free())
 
 
 def _ascii(stored: bytes) -> str | None:

@@ -83,17 +83,16 @@ from vault_service.store.migrations import SQLITE_MIGRATIONS, Migration, check_s
 from vault_service.store.sealing import (
     EVENT_TOKEN,
     MARK_NEW_DATABASE,
-    SEALED_COLUMNS,
     SELECT_PLAINTEXT_STATE,
-    ResealCount,
+    ResealedBatch,
     Rotation,
     SealedColumn,
-    UnreadableValue,
     allows_plaintext,
     mark_plaintext_free_sql,
     open_body,
     open_record_row,
-    reseal_or_report,
+    plan_reseal,
+    reseal_columns,
     seal_body,
     seal_record_row,
     seal_token,
@@ -293,23 +292,14 @@ class SQLiteStore:
         records that it holds no plaintext (sealing module docstring).
         """
         check_limit(batch_size)
-        counts = []
-        for column in SEALED_COLUMNS:
-            after: object = column.first
-            rewritten = changed = 0
-            unreadable: list[UnreadableValue] = []
-            while True:
-                batch = await self._run(self._reseal_batch, column, after, batch_size)
-                rewritten, changed = rewritten + batch.rewritten, changed + batch.changed
-                unreadable.extend(batch.unreadable)
-                if batch.last_key is None:
-                    break
-                after = batch.last_key
-            counts.append(ResealCount(column, rewritten, changed, tuple(unreadable)))
-        rotation = Rotation(tuple(counts), plaintext_free=False)
-        if rotation.unreadable:
-            return rotation
-        return Rotation(rotation.counts, await self._run(_mark_plaintext_free, self._connection))
+
+        async def batch(column: SealedColumn, after: object) -> ResealedBatch:
+            return await self._run(self._reseal_batch, column, after, batch_size)
+
+        async def mark() -> bool:
+            return await self._run(_mark_plaintext_free, self._connection)
+
+        return await reseal_columns(batch, batch_size=batch_size, mark_plaintext_free=mark)
 
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:
@@ -460,7 +450,7 @@ class SQLiteStore:
         if cursor.rowcount == 0 and not _exists(self._connection, vaulting_request_id):
             raise RecordNotFoundError(vaulting_request_id)
 
-    def _reseal_batch(self, column: SealedColumn, after: object, limit: int) -> _ResealBatch:
+    def _reseal_batch(self, column: SealedColumn, after: object, limit: int) -> ResealedBatch:
         # Table and column names come from the constant SEALED_COLUMNS, never from input.
         select = (
             f"SELECT {column.key}, vaulting_request_id, {column.column} FROM {column.table} "  # noqa: S608
@@ -471,24 +461,13 @@ class SQLiteStore:
             f"WHERE {column.key} = ? AND {column.column} = ?"
         )
 
-        def work(connection: sqlite3.Connection) -> _ResealBatch:
+        def work(connection: sqlite3.Connection) -> ResealedBatch:
             rows = connection.execute(select, (after, limit)).fetchall()
-            rewritten = changed = 0
-            unreadable = []
-            for key, vaulting_request_id, stored in rows:
-                new = reseal_or_report(
-                    self._keys, column, key, vaulting_request_id, stored, plaintext=self._plaintext
-                )
-                if new is None:
-                    continue
-                if isinstance(new, UnreadableValue):
-                    unreadable.append(new)
-                elif connection.execute(update, (new, key, stored)).rowcount:
-                    rewritten += 1
-                else:
-                    changed += 1
-            last_key = rows[-1][0] if len(rows) == limit else None
-            return _ResealBatch(rewritten, changed, unreadable, last_key)
+            plan = plan_reseal(self._keys, column, rows, plaintext=self._plaintext)
+            swapped = sum(
+                connection.execute(update, (new, key, old)).rowcount for key, old, new in plan.swaps
+            )
+            return ResealedBatch(len(rows), rows[-1][0] if rows else None, swapped, plan)
 
         return _transaction(self._connection, work)
 
@@ -501,13 +480,6 @@ class SQLiteStore:
         return record_from_row(
             open_record_row(self._keys, RecordRow(*row), plaintext=self._plaintext)
         )
-
-
-class _ResealBatch(NamedTuple):
-    rewritten: int
-    changed: int
-    unreadable: list[UnreadableValue]
-    last_key: object  # where the next batch starts; None: the column is done
 
 
 def _scalar(connection: sqlite3.Connection, sql: str) -> Any:
