@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any, Final
 
 import grpc
@@ -47,6 +48,11 @@ REFLECTION_PREFIXES: Final = (
 # log line's redaction looks for it.
 _BEARER = re.compile(rf"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9._~+/-]{{1,{MAX_TOKEN_LENGTH}}}=*)")
 
+_AUTHENTICATED: ContextVar[tuple[Context, object, Caller] | None] = ContextVar(
+    "vault_authenticated", default=None
+)
+"""The last call authenticated in this task (grpc.aio runs each call in a task of its own)."""
+
 Directory = Callable[[], CallerDirectory]
 """The callers in force now (the token file may be reloaded between two calls)."""
 
@@ -68,7 +74,15 @@ class Authenticator:
         return self._tokens is None and self._certificates is None
 
     def caller(self, context: Context) -> Caller:
-        return self.caller_of(context.invocation_metadata() or (), context.auth_context())
+        """The caller of this call. The interceptor and then the method ask for each call, so
+        the answer is kept for the call (the same context) until the callers change."""
+        version = self.version()
+        seen = _AUTHENTICATED.get()
+        if seen is not None and seen[0] is context and seen[1] is version:
+            return seen[2]
+        found = self.caller_of(context.invocation_metadata() or (), context.auth_context())
+        _AUTHENTICATED.set((context, version, found))
+        return found
 
     def caller_of(
         self, metadata: Iterable[tuple[str, str | bytes]], auth_context: Mapping[str, Any]
@@ -131,8 +145,8 @@ class AuthenticationInterceptor(grpc.aio.ServerInterceptor):
     configured closed): closed by default, so a method added later is never open by mistake.
 
     It runs before the request is even decoded, so a stranger learns nothing from our answers
-    to malformed requests. VaultService methods still ask the authenticator themselves, for
-    the caller (who owns what), which this check only says exists.
+    to malformed requests. VaultService methods then ask the authenticator for the caller
+    (who owns what), which it has kept from this check.
     """
 
     def __init__(
