@@ -632,8 +632,9 @@ async def _damage_event(service_env: ServiceEnv, victim: str, *, taken_from: str
 async def _unreadable_event(
     calls: Calls, emulator: EmulatorServer, origin: str, secret: Secrets
 ) -> None:
-    """A replay from before the damaged event (read from the database) leaves it out and goes
-    on to the results after it."""
+    """A replay from before the damaged event (read from the database) reports it as an
+    unreadable event (issue 9 #2: it used to leave it out in silence) and goes on to the
+    results after it; the log line about it holds no card value (checked with the rest)."""
     created = await calls.create(pb.CreateSessionRequest(vaulting_request_id="ls-after"))
     assert created is not None
     buyer = BUYERS[1]
@@ -647,10 +648,17 @@ async def _unreadable_event(
         )
     )
     delivered: list[str] = []
-    while "ls-after" not in delivered:
-        delivered.append((await next_event(replay)).result.vaulting_request_id)
+    async with asyncio.timeout(10):
+        while "event ls-after" not in delivered:
+            message = await replay.read()
+            assert message is not grpc.aio.EOF
+            match message.WhichOneof("kind"):
+                case "event":
+                    delivered.append(f"event {message.event.result.vaulting_request_id}")
+                case "unreadable_event":
+                    delivered.append(f"unreadable {message.unreadable_event.vaulting_request_id}")
     replay.cancel()
-    assert delivered == ["ls-mastercard", "ls-after"]
+    assert delivered == ["unreadable ls-visa", "event ls-mastercard", "event ls-after"]
 
 
 def _strings(value: object) -> Iterator[str]:

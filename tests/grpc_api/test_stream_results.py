@@ -4,19 +4,33 @@ cancellation and bursts of stream opens."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 from grpc import StatusCode
 
+from tests.fixtures.data_keys import ring_with_new_key
 from tests.grpc_api.conftest import RunningServer
-from tests.grpc_api.support import CALLER_METADATA_KEY, bad_request, eventually, notify
+from tests.grpc_api.support import (
+    CALLER_METADATA_KEY,
+    bad_request,
+    error_info,
+    eventually,
+    notification,
+    notify,
+    retry_info,
+)
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
-from vault_service.domain import encode_resume_token
+from vault_service.domain import decode_resume_token, encode_resume_token
+from vault_service.events import EventHub
 from vault_service.grpc_api.servicer import VaultServicer
-from vault_service.service.vaulting import VaultingService
+from vault_service.service.news import from_notification
+from vault_service.service.vaulting import VaultingService, utc_now
 from vault_service.store.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -270,3 +284,92 @@ async def test_a_client_that_stops_reading_stalls_nobody_and_loses_nothing(
         fast.cancel()
     assert ids_of(await events(slow, len(ids))) == ids
     slow.cancel()
+
+
+async def test_an_event_this_server_cannot_decrypt_ends_the_stream_unavailable_before_it(
+    stub: VaultServiceAsyncStub,
+    vaulting: VaultingService,
+    sqlite_store: SQLiteStore,
+    hub: EventHub,
+    data_key_file: Path,
+    tmp_path: Path,
+) -> None:
+    """Regression (issue 9 #2): an event sealed under a data key this server lacked was left
+    out, and the stream's next checkpoint moved past it for good. The stream now ends with
+    UNAVAILABLE, RetryInfo and ErrorInfo DATA_KEY_MISSING whose resume_token is the position
+    just before the event, and a message that names the key and what to do."""
+    await create(stub, "vr-1", "vr-2")
+    stream = open_stream(stub)
+    await checkpoint(stream)
+    await notify(vaulting, "vr-1")
+    [delivered] = await events(stream, 1)
+    ring = await asyncio.to_thread(ring_with_new_key, data_key_file, tmp_path, "newer")
+    replica = await SQLiteStore.open(tmp_path / "vault.db", auto_migrate=False, data_keys=ring)
+    try:  # another replica, whose key file already has a newer key, records vr-2's result
+        event = await replica.apply("vr-2", from_notification(notification("vr-2"), utc_now()))
+    finally:
+        await replica.close()
+    assert event is not None
+    hub.notify()
+
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await events(stream, 1)
+    assert ended.value.code() == StatusCode.UNAVAILABLE
+    assert "data key 'newer'" in (ended.value.details() or "")
+    assert retry_info(ended.value) is not None
+    info = error_info(ended.value)
+    assert info is not None
+    assert (info.domain, info.reason) == ("vault", "DATA_KEY_MISSING")
+    before = decode_resume_token(info.metadata["resume_token"], sqlite_store.log_id)
+    assert before == event.event_id - 1
+    assert before >= decode_resume_token(delivered.resume_token, sqlite_store.log_id)
+
+
+async def test_a_corrupt_event_is_sent_as_an_unreadable_event(
+    stub: VaultServiceAsyncStub, vaulting: VaultingService, tmp_path: Path
+) -> None:
+    """Regression (issue 9 #2): a corrupt event was skipped in silence. Its owner's stream now
+    gets an UnreadableEvent (its token, its request id, a reason) in its place, then the next
+    event; another caller's stream sees neither."""
+    await create(stub, "vr-1", "vr-2")
+    await create(stub, "vr-other", caller="other")
+    stream = open_stream(stub)
+    origin = await checkpoint(stream)
+    stream.cancel()
+    await notify(vaulting, "vr-1")
+    await notify(vaulting, "vr-other")
+    await notify(vaulting, "vr-2")
+    await asyncio.to_thread(tamper_event, tmp_path / "vault.db", "vr-1", taken_from="vr-2")
+
+    resumed = open_stream(stub, origin.resume_token)
+    await checkpoint(resumed)
+    unreadable = await read(resumed)
+    assert unreadable.WhichOneof("kind") == "unreadable_event"
+    assert unreadable.unreadable_event.vaulting_request_id == "vr-1"
+    assert unreadable.unreadable_event.reason
+    assert ids_of(await events(resumed, 1)) == ["vr-2"]
+    resumed.cancel()
+    after = open_stream(stub, unreadable.unreadable_event.resume_token)
+    await checkpoint(after)
+    assert ids_of(await events(after, 1)) == ["vr-2"]
+    after.cancel()
+
+    others = stub.StreamResults(
+        pb.StreamResultsRequest(resume_token=origin.resume_token),
+        metadata=((CALLER_METADATA_KEY, "other"),),
+    )
+    await checkpoint(others)
+    assert ids_of(await events(others, 1)) == ["vr-other"]
+    await assert_quiet(others)
+    others.cancel()
+
+
+def tamper_event(database: Path, vaulting_request_id: str, *, taken_from: str) -> None:
+    """Give the event another event's sealed card token, as an attacker with SQL access might:
+    it fails authentication under a key the server holds, so it is corrupt for good."""
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        db.execute(
+            "UPDATE events SET card_token = (SELECT card_token FROM events"
+            " WHERE vaulting_request_id = ?) WHERE vaulting_request_id = ?",
+            (taken_from, vaulting_request_id),
+        )

@@ -1,6 +1,7 @@
-"""Card data that does not decrypt, on every backend: one bad event row is left out of the log's
-readers (and of every stream) instead of breaking them all; plaintext in a database that
-records holding none reads as corrupt data; a rotation reports what it cannot decrypt.
+"""Card data that does not decrypt, on every backend: one bad event row is reported in its place
+to the readers of the log (and to the streams it belongs to) instead of breaking them all or
+vanishing; plaintext in a database that records holding none reads as corrupt data; a rotation
+reports what it cannot decrypt.
 
 Rows are damaged with plain SQL (``Backend.execute``), as an operator or an attacker would.
 """
@@ -16,7 +17,9 @@ from typing import Literal
 
 import pytest
 
+from tests.fixtures.data_keys import ring_with_new_key
 from tests.fixtures.logs import CapturedLog
+from tests.grpc_api.support import eventually
 from tests.store.backends import Backend
 from tests.store.strategies import T0
 from tests.store.test_data_at_rest import (
@@ -27,17 +30,20 @@ from tests.store.test_data_at_rest import (
     save_card,
     token,
 )
-from vault_service.domain import Event
+from vault_service.domain import Event, decode_resume_token
 from vault_service.events import EventHub
 from vault_service.service.streaming import (
-    PAGE_SIZE,
+    Checkpoint,
+    EventKeyMissingError,
     ResultStreams,
     StreamedEvent,
     StreamItem,
+    UnreadableItem,
 )
 from vault_service.store import CorruptDataError, Store
+from vault_service.store.base import LogEntry, Unreadable, UnreadableEvent
 from vault_service.store.data_keys import DataKeyRing, add_data_key, read_data_key_file
-from vault_service.store.event_rows import EventPage, EventRow, ReportedEvents
+from vault_service.store.event_rows import ReportedEvents
 from vault_service.store.factory import open_store, rotate_data_key
 from vault_service.store.sealing import (
     EVENT_TOKEN,
@@ -83,50 +89,77 @@ async def damage_event(backend: Backend, damage: str) -> str:
     return stored
 
 
-async def follow(
-    store: Store, hub: EventHub, position: int, owner: str | None
+def follow(
+    store: Store,
+    hub: EventHub,
+    position: int,
+    owner: str | None,
+    ids: frozenset[str] | None = None,
+    *,
+    checkpoint_interval: float = 30,
 ) -> AsyncIterator[StreamItem]:
     """A stream of ``owner``'s events after ``position`` (``None``: an admin's, every owner)."""
-    streams = ResultStreams(store, hub, checkpoint_interval=30)
-    return streams.follow(position, owner=owner, vaulting_request_ids=None)
+    streams = ResultStreams(store, hub, checkpoint_interval=checkpoint_interval)
+    return streams.follow(position, owner=owner, vaulting_request_ids=ids)
 
 
 async def take(items: AsyncIterator[StreamItem], count: int) -> list[str]:
-    """The request ids of the next ``count`` events ``items`` streams."""
+    """The request ids of the next ``count`` events ``items`` streams; an unreadable event
+    counts as ``"unreadable <id>"``."""
     taken: list[str] = []
     async with asyncio.timeout(10):
         async for item in items:
             if isinstance(item, StreamedEvent):
                 taken.append(item.event.record.vaulting_request_id)
-                if len(taken) == count:
-                    break
+            elif isinstance(item, UnreadableItem):
+                taken.append(f"unreadable {item.vaulting_request_id}")
+            if len(taken) == count:
+                break
     return taken
 
 
-def ids(events: list[Event]) -> list[str]:
-    return [event.record.vaulting_request_id for event in events]
+def ids(entries: list[LogEntry]) -> list[str]:
+    return [
+        f"unreadable {entry.vaulting_request_id} {entry.cause.value}"
+        if isinstance(entry, UnreadableEvent)
+        else entry.record.vaulting_request_id
+        for entry in entries
+    ]
+
+
+def expected_cause(damage: str) -> Unreadable:
+    return Unreadable.MISSING_KEY if damage == "unknown-key" else Unreadable.CORRUPT
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
-async def test_an_unreadable_event_is_left_out_and_logged(
+async def test_an_unreadable_event_is_reported_in_its_place_and_logged_once(
     backend: Backend, store: Store, log: list[Event], damage: str, captured_log: CapturedLog
 ) -> None:
-    """Guards finding 10: one event that does not decrypt or decode used to fail every read of
-    the log. It is left out (pages refill past it, so paging still reaches the end), logged
-    with its event id and request id and without any card value, and its record still reads."""
+    """Regression (issue 9 #2): an event row that did not decrypt or decode was left out of
+    every read, so the streams' cursors moved past it for good. Reads now return it in its
+    place, with its ids, owner and cause (a missing key or corruption for good), on every
+    page size and filter; it is logged once with its event id and request id and without any
+    card value, and its record still reads."""
     before = await damage_event(backend, damage)
-    assert ids(await store.events_after(0, limit=100)) == ["a", "c", "o"]
-    paged: list[Event] = []
+    bad = f"unreadable b {expected_cause(damage).value}"
+    for _ in range(2):
+        assert ids(await store.events_after(0, limit=100)) == ["a", bad, "c", "o"]
+    paged: list[LogEntry] = []
     while page := await store.events_after(paged[-1].event_id if paged else 0, limit=1):
         paged += page
-    assert ids(paged) == ["a", "c", "o"]
-    assert ids(await store.events_after(0, limit=2, owner="checkout")) == ["a", "c"]
+    assert ids(paged) == ["a", bad, "c", "o"]
+    assert ids(await store.events_after(0, limit=2, owner="checkout")) == ["a", bad]
+    assert ids(await store.events_after(0, limit=9, owner="billing")) == ["o"]
+    assert ids(await store.events_after(0, limit=9, vaulting_request_ids=frozenset("ac"))) == [
+        "a",
+        "c",
+    ]
 
     errors = [line for line in captured_log.lines() if line["level"] == "error"]
-    assert errors
-    assert all(
-        (line["event_id"], line["vaulting_request_id"]) == (log[1].event_id, "b") for line in errors
-    )
+    assert [(line["event_id"], line["vaulting_request_id"]) for line in errors] == [
+        (log[1].event_id, "b")
+    ]
+    assert errors[0]["reason"] == expected_cause(damage).value
     assert token("b") not in captured_log.text
     assert before not in captured_log.text
     record = await store.get("b")
@@ -135,46 +168,144 @@ async def test_an_unreadable_event_is_left_out_and_logged(
     assert record.card.card_token == token("b")
 
 
-async def test_streams_go_on_past_an_unreadable_event(
+async def test_streams_report_a_corrupt_event_to_its_subscribers_and_go_on(
     backend: Backend, store: Store, log: list[Event], hub: EventHub, captured_log: CapturedLog
 ) -> None:
-    """Guards finding 10 at the stream: an event sealed under a key the ring lacks used to fail
-    every StreamResults with INTERNAL, on every reconnect. Streams from before it deliver the
-    events after it, also live ones; other owners' streams and admin streams are unaffected."""
-    await damage_event(backend, "unknown-key")
-    checkout = await follow(store, hub, 0, "checkout")
-    billing = await follow(store, hub, 0, "billing")
-    admin = await follow(store, hub, 0, None)
-    resumed = await follow(store, hub, log[0].event_id, "checkout")
-    assert await take(checkout, 2) == ["a", "c"]
+    """Regression (issue 9 #2): a corrupt event was skipped in silence. The streams it belongs
+    to (its owner's, an admin's, a resumed one) now get an unreadable-event item in its place
+    and then the events after it, also live ones; a stream it does not belong to (another
+    owner, an id filter without it) never sees it."""
+    await damage_event(backend, "moved-from-another-event")
+    checkout = follow(store, hub, 0, "checkout")
+    billing = follow(store, hub, 0, "billing")
+    admin = follow(store, hub, 0, None)
+    resumed = follow(store, hub, log[0].event_id, "checkout")
+    filtered = follow(store, hub, 0, "checkout", frozenset({"a", "c", "d"}))
+    assert await take(checkout, 3) == ["a", "unreadable b", "c"]
     assert await take(billing, 1) == ["o"]
-    assert await take(admin, 3) == ["a", "c", "o"]
-    assert await take(resumed, 1) == ["c"]
+    assert await take(admin, 4) == ["a", "unreadable b", "c", "o"]
+    assert await take(resumed, 2) == ["unreadable b", "c"]
+    assert await take(filtered, 2) == ["a", "c"]
 
     await save_card(store, "d")
     hub.notify()
-    for items in (checkout, admin, resumed):
+    for items in (checkout, admin, resumed, filtered):
         assert await take(items, 1) == ["d"]
-    for items in (checkout, billing, admin, resumed):
+    for items in (checkout, billing, admin, resumed, filtered):
         await items.aclose()
     assert token("b") not in captured_log.text
 
 
-async def test_a_stream_moves_past_an_unreadable_newest_event(
+async def test_a_live_stream_reports_a_corrupt_newest_event(
     backend: Backend, store: Store, log: list[Event], hub: EventHub
 ) -> None:
-    """Guards the resume position: with the unreadable event the newest of the log, a stream
-    from before it neither fails nor loops on it, and delivers the next event."""
+    """Regression (issue 9 #2): with the unreadable event the newest of the log, a stream from
+    before it neither fails nor loops on it: it reports it, then delivers the next event."""
     await backend.execute(
         f"UPDATE events SET card_token = 'v1:x:AAAA' WHERE id = {log[-1].event_id}"
     )
-    items = await follow(store, hub, log[2].event_id, None)
-    hub.notify()
-    await asyncio.sleep(0)
+    items = follow(store, hub, log[2].event_id, None)
+    assert await take(items, 1) == ["unreadable o"]
     await save_card(store, "d")
     hub.notify()
     assert await take(items, 1) == ["d"]
     await items.aclose()
+
+
+async def save_under_key_others_lack(backend: Backend, ring: DataKeyRing) -> Event:
+    """Event "b" of owner checkout, written by a replica whose key file (``ring``) already
+    holds a new active key that the test's ``store`` (the replica under test) lacks."""
+    writer = await reopen(backend, ring)
+    try:
+        return await save_card(writer, "b")
+    finally:
+        await writer.close()
+
+
+async def collect(items: AsyncIterator[StreamItem], into: list[StreamItem]) -> None:
+    """Every item of a stream, in ``into``, until it ends (or fails)."""
+    async for item in items:
+        into.append(item)
+
+
+def delivered(items: list[StreamItem]) -> list[str]:
+    return [
+        item.event.record.vaulting_request_id for item in items if isinstance(item, StreamedEvent)
+    ]
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["replay", "live"])
+async def test_a_replica_missing_a_key_ends_its_streams_before_the_event(
+    backend: Backend, store: Store, hub: EventHub, tmp_path: Path, live: bool
+) -> None:
+    """Regression (issue 9 #2): on a replica whose key ring lacked the key of one event, that
+    event was left out and the streams' cursors and checkpoints moved past it, so no replica
+    resumed from them ever delivered it. Now the streams it belongs to end with
+    EventKeyMissingError carrying the token just before it, no checkpoint passes it (the
+    streams checkpoint often here), streams it does not belong to go on past it, and a
+    replica with the full ring (a restart with the right key file) delivers it from that
+    token. Both paths: replayed from the log, and live from the shared tail buffer."""
+    first = await save_card(store, "a")
+    streams = ResultStreams(store, hub, checkpoint_interval=0.01)
+    start = first.event_id if live else 0
+    seen: dict[str, list[StreamItem]] = {"checkout": [], "billing": [], "a and c": []}
+    tasks = {
+        name: asyncio.create_task(
+            collect(
+                streams.follow(
+                    start,
+                    owner="billing" if name == "billing" else "checkout",
+                    vaulting_request_ids=frozenset("ac") if name == "a and c" else None,
+                ),
+                seen[name],
+            )
+        )
+        for name in seen
+    }
+    if live:  # every stream caught up, waiting on the hub between checkpoints
+        await eventually(lambda: all(len(items) > 2 for items in seen.values()), within=10)
+    full_ring = await asyncio.to_thread(ring_with_new_key, backend.key_file, tmp_path, "newer")
+    bad = await save_under_key_others_lack(backend, full_ring)
+    await save_card(store, "c")
+    await save_card(store, "o", owner="billing")
+    hub.notify()
+
+    with pytest.raises(EventKeyMissingError) as ended:
+        await asyncio.wait_for(tasks["checkout"], 10)
+    assert decode_resume_token(ended.value.resume_token, store.log_id) == bad.event_id - 1
+    assert ended.value.key_id == "newer"
+    positions = [
+        decode_resume_token(item.resume_token, store.log_id)
+        for item in seen["checkout"]
+        if isinstance(item, Checkpoint | StreamedEvent)
+    ]
+    assert max(positions) < bad.event_id
+    assert delivered(seen["checkout"]) == ([] if live else ["a"])
+    await eventually(lambda: delivered(seen["billing"]) == ["o"], within=10)
+    await eventually(
+        lambda: delivered(seen["a and c"]) == (["c"] if live else ["a", "c"]), within=10
+    )
+    for task in tasks.values():
+        task.cancel()
+    await asyncio.gather(*tasks.values(), return_exceptions=True)
+    with pytest.raises(EventKeyMissingError) as admin_ended:  # an admin's stream too
+        await asyncio.wait_for(
+            collect(streams.follow(0, owner=None, vaulting_request_ids=None), []), 10
+        )
+    assert admin_ended.value.resume_token == ended.value.resume_token
+
+    restarted = await reopen(backend, full_ring)
+    try:
+        resumed = follow(
+            restarted,
+            EventHub(),
+            decode_resume_token(ended.value.resume_token, restarted.log_id),
+            "checkout",
+        )
+        assert await take(resumed, 2) == ["b", "c"]
+        await resumed.aclose()
+    finally:
+        await restarted.close()
 
 
 async def test_a_new_database_refuses_plaintext_card_data(backend: Backend, store: Store) -> None:
@@ -265,51 +396,6 @@ async def test_a_rotation_reports_what_it_cannot_decrypt_and_rotates_the_rest(
     assert await backend.query(PLAINTEXT_STATE) == []
     ring = await asyncio.to_thread(read_data_key_file, key_file)
     assert not (await rotate_data_key(backend.url, ring)).plaintext_free
-
-
-async def copy_event(backend: Backend, event_id: int, copies: int, card_token: str) -> list[int]:
-    """Append ``copies`` copies of event ``event_id`` holding ``card_token`` (SQL both dialects
-    share); their ids, ascending."""
-    await backend.execute(
-        f"WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {copies}) "
-        "INSERT INTO events (vaulting_request_id, owner, source, occurred_at, snapshot, "
-        f"card_token) SELECT vaulting_request_id, owner, source, occurred_at, snapshot, "
-        f"{card_token} FROM events, n WHERE events.id = {event_id}"
-    )
-    rows = await backend.query(f"SELECT id FROM events WHERE id > {event_id} ORDER BY id")
-    return [event_id for (event_id,) in rows][-copies:]
-
-
-async def test_a_run_of_unreadable_events_costs_a_few_reads_and_one_error_each(
-    backend: Backend, store: Store, captured_log: CapturedLog, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Guards the refill after a nearly full page: it asked for only the events missing, so 255
-    good then 300 bad rows took 301 queries in one call (blocking SQLite's store thread), each
-    bad row logged again by every call. A page now reads ``limit`` rows per query, and each bad
-    event is logged once, however many calls skip it."""
-    first = await save_card(store, "a")
-    await copy_event(backend, first.event_id, PAGE_SIZE - 2, "card_token")
-    bad = await copy_event(backend, first.event_id, 300, "'v1:gone:AAAA'")
-    reads: list[int] = []  # the rows of each query, in order
-    fill = EventPage.fill
-
-    def counted(page: EventPage, rows: list[EventRow]) -> int | None:
-        reads.append(len(rows))
-        return fill(page, rows)
-
-    monkeypatch.setattr(EventPage, "fill", counted)
-
-    for _ in range(2):
-        events = await store.events_after(0, limit=PAGE_SIZE)
-        assert len(events) == PAGE_SIZE - 1
-        assert all(event.record.card for event in events)
-    assert reads == [PAGE_SIZE, PAGE_SIZE, 300 - 1 - PAGE_SIZE] * 2  # 3 queries a call
-    reads.clear()
-    assert await store.events_after(events[-1].event_id, limit=PAGE_SIZE) == []
-    assert reads == [PAGE_SIZE, 300 - PAGE_SIZE]
-
-    errors = [line["event_id"] for line in captured_log.lines() if line["level"] == "error"]
-    assert errors == bad
 
 
 def test_the_memory_of_logged_events_is_bounded() -> None:

@@ -39,11 +39,14 @@ from vault_service.errors import (
     UnauthenticatedError,
     VaultError,
 )
+from vault_service.service.streaming import EventKeyMissingError
 from vault_service.store.base import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
 ANTOM_DOMAIN: Final = "antom"
+VAULT_DOMAIN: Final = "vault"
+DATA_KEY_MISSING_REASON: Final = "DATA_KEY_MISSING"
 SIGNATURE_INVALID_REASON: Final = "ANTOM_SIGNATURE_INVALID"
 RETRY_DELAY_SECONDS: Final = 1
 INTERNAL_MESSAGE: Final = "internal error"
@@ -109,6 +112,18 @@ def rich_status(exc: Exception) -> status_pb2.Status:
                 code_pb2.UNAVAILABLE,
                 "Antom could not be reached or answered badly; retry later",
                 _retry_info(),
+            )
+        case EventKeyMissingError():
+            return _status(
+                code_pb2.UNAVAILABLE,
+                f"{exc}; resume from ErrorInfo.metadata['resume_token'] on another server, or"
+                " here once its VAULT_DATA_KEY_FILE holds the key",
+                _retry_info(),
+                error_details_pb2.ErrorInfo(
+                    reason=DATA_KEY_MISSING_REASON,
+                    domain=VAULT_DOMAIN,
+                    metadata={"resume_token": exc.resume_token},
+                ),
             )
         case StoreUnavailableError():
             return _status(

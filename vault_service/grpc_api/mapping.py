@@ -26,10 +26,13 @@ from vault_service.domain import (
     VaultingRecord,
     VaultingStatus,
 )
-from vault_service.service.streaming import Checkpoint, StreamedEvent
+from vault_service.service.streaming import Checkpoint, StreamItem, UnreadableItem
 from vault_service.service.vaulting import CreatedSession
 
 DEFAULT_PAYMENT_METHOD_TYPE: Final = "CARD"
+UNREADABLE_REASON: Final = (
+    "the stored event fails its integrity check or does not decode; read the result with GetResult"
+)
 
 _STATUS: Final[dict[VaultingStatus, pb.VaultingStatus.ValueType]] = {
     VaultingStatus.SESSION_CREATED: pb.VAULTING_STATUS_SESSION_CREATED,
@@ -120,12 +123,21 @@ def vaulting_result(record: VaultingRecord) -> pb.VaultingResult:
     return result
 
 
-def stream_item(item: StreamedEvent | Checkpoint) -> pb.StreamResultsResponse:
-    """One StreamResults message: an event, or a checkpoint carrying only the cursor."""
+def stream_item(item: StreamItem) -> pb.StreamResultsResponse:
+    """One StreamResults message: an event, a checkpoint carrying only the cursor, or the
+    report of an event that cannot be read."""
     if isinstance(item, Checkpoint):
         return pb.StreamResultsResponse(
             checkpoint=pb.Checkpoint(
                 resume_token=item.resume_token, checkpoint_time=timestamp(item.at)
+            )
+        )
+    if isinstance(item, UnreadableItem):
+        return pb.StreamResultsResponse(
+            unreadable_event=pb.UnreadableEvent(
+                resume_token=item.resume_token,
+                vaulting_request_id=item.vaulting_request_id,
+                reason=UNREADABLE_REASON,
             )
         )
     event = item.event

@@ -9,6 +9,14 @@ reads the log itself, in pages, at its own pace, until it is caught up. Either w
 owns nothing but its cursor, so a slow client never stalls the others and never grows memory,
 and a cancelled stream just stops. Checkpoints carry the newest position the subscriber has
 fully seen, so an idle or filtered client can resume cheaply.
+
+An event row this process cannot read (:class:`~vault_service.store.base.UnreadableEvent`) is
+never passed in silence by a subscriber it belongs to (by owner and id filter, which the row
+holds in the clear): one sealed under a key this process lacks ends the stream with
+:class:`EventKeyMissingError`, whose resume token stops just before it, so the subscriber
+resumes on a replica that has the key, or here once this one does; a corrupt one is sent as an
+:class:`UnreadableItem` (it would read the same everywhere) and the stream goes on. Subscribers
+it does not belong to pass it like any other event of someone else's.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeGuard
 
 from vault_service.domain import (
     Event,
@@ -26,9 +35,17 @@ from vault_service.domain import (
     decode_resume_token,
     encode_resume_token,
 )
+from vault_service.errors import VaultError
 from vault_service.events import EventHub
 from vault_service.service.vaulting import Clock, utc_now
-from vault_service.store.base import Store
+from vault_service.store.base import (
+    LogEntry,
+    Store,
+    Unreadable,
+    UnreadableEvent,
+    entry_owner,
+    entry_request_id,
+)
 
 PAGE_SIZE = 256
 TAIL_CAPACITY = 4096
@@ -46,7 +63,31 @@ class Checkpoint:
     at: datetime
 
 
-StreamItem = StreamedEvent | Checkpoint
+@dataclass(frozen=True, slots=True)
+class UnreadableItem:
+    """An event of the subscriber's that is corrupt for good: it is told, and moves past it
+    with ``resume_token``; the record itself may still be read with GetResult."""
+
+    resume_token: str
+    vaulting_request_id: str
+
+
+StreamItem = StreamedEvent | Checkpoint | UnreadableItem
+
+
+class EventKeyMissingError(VaultError):
+    """An event the stream must deliver is sealed under a data key this process lacks.
+
+    A fault of this process, not of the event: another replica, or this one restarted with
+    the right key file, delivers it from ``resume_token`` (the position just before it).
+    """
+
+    def __init__(self, resume_token: str, key_id: str | None) -> None:
+        super().__init__(
+            f"this server lacks data key {key_id!r} needed for an event of this stream"
+        )
+        self.resume_token = resume_token
+        self.key_id = key_id
 
 
 class LogTail:
@@ -56,18 +97,16 @@ class LogTail:
     and the log holds no other event up to ``position`` (positions are commit-ordered in both
     backends, so nothing can appear below ``position`` later).
 
-    An event row that does not decode is not an event here: the store logs it and leaves it
-    out, refilling the page past it. A position (and so a checkpoint) therefore moves past an
-    unreadable event as soon as a readable one follows it; until then it rests just below,
-    and the next wake-up reads that row again (no stall, no loop: reads happen once per
-    wake-up), which is why one bad row fails neither the tail nor any stream.
+    An event row that does not decode is buffered as the store's
+    :class:`~vault_service.store.base.UnreadableEvent`; what it means is each subscriber's
+    business (:meth:`ResultStreams.follow`), so one bad row never fails the tail.
     """
 
     def __init__(self, store: Store, hub: EventHub, *, capacity: int = TAIL_CAPACITY) -> None:
         self._store = store
         self._hub = hub
         self._capacity = capacity
-        self._events: collections.deque[Event] = collections.deque()
+        self._events: collections.deque[LogEntry] = collections.deque()
         self._floor = -1
         self._position = -1
         self._synced_generation = -1
@@ -96,12 +135,12 @@ class LogTail:
                     break
             self._synced_generation = generation
 
-    def since(self, position: int) -> list[Event] | None:
+    def since(self, position: int) -> list[LogEntry] | None:
         """The buffered events after ``position``, or ``None`` when ``position`` is older than
         the buffer (the caller must read the log itself)."""
         if position < self._floor:
             return None
-        newer: list[Event] = []
+        newer: list[LogEntry] = []
         for event in reversed(self._events):
             if event.event_id <= position:
                 break
@@ -109,18 +148,21 @@ class LogTail:
         newer.reverse()
         return newer
 
-    def _append(self, event: Event) -> None:
+    def _append(self, event: LogEntry) -> None:
         self._events.append(event)
         self._position = event.event_id
         if len(self._events) > self._capacity:
             self._floor = self._events.popleft().event_id
 
 
-def _matches(event: Event, owner: str | None, ids: frozenset[str] | None) -> bool:
-    record = event.record
-    return (owner is None or record.owner == owner) and (
-        ids is None or record.vaulting_request_id in ids
+def _matches(entry: LogEntry, owner: str | None, ids: frozenset[str] | None) -> bool:
+    return (owner is None or entry_owner(entry) == owner) and (
+        ids is None or entry_request_id(entry) in ids
     )
+
+
+def _key_missing(entry: LogEntry) -> TypeGuard[UnreadableEvent]:
+    return isinstance(entry, UnreadableEvent) and entry.cause is Unreadable.MISSING_KEY
 
 
 class ResultStreams:
@@ -172,24 +214,34 @@ class ResultStreams:
             horizon = tail.position
             buffered = tail.since(position)
             if buffered is not None:
-                for event in buffered:
-                    if _matches(event, owner, vaulting_request_ids):
-                        yield StreamedEvent(
-                            encode_resume_token(store.log_id, event.event_id), event
-                        )
-                # Every event up to the tail's position has been looked at.
-                position = max(position, horizon)
-            else:
-                events = await store.events_after(
+                for entry in buffered:
+                    if not _matches(entry, owner, vaulting_request_ids):
+                        continue
+                    if _key_missing(entry):
+                        # The buffer read it before: the log itself says whether it still
+                        # cannot be read (the key may be back).
+                        buffered = None
+                        break
+                    position = entry.event_id
+                    yield self._item(entry)
+                else:
+                    # Every event up to the tail's position has been looked at.
+                    position = max(position, horizon)
+            if buffered is None:
+                entries = await store.events_after(
                     position,
                     limit=PAGE_SIZE,
                     owner=owner,
                     vaulting_request_ids=vaulting_request_ids,
                 )
-                for event in events:
-                    position = event.event_id
-                    yield StreamedEvent(encode_resume_token(store.log_id, position), event)
-                if len(events) == PAGE_SIZE:
+                for entry in entries:
+                    if _key_missing(entry):
+                        raise EventKeyMissingError(
+                            encode_resume_token(store.log_id, entry.event_id - 1), entry.key_id
+                        )
+                    position = entry.event_id
+                    yield self._item(entry)
+                if len(entries) == PAGE_SIZE:
                     continue
                 # The page was not full, so every matching event up to ``horizon`` (read by the
                 # tail before this query) has been seen: skip ahead over what did not match.
@@ -200,6 +252,12 @@ class ResultStreams:
                 yield self._checkpoint(position)
                 next_checkpoint = time.monotonic() + self._checkpoint_interval
             await hub.wait(generation, max(0.0, next_checkpoint - time.monotonic()))
+
+    def _item(self, entry: LogEntry) -> StreamedEvent | UnreadableItem:
+        token = encode_resume_token(self._store.log_id, entry.event_id)
+        if isinstance(entry, UnreadableEvent):
+            return UnreadableItem(token, entry.vaulting_request_id)
+        return StreamedEvent(token, entry)
 
     def _checkpoint(self, position: int) -> Checkpoint:
         return Checkpoint(encode_resume_token(self._store.log_id, position), self._clock())

@@ -22,6 +22,7 @@ What every backend guarantees:
 from __future__ import annotations
 
 import contextlib
+import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -92,6 +93,50 @@ class OrphanNotification:
     received_at: datetime
 
 
+class Unreadable(enum.Enum):
+    """Why an event row does not become an :class:`Event` in this process.
+
+    The two call for opposite answers: a missing key is this process's fault and one restart
+    with the right key file fixes it, so nothing may move past the event; a corrupt row stays
+    corrupt wherever it is read, so its subscribers are told and move on.
+    """
+
+    MISSING_KEY = "missing_key"
+    """Sealed under a data key this process's ring does not hold."""
+    CORRUPT = "corrupt"
+    """Fails authentication under a key the ring holds, or its snapshot does not decode."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableEvent:
+    """An event row that does not decode here, with what its row holds in the clear: enough
+    to order it, to tell who may see it (``owner``, ``vaulting_request_id``) and to say why,
+    never a value from its sealed or encoded columns."""
+
+    event_id: int
+    vaulting_request_id: str
+    owner: str
+    cause: Unreadable
+    key_id: str | None
+    """The missing data key's id (:attr:`Unreadable.MISSING_KEY` only)."""
+
+
+LogEntry = Event | UnreadableEvent
+"""One event of the log as a reader meets it."""
+
+
+def entry_owner(entry: LogEntry) -> str:
+    """Who owns the record ``entry`` is about, readable or not."""
+    return entry.owner if isinstance(entry, UnreadableEvent) else entry.record.owner
+
+
+def entry_request_id(entry: LogEntry) -> str:
+    """The vaulting request ``entry`` is about, readable or not."""
+    if isinstance(entry, UnreadableEvent):
+        return entry.vaulting_request_id
+    return entry.record.vaulting_request_id
+
+
 class Store(Protocol):
     """Persistence of vaulting records, their event log and orphan notifications."""
 
@@ -151,14 +196,14 @@ class Store(Protocol):
         limit: int,
         owner: str | None = None,
         vaulting_request_ids: frozenset[str] | None = None,
-    ) -> list[Event]:
+    ) -> list[LogEntry]:
         """Up to ``limit`` events with ids above ``after_event_id``, in ascending id order.
 
         ``owner`` keeps one caller's events (``None``: every owner); ``vaulting_request_ids``
         keeps events of those ids (``None``: every id; an empty set matches nothing). An
-        event whose row does not decode is logged and left out, and the page is refilled
-        from past it, so fewer than ``limit`` events still means that none readable follows
-        (:mod:`vault_service.store.event_rows`).
+        event whose row does not decode here is an :class:`UnreadableEvent` in its place
+        (logged once, :mod:`vault_service.store.event_rows`), never left out: a reader must
+        not move past an event it could not read without knowing it did.
         """
         ...
 

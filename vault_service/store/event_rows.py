@@ -1,18 +1,17 @@
-"""Stored event rows -> events, leaving out the ones that do not decode.
+"""Stored event rows -> log entries: an event, or the report that it does not decode here.
 
-One unreadable row (a ciphertext under a key removed from the key file, a tampered token, an
-edited snapshot) must not break the log for every reader: a stream page holds every owner's
-events, so raising would fail every ``StreamResults`` of every caller, and again on each
-reconnect. Such an event is logged (its id and vaulting request id, never a value) and left
-out; it stays in the log, and ``GetResult`` still answers from its record's row.
+One unreadable row (a ciphertext under a key this process's ring lacks, a tampered token, an
+edited snapshot) must neither break the log for every reader nor vanish from it. Raising would
+fail every ``StreamResults`` of every caller (a stream page holds every owner's events), and
+on each reconnect; leaving the row out would let a stream's cursor move past it for good, so
+that a fault one restart fixes (a missing key) became permanent loss. So the row becomes an
+:class:`~vault_service.store.base.UnreadableEvent` carrying what the row holds in the clear
+(id, vaulting request id, owner) and why: the streams decide, per subscriber, what it means
+(:mod:`vault_service.service.streaming`).
 
-Readers page with ``limit``: a page that lost rows here is refilled from past them
-(:class:`EventPage`), so a page shorter than ``limit`` still means "nothing readable follows",
-which is what the streams' resume positions rely on. Every refill reads ``limit`` rows, not
-just the number missing: a run of bad rows after a nearly full page would otherwise be read
-one row per query. The rows are skipped on every read (every stream behind the live buffer,
-every reconnect, every wake-up of the tail reads them again), so each is logged only the first
-time a store meets it (:class:`ReportedEvents`), not once per read.
+Such a row is met on every read (every stream behind the live buffer, every reconnect), so it
+is logged only the first time a store meets it (:class:`ReportedEvents`), with its ids and the
+reason, never a value.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from datetime import datetime
 from typing import Final, NamedTuple
 
 from vault_service.domain import Event, EventSource
-from vault_service.store.base import CorruptDataError
+from vault_service.store.base import CorruptDataError, LogEntry, Unreadable, UnreadableEvent
 from vault_service.store.codec import decode_snapshot
 from vault_service.store.data_keys import DataKeyRing, UnknownDataKeyError
 from vault_service.store.sealing import EVENT_TOKEN, open_token
@@ -32,9 +31,22 @@ REPORTED_CAPACITY: Final = 10_000
 
 log = logging.getLogger(__name__)
 
+_UNREADABLE_MESSAGE: Final = {
+    Unreadable.MISSING_KEY: (
+        "an event of the log is sealed under a data key this process lacks: the streams it"
+        " belongs to end UNAVAILABLE before it until this process runs with the key in"
+        " VAULT_DATA_KEY_FILE"
+    ),
+    Unreadable.CORRUPT: (
+        "an event of the log does not decode: the streams it belongs to report it as"
+        " unreadable and go on"
+    ),
+}
+
 
 SELECT_EVENTS: Final = (
-    "SELECT id, vaulting_request_id, source, occurred_at, snapshot, card_token FROM events WHERE "
+    "SELECT id, vaulting_request_id, owner, source, occurred_at, snapshot, card_token "
+    "FROM events WHERE "
 )
 """The columns of :class:`EventRow`, in its order (SQLite's rows are read by position)."""
 
@@ -44,6 +56,7 @@ class EventRow(NamedTuple):
 
     event_id: int
     vaulting_request_id: str
+    owner: str
     source: str
     occurred_at: datetime
     snapshot: str
@@ -73,47 +86,39 @@ class ReportedEvents:
         return new
 
 
-class EventPage:
-    """The events of one ``events_after`` call, filled from reads of ``limit`` rows each."""
+def log_entries(
+    rows: list[EventRow], keys: DataKeyRing, reported: ReportedEvents, *, plaintext: bool
+) -> list[LogEntry]:
+    """The entries of ``rows`` (one read, in id order), one per row."""
+    return [_entry(row, keys, reported, plaintext=plaintext) for row in rows]
 
-    def __init__(
-        self, limit: int, keys: DataKeyRing, reported: ReportedEvents, *, plaintext: bool
-    ) -> None:
-        self.limit = limit
-        self.events: list[Event] = []
-        self._keys = keys
-        self._reported = reported
-        self._plaintext = plaintext
 
-    def fill(self, rows: list[EventRow]) -> int | None:
-        """Add the events of ``rows`` (one read of up to ``limit`` rows, in id order) until
-        the page is full; the id to read the next rows after, ``None`` when the page is done
-        (full, or the read was short: the log holds nothing past it)."""
-        for row in rows:
-            event = self._decode(row)
-            if event is not None:
-                self.events.append(event)
-                if len(self.events) == self.limit:
-                    return None
-        return rows[-1].event_id if len(rows) == self.limit else None
-
-    def _decode(self, row: EventRow) -> Event | None:
-        try:
-            return _decode(row, self._keys, plaintext=self._plaintext)
-        except (CorruptDataError, UnknownDataKeyError, ValueError) as exc:
-            if self._reported.first_time(row.event_id):
-                # No traceback, and the reason is the error's class (and key id): a codec
-                # message may quote a stored value.
-                log.error(  # noqa: TRY400
-                    "an event of the log does not decode: left out of streams",
-                    extra={
-                        "event_id": row.event_id,
-                        "vaulting_request_id": row.vaulting_request_id,
-                        "reason": type(exc).__name__,
-                        "key_id": getattr(exc, "key_id", None),
-                    },
-                )
-            return None
+def _entry(
+    row: EventRow, keys: DataKeyRing, reported: ReportedEvents, *, plaintext: bool
+) -> LogEntry:
+    try:
+        return _decode(row, keys, plaintext=plaintext)
+    except UnknownDataKeyError as exc:
+        unreadable = UnreadableEvent(
+            row.event_id, row.vaulting_request_id, row.owner, Unreadable.MISSING_KEY, exc.key_id
+        )
+    except (CorruptDataError, ValueError):
+        unreadable = UnreadableEvent(
+            row.event_id, row.vaulting_request_id, row.owner, Unreadable.CORRUPT, None
+        )
+    if reported.first_time(row.event_id):
+        # The reason is the cause (and key id), never the error's text: a codec message may
+        # quote a stored value.
+        log.error(
+            _UNREADABLE_MESSAGE[unreadable.cause],
+            extra={
+                "event_id": row.event_id,
+                "vaulting_request_id": row.vaulting_request_id,
+                "reason": unreadable.cause.value,
+                "key_id": unreadable.key_id,
+            },
+        )
+    return unreadable
 
 
 def _decode(row: EventRow, keys: DataKeyRing, *, plaintext: bool) -> Event:

@@ -70,6 +70,7 @@ from asyncpg.pool import Pool, PoolConnectionProxy
 from vault_service.domain import Event, Observation, VaultingRecord, apply_observation
 from vault_service.store.base import (
     DatabaseUnavailableError,
+    LogEntry,
     OrphanNotification,
     RecordExistsError,
     RecordNotFoundError,
@@ -88,7 +89,7 @@ from vault_service.store.codec import (
     record_to_row,
 )
 from vault_service.store.data_keys import DataKeyRing
-from vault_service.store.event_rows import SELECT_EVENTS, EventPage, EventRow, ReportedEvents
+from vault_service.store.event_rows import SELECT_EVENTS, EventRow, ReportedEvents, log_entries
 from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import POSTGRES_MIGRATIONS, Migration, check_schema_version
 from vault_service.store.sealing import (
@@ -410,7 +411,7 @@ class PostgresStore:
         limit: int,
         owner: str | None = None,
         vaulting_request_ids: frozenset[str] | None = None,
-    ) -> list[Event]:
+    ) -> list[LogEntry]:
         check_limit(limit)
         self._check_open()
         if vaulting_request_ids is not None and not vaulting_request_ids:
@@ -428,25 +429,20 @@ class PostgresStore:
         sql = (
             SELECT_EVENTS + " AND ".join(conditions) + f" ORDER BY id LIMIT ${len(parameters) + 1}"
         )
-        # Refilled past events that do not decode (vault_service.store.event_rows).
-        page = EventPage(limit, self._keys, self._unreadable_events, plaintext=self._plaintext)
-        after: int | None = after_event_id
         async with self._connection() as connection:
-            while after is not None:
-                after = page.fill(
-                    [
-                        EventRow(
-                            row["id"],
-                            row["vaulting_request_id"],
-                            row["source"],
-                            _utc(row["occurred_at"]),
-                            row["snapshot"],
-                            row["card_token"],
-                        )
-                        for row in await connection.fetch(sql, after, *parameters[1:], limit)
-                    ]
+            rows = [
+                EventRow(
+                    row["id"],
+                    row["vaulting_request_id"],
+                    row["owner"],
+                    row["source"],
+                    _utc(row["occurred_at"]),
+                    row["snapshot"],
+                    row["card_token"],
                 )
-        return page.events
+                for row in await connection.fetch(sql, *parameters, limit)
+            ]
+        return log_entries(rows, self._keys, self._unreadable_events, plaintext=self._plaintext)
 
     async def last_event_id(self) -> int:
         # Appends are serialised in commit order (module docstring): max(id) is commit-safe.

@@ -58,6 +58,7 @@ from vault_service.domain import (
     apply_observation,
 )
 from vault_service.store.base import (
+    LogEntry,
     OrphanNotification,
     RecordExistsError,
     RecordNotFoundError,
@@ -77,7 +78,7 @@ from vault_service.store.codec import (
     record_to_row,
 )
 from vault_service.store.data_keys import DataKeyRing
-from vault_service.store.event_rows import SELECT_EVENTS, EventPage, EventRow, ReportedEvents
+from vault_service.store.event_rows import SELECT_EVENTS, EventRow, ReportedEvents, log_entries
 from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import SQLITE_MIGRATIONS, Migration, check_schema_version
 from vault_service.store.sealing import (
@@ -260,7 +261,7 @@ class SQLiteStore:
         limit: int,
         owner: str | None = None,
         vaulting_request_ids: frozenset[str] | None = None,
-    ) -> list[Event]:
+    ) -> list[LogEntry]:
         check_limit(limit)
         if vaulting_request_ids is not None and not vaulting_request_ids:
             self._check_open()
@@ -396,7 +397,7 @@ class SQLiteStore:
         limit: int,
         owner: str | None,
         vaulting_request_ids: frozenset[str] | None,
-    ) -> list[Event]:
+    ) -> list[LogEntry]:
         conditions = ["id > ?"]
         parameters: list[object] = [after_event_id]
         if owner is not None:
@@ -407,19 +408,13 @@ class SQLiteStore:
             conditions.append("vaulting_request_id IN (SELECT value FROM json_each(?))")
             parameters.append(json.dumps(sorted(vaulting_request_ids)))
         sql = SELECT_EVENTS + " AND ".join(conditions) + " ORDER BY id LIMIT ?"
-        # Refilled past events that do not decode (vault_service.store.event_rows).
-        page = EventPage(limit, self._keys, self._unreadable_events, plaintext=self._plaintext)
-        after: int | None = after_event_id
-        while after is not None:
-            after = page.fill(
-                [
-                    EventRow(event_id, request_id, source, decode_instant(occurred_at), *rest)
-                    for event_id, request_id, source, occurred_at, *rest in (
-                        self._connection.execute(sql, [after, *parameters[1:], limit])
-                    )
-                ]
+        rows = [
+            EventRow(event_id, request_id, owner, source, decode_instant(occurred_at), *rest)
+            for event_id, request_id, owner, source, occurred_at, *rest in (
+                self._connection.execute(sql, [*parameters, limit])
             )
-        return page.events
+        ]
+        return log_entries(rows, self._keys, self._unreadable_events, plaintext=self._plaintext)
 
     def _last_event_id(self) -> int:
         last: int = _scalar(self._connection, "SELECT coalesce(max(id), 0) FROM events")
