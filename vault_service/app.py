@@ -257,7 +257,6 @@ async def start(settings: Settings) -> RunningService:
         reconciler = Reconciler(
             store,
             vaulting,
-            hub,
             interval=settings.reconcile_interval,
             min_delay=timedelta(seconds=settings.reconcile_after),
             max_delay=RECONCILE_MAX_DELAY,

@@ -58,13 +58,10 @@ def service(
 
 
 @pytest.fixture
-def reconciler(
-    sqlite_store: SQLiteStore, service: VaultingService, hub: EventHub, clock: Clock
-) -> Reconciler:
+def reconciler(sqlite_store: SQLiteStore, service: VaultingService, clock: Clock) -> Reconciler:
     return Reconciler(
         sqlite_store,
         service,
-        hub,
         interval=0.01,
         min_delay=timedelta(seconds=30),
         max_delay=timedelta(minutes=15),

@@ -15,7 +15,6 @@ from datetime import timedelta
 
 from vault_service.antom.errors import AntomError, AntomRejectedError
 from vault_service.domain import VaultingRecord
-from vault_service.events import EventHub
 from vault_service.service import news
 from vault_service.service.vaulting import Clock, VaultingService, utc_now
 from vault_service.store.base import Store
@@ -33,7 +32,6 @@ class Reconciler:
         self,
         store: Store,
         service: VaultingService,
-        hub: EventHub,
         *,
         interval: float,
         min_delay: timedelta,
@@ -45,7 +43,6 @@ class Reconciler:
     ) -> None:
         self._store = store
         self._service = service
-        self._hub = hub
         self._interval = interval
         self._min_delay = min_delay
         self._max_delay = max_delay
@@ -115,8 +112,7 @@ class Reconciler:
         if antom_answered and now >= current.session.expires_at + self._expiry_grace:
             # Only once Antom has answered: expiring while it is unreachable could bury a card
             # the buyer did save (its notification lost, its inquiry not yet possible).
-            if await self._store.apply(vaulting_request_id, news.expiry(now)) is not None:
-                self._hub.notify()
+            await self._service.apply(vaulting_request_id, news.expiry(now))
             return
         age = now - current.created_at
         delay = min(self._max_delay, max(self._min_delay, age / 2))

@@ -6,6 +6,7 @@ and another owner's id answers exactly like an unknown one so that ids leak noth
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from vault_service.antom.models import (
     InquireVaultingRequest,
     VaultingNotification,
 )
-from vault_service.domain import Session, SessionParameters, VaultingRecord
+from vault_service.domain import Event, Observation, Session, SessionParameters, VaultingRecord
 from vault_service.errors import ConflictError, NotFoundError
 from vault_service.events import EventHub
 from vault_service.service import news
@@ -65,6 +66,7 @@ class VaultingService:
         self._notify_url = notify_url
         self._first_check_after = first_check_after
         self._clock = clock
+        self._applying: set[asyncio.Task[Event | None]] = set()
 
     async def create_session(
         self,
@@ -141,18 +143,13 @@ class VaultingService:
         now = self._clock()
         vaulting_request_id = notification.vaulting_request_id
         try:
-            event = await self._store.apply(
-                vaulting_request_id, news.from_notification(notification, now)
-            )
+            await self.apply(vaulting_request_id, news.from_notification(notification, now))
         except RecordNotFoundError:
             await self._store.record_orphan(vaulting_request_id, raw, now)
             log.warning(
                 "notification for an unknown vaulting request kept as orphan",
                 extra={"vaulting_request_id": vaulting_request_id},
             )
-            return
-        if event is not None:
-            self._hub.notify()
 
     async def get_result(
         self,
@@ -180,11 +177,37 @@ class VaultingService:
         observation = news.from_inquiry(answer, self._clock())
         if observation is None:
             return False
+        return await self.apply(vaulting_request_id, observation) is not None
+
+    async def apply(self, vaulting_request_id: str, observation: Observation) -> Event | None:
+        """Apply news to the record (see ``Store.apply``) and, if it changed, wake the streams:
+        one step that cancelling the caller cannot split.
+
+        A caller cancelled while the store commits (a GetResult whose client went away) used to
+        stop between the commit and the wake-up, and on SQLite, where nothing else wakes the
+        streams, the committed event then waited for some unrelated event (issue 9 #9). So the
+        pair runs in a task of its own and the caller awaits it shielded: the caller may stop
+        waiting, the commit and its wake-up still happen together.
+        """
+        applying = asyncio.ensure_future(self._apply_and_wake(vaulting_request_id, observation))
+        self._applying.add(applying)  # a strong reference until it is done
+        applying.add_done_callback(self._applied)
+        return await asyncio.shield(applying)
+
+    async def _apply_and_wake(
+        self, vaulting_request_id: str, observation: Observation
+    ) -> Event | None:
         event = await self._store.apply(vaulting_request_id, observation)
-        if event is None:
-            return False
-        self._hub.notify()
-        return True
+        if event is not None:
+            self._hub.notify()
+        return event
+
+    def _applied(self, applying: asyncio.Task[Event | None]) -> None:
+        self._applying.discard(applying)
+        if not applying.cancelled():
+            # Retrieved here for a caller that stopped waiting: a failed apply committed
+            # nothing, so there is nothing to wake and nobody left to tell.
+            applying.exception()
 
     async def _owned(self, owner: str | None, vaulting_request_id: str) -> VaultingRecord:
         record = await self._store.get(vaulting_request_id)
