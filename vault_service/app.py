@@ -94,9 +94,11 @@ def authenticator_for(token_file: TokenFile | None, tls: ServerTls | None) -> Au
     def directory() -> CallerDirectory:
         return NO_FILE if token_file is None else token_file.directory
 
+    mutual = tls is not None and tls.mutual
     return Authenticator(
         tokens=None if token_file is None else directory,
-        certificates=directory if tls is not None and tls.mutual else None,
+        certificates=directory if mutual else None,
+        trust=tls.client_trust if tls is not None and mutual else None,
     )
 
 

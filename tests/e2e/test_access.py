@@ -620,3 +620,68 @@ async def test_probes_without_a_certificate_use_the_health_port(
         stopping = asyncio.create_task(service.stop())
         assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
         await stopping
+
+
+async def test_streams_of_certificates_a_reloaded_client_ca_distrusts_end(
+    mtls_service: app.RunningService,
+    tls_channel: ChannelFactory,
+    server_tls_files: ServerFiles,
+    client_ca: Authority,
+) -> None:
+    """Regression (issue 9 #11): after the client CA file changed and SIGHUP, open mTLS streams
+    of certificates the new CA does not trust kept streaming (card tokens included) for up to
+    max_connection_age + 30 s. Now they end UNAUTHENTICATED within one checkpoint interval
+    (0.2 s here), as do later calls on their connections, while a certificate of the new CA
+    keeps its stream."""
+    rotated_ca = Authority.create("rotated client CA")
+    server_tls_files.client_ca_file.write_bytes(client_ca.issued.cert + rotated_ca.issued.cert)
+    await mtls_service.reload()  # what SIGHUP runs: both CAs during the rotation
+    old = pb_grpc.VaultServiceStub(tls_channel(client_ca.issue("checkout")))
+    new = pb_grpc.VaultServiceStub(
+        tls_channel(rotated_ca.issue("billing", dns=("billing.shop.svc",)))
+    )
+    streams = [stub.StreamResults(pb.StreamResultsRequest()) for stub in (old, new)]
+    for stream in streams:
+        assert (await stream.read()).WhichOneof("kind") == "checkpoint"
+
+    server_tls_files.client_ca_file.write_bytes(rotated_ca.issued.cert)
+    await mtls_service.reload()
+    async with asyncio.timeout(0.2 + 0.3):  # one checkpoint interval, and time to send
+        assert await end_without_events(streams[0]) == grpc.StatusCode.UNAUTHENTICATED
+    for _ in range(2):
+        assert (await streams[1].read()).WhichOneof("kind") == "checkpoint"
+    streams[1].cancel()
+    get = pb.GetResultRequest(vaulting_request_id="x")
+    assert await code_of(old.GetResult(get)) == grpc.StatusCode.UNAUTHENTICATED
+    assert await code_of(new.GetResult(get)) == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_certificate_under_an_intermediate_ca_stays_trusted_after_reload(
+    mtls_service: app.RunningService,
+    server_tls_files: ServerFiles,
+    server_ca: Authority,
+    client_ca: Authority,
+) -> None:
+    """Guards the re-check of issue 9 #11 against refusing what the handshake accepts: a
+    client that sends its intermediate CA with its certificate (the file holds only the root)
+    is served before and after a reload, and refused once the root is gone."""
+    intermediate = client_ca.intermediate("issuing CA")
+    caller = intermediate.issue("checkout")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=server_ca.issued.cert,
+        private_key=caller.key,
+        certificate_chain=caller.cert + intermediate.issued.cert,
+    )
+    get = pb.GetResultRequest(vaulting_request_id="x")
+    async with grpc.aio.secure_channel(
+        f"127.0.0.1:{mtls_service.grpc_port}", credentials
+    ) as channel:
+        stub = pb_grpc.VaultServiceStub(channel)
+        assert await code_of(stub.GetResult(get)) == grpc.StatusCode.NOT_FOUND
+        other = Authority.create("another client CA")
+        server_tls_files.client_ca_file.write_bytes(client_ca.issued.cert + other.issued.cert)
+        await mtls_service.reload()
+        assert await code_of(stub.GetResult(get)) == grpc.StatusCode.NOT_FOUND
+        server_tls_files.client_ca_file.write_bytes(other.issued.cert)
+        await mtls_service.reload()
+        assert await code_of(stub.GetResult(get)) == grpc.StatusCode.UNAUTHENTICATED

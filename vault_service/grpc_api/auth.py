@@ -9,7 +9,9 @@ insecure) mode and every call is the one anonymous caller.
 A certificate names its caller by, in order: the first URI subject alternative name (a SPIFFE id
 such as ``spiffe://cluster.local/ns/shop/sa/checkout``), the first DNS subject alternative name,
 then the subject's common name. The TLS layer has already verified the chain against
-``VAULT_GRPC_TLS_CLIENT_CA_FILE`` before any of this runs.
+``VAULT_GRPC_TLS_CLIENT_CA_FILE`` before any of this runs, as that file was when the connection
+opened; every call on a mutual-TLS port is also checked against the file as it is now (a
+reloaded CA), whichever credential names its caller, since the handshake would now refuse it.
 
 Refusals say what kind of credential is wrong, never which part of it; their wording avoids
 the shapes the log redaction scrubs (a scheme word followed by a space and a value).
@@ -33,6 +35,7 @@ from vault_service.grpc_api.callers import (
     CallerDirectory,
     is_caller_name,
 )
+from vault_service.grpc_api.client_trust import ClientTrust
 from vault_service.grpc_api.errors import Context, abort
 from vault_service.grpc_api.handlers import Handler, preceded
 from vault_service.secret import Secret
@@ -56,17 +59,36 @@ _AUTHENTICATED: ContextVar[tuple[Context, object, Caller] | None] = ContextVar(
 Directory = Callable[[], CallerDirectory]
 """The callers in force now (the token file may be reloaded between two calls)."""
 
+Trust = Callable[[], ClientTrust | None]
+"""The client CA bundle in force now (reloaded on SIGHUP)."""
+
+_PEER_CHAIN: Final = "x509_pem_cert_chain"
+_PEER_CERTIFICATE: Final = "x509_pem_cert"
+
 
 class Authenticator:
     """Maps a call to its caller, or raises :class:`UnauthenticatedError`."""
 
-    def __init__(self, *, tokens: Directory | None, certificates: Directory | None) -> None:
+    def __init__(
+        self,
+        *,
+        tokens: Directory | None,
+        certificates: Directory | None,
+        trust: Trust | None = None,
+    ) -> None:
         self._tokens = tokens
         self._certificates = certificates
+        self._trust = trust
+        self._version: tuple[CallerDirectory | None, ClientTrust | None] = (None, None)
 
     def version(self) -> object:
-        """The callers in force, by identity: a new object after every token-file reload."""
-        return None if self._tokens is None else self._tokens()
+        """The callers in force, by identity: a new object after every reload of the token
+        file or of the client CA."""
+        tokens = None if self._tokens is None else self._tokens()
+        trust = None if self._trust is None else self._trust()
+        if self._version[0] is not tokens or self._version[1] is not trust:
+            self._version = (tokens, trust)
+        return self._version
 
     @property
     def anonymous(self) -> bool:
@@ -87,6 +109,11 @@ class Authenticator:
     def caller_of(
         self, metadata: Iterable[tuple[str, str | bytes]], auth_context: Mapping[str, Any]
     ) -> Caller:
+        trust = None if self._trust is None else self._trust()
+        if trust is not None and not trust.trusts(_peer_chain(auth_context)):
+            raise UnauthenticatedError(
+                "the client certificate is not trusted by the client CA now in force"
+            )
         headers = [value for key, value in metadata if key == AUTHORIZATION]
         if len(headers) > 1:
             raise UnauthenticatedError("more than one authorization header")
@@ -119,6 +146,17 @@ class Authenticator:
         if caller is None:
             raise UnauthenticatedError("the token is not valid")
         return caller
+
+
+def _peer_chain(auth_context: Mapping[str, Any]) -> bytes:
+    """The peer's certificate, then the ones it sent with it, as PEM (gRPC reports the two
+    apart); empty without a certificate."""
+    return b"".join(
+        value
+        for prop in (_PEER_CERTIFICATE, _PEER_CHAIN)
+        for value in auth_context.get(prop, ())[:1]
+        if isinstance(value, bytes)
+    )
 
 
 def certificate_name(auth_context: Mapping[str, Any]) -> str | None:

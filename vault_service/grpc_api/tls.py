@@ -7,7 +7,9 @@ key does not match its certificate is refused at start and ignored on reload (th
 in force), because a half-renewed secret must not take the port down.
 
 With a client CA configured every client must present a certificate that chains to it: the
-handshake itself fails otherwise, before any call is read.
+handshake itself fails otherwise, before any call is read. A reloaded client CA also applies to
+connections already open: :meth:`ServerTls.client_trust` is what every call's peer chain is
+checked against (:mod:`vault_service.grpc_api.client_trust`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import grpc
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+
+from vault_service.grpc_api.client_trust import ClientTrust
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ class _Material:
     cert_chain: bytes
     private_key: bytes = field(repr=False)
     client_ca: bytes | None
+    client_trust: ClientTrust | None = field(default=None, compare=False, repr=False)
 
     def configuration(self) -> grpc.ServerCertificateConfiguration:
         return grpc.ssl_server_certificate_configuration(
@@ -67,6 +72,10 @@ class ServerTls:
     @property
     def mutual(self) -> bool:
         return self._files.client_ca_file is not None
+
+    def client_trust(self) -> ClientTrust | None:
+        """The client CA bundle in force (a new object after a reload changed the files)."""
+        return self._current.client_trust
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(
@@ -125,12 +134,13 @@ def _read(files: TlsFiles) -> _Material:
             "VAULT_GRPC_TLS_KEY_FILE does not match the first certificate of"
             " VAULT_GRPC_TLS_CERT_FILE"
         )
+    client_trust = None
     if client_ca is not None:
         try:
-            x509.load_pem_x509_certificates(client_ca)
+            client_trust = ClientTrust(client_ca)
         except ValueError:
             raise TlsFilesError("VAULT_GRPC_TLS_CLIENT_CA_FILE holds no PEM certificate") from None
-    return _Material(cert_chain, private_key, client_ca)
+    return _Material(cert_chain, private_key, client_ca, client_trust)
 
 
 def _read_file(path: Path, setting: str) -> bytes:
