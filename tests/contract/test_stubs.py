@@ -159,9 +159,9 @@ def test_presence_where_unset_differs_from_zero() -> None:
     assert env.HasField("time_zone_offset")
 
 
-def test_stream_response_is_an_event_or_a_checkpoint() -> None:
+def test_stream_response_is_an_event_a_checkpoint_or_an_unreadable_event() -> None:
     oneof = pb.StreamResultsResponse.DESCRIPTOR.oneofs_by_name["kind"]
-    assert [f.name for f in oneof.fields] == ["event", "checkpoint"]
+    assert [f.name for f in oneof.fields] == ["event", "checkpoint", "unreadable_event"]
     message = pb.StreamResultsResponse(checkpoint=pb.Checkpoint(resume_token="t"))
     assert message.WhichOneof("kind") == "checkpoint"
 
