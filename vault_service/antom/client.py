@@ -9,7 +9,6 @@ parameters) with a fresh ``Request-Time`` and signature, and never outlive the c
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -38,6 +37,7 @@ from vault_service.antom.models import (
     InquireVaultingRequest,
     InquireVaultingResponse,
     Result,
+    antom_document,
 )
 from vault_service.antom.signing import SignatureHeader, Signer, Verifier
 
@@ -264,7 +264,8 @@ class AntomClient:
             raise AntomUnavailableError(f"Antom answered HTTP {response.status_code}")
         if response.status_code != 200:
             raise AntomProtocolError(f"Antom answered HTTP {response.status_code}")
-        result = _parse_result(raw)
+        document = _parse_document(raw)
+        result = _parse_result(document)
         check_response_signature(
             self._verifier,
             path=path,
@@ -278,17 +279,20 @@ class AntomClient:
         if result.result_status == "U":
             raise AntomUnknownResultError(result.result_code, "U", result.result_message)
         try:
-            return response_type.model_validate_json(raw)
+            return response_type.model_validate(document)
         except ValidationError as exc:
             fields = ", ".join(".".join(map(str, err["loc"])) for err in exc.errors())
             raise AntomProtocolError(f"Antom's answer is incomplete or invalid: {fields}") from None
 
 
-def _parse_result(raw: bytes) -> Result:
+def _parse_document(raw: bytes) -> object:
     try:
-        document = json.loads(raw)
+        return antom_document(raw)
     except ValueError:
         raise AntomProtocolError("Antom's answer is not JSON") from None
+
+
+def _parse_result(document: object) -> Result:
     if not isinstance(document, dict) or not isinstance(document.get("result"), dict):
         raise AntomProtocolError("Antom's answer has no result object")
     try:

@@ -329,6 +329,7 @@ def _antom_result_to_json(result: AntomResult) -> JSONObject:
         "result_code": result.result_code,
         "result_status": result.result_status,
         "result_message": result.result_message,
+        "vaulting_status": result.vaulting_status,
     }
 
 
@@ -337,6 +338,7 @@ def _antom_result_from_json(document: JSONObject) -> AntomResult:
         result_code=_str(document, "result_code"),
         result_status=_str(document, "result_status"),
         result_message=_str(document, "result_message"),
+        vaulting_status=_str(document, "vaulting_status"),
     )
 
 
