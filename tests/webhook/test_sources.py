@@ -27,7 +27,7 @@ from vault_service.webhook.source import (
     SourceResolver,
     source_key,
 )
-from vault_service.webhook.throttle import Throttle
+from vault_service.throttle import Throttle
 
 from .conftest import (
     JSON_UTF8,

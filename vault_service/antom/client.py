@@ -22,13 +22,14 @@ from httpx_aiohttp import AiohttpTransport
 from pydantic import ValidationError
 
 from vault_service.antom.errors import (
+    AntomConfigurationError,
     AntomError,
     AntomProtocolError,
-    AntomRejectedError,
     AntomUnavailableError,
     AntomUnknownResultError,
     MalformedSignatureHeaderError,
     MissingSignatureError,
+    failure,
 )
 from vault_service.antom.models import (
     AntomModel,
@@ -40,6 +41,7 @@ from vault_service.antom.models import (
     antom_document,
 )
 from vault_service.antom.signing import SignatureHeader, Signer, Verifier
+from vault_service.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,8 @@ class AntomClientConfig:
 
     ``gateway`` is a base URL without path (a region gateway, or an emulator);
     ``budget`` is the default total time for one call including retries, used when the caller
-    sets none; ``attempt_timeout`` caps a single HTTP exchange.
+    sets none; ``attempt_timeout`` caps a single HTTP exchange; ``refusal_log_interval`` is how
+    often, at most, Antom refusing our credentials is logged (at ERROR, with a count).
     """
 
     gateway: str
@@ -89,6 +92,7 @@ class AntomClientConfig:
     budget: float = 15.0
     attempt_timeout: float = 10.0
     max_connections: int = 64
+    refusal_log_interval: float = 60.0
     allow_plain_http: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -102,7 +106,7 @@ class AntomClientConfig:
             raise ValueError("the Antom gateway is a base URL without path or query")
         if not self.client_id:
             raise ValueError("the Antom client id is empty")
-        if self.budget <= 0 or self.attempt_timeout <= 0:
+        if self.budget <= 0 or self.attempt_timeout <= 0 or self.refusal_log_interval <= 0:
             raise ValueError("Antom time budgets must be positive")
 
     @property
@@ -126,7 +130,10 @@ class AntomClient:
     """Calls ``createVaultingSession`` and ``inquireVaulting``.
 
     Each call either returns a verified ``S`` answer or raises an :class:`AntomError`:
-    :class:`AntomRejectedError` for ``F`` (never retried), :class:`AntomUnknownResultError` when
+    :class:`AntomRejectedError` for ``F`` (never retried), :class:`AntomConfigurationError` for
+    an ``F`` that refuses our credentials (never retried; logged at ERROR at most once per
+    ``refusal_log_interval``, with a count, since every call fails alike until the settings
+    are fixed), :class:`AntomUnknownResultError` when
     ``U`` answers outlast the budget, :class:`AntomUnavailableError` when transport failures do,
     a ``SignatureError`` for any answer whose signature is missing or wrong.
     """
@@ -139,6 +146,7 @@ class AntomClient:
         *,
         http: httpx.AsyncClient | None = None,
         rng: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
         self._signer = signer
@@ -146,6 +154,7 @@ class AntomClient:
         self._owns_http = http is None
         self._http = http if http is not None else new_http_client(config.max_connections)
         self._rng = rng
+        self._refusals = Throttle(config.refusal_log_interval, clock)
 
     async def __aenter__(self) -> AntomClient:
         return self
@@ -212,6 +221,9 @@ class AntomClient:
                     response = await self._post(path, body)
                     raw = await response.aread()
                 return self._accept(path, response, raw, response_type)
+            except AntomConfigurationError as exc:
+                self._log_refusal(exc, path)
+                raise
             except AntomError as exc:
                 error: AntomError = exc
             except TimeoutError:
@@ -236,6 +248,20 @@ class AntomClient:
             if not error.retryable or attempt >= config.retry.max_attempts or out_of_time:
                 raise error
             await asyncio.sleep(delay)
+
+    def _log_refusal(self, error: AntomConfigurationError, path: str) -> None:
+        suppressed = self._refusals.admit()
+        if suppressed is not None:
+            log.error(
+                "%s (%d more refusals since the last report)",
+                error.hint,
+                suppressed,
+                extra={
+                    "antom_path": path,
+                    "result_code": error.result_code,
+                    "suppressed": suppressed,
+                },
+            )
 
     async def _post(self, path: str, body: bytes) -> httpx.Response:
         config = self._config
@@ -266,7 +292,7 @@ class AntomClient:
             raise AntomProtocolError(f"Antom answered HTTP {response.status_code}")
         document = _parse_document(raw)
         result = _parse_result(document)
-        check_response_signature(
+        signed = check_response_signature(
             self._verifier,
             path=path,
             headers=response.headers,
@@ -275,7 +301,7 @@ class AntomClient:
             client_id=self._config.client_id,
         )
         if result.result_status == "F":
-            raise AntomRejectedError(result.result_code, "F", result.result_message)
+            raise failure(result.result_code, result.result_message, signed=signed)
         if result.result_status == "U":
             raise AntomUnknownResultError(result.result_code, "U", result.result_message)
         try:
@@ -309,8 +335,9 @@ def check_response_signature(
     raw: bytes,
     result: Result,
     client_id: str,
-) -> None:
+) -> bool:
     """Verify an answer's signature; tolerate an unsigned answer only for ``F``/``U``.
+    Whether the answer was signed (and verified).
 
     That is the official Python SDK's rule (a gateway cannot sign some failures, e.g. for an
     unknown client). Unlike the SDK, absent headers count as empty ones: an unsigned failure
@@ -322,7 +349,7 @@ def check_response_signature(
     unsigned = not signature or not SignatureHeader.parse(signature).signature
     if unsigned and not response_time:
         if result.result_status in {"F", "U"}:
-            return
+            return False
         raise MissingSignatureError("Antom's successful answer is not signed")
     if unsigned or not response_time:
         raise MalformedSignatureHeaderError("Antom's answer has incomplete signature headers")
@@ -334,3 +361,4 @@ def check_response_signature(
         time=response_time,
         body=raw,
     )
+    return True

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from vault_service.antom.errors import AntomError, AntomRejectedError
+from vault_service.antom.errors import AntomConfigurationError, AntomError, AntomRejectedError
 from vault_service.domain import VaultingRecord
 from vault_service.events import EventHub
 from vault_service.service import news
@@ -102,6 +102,10 @@ class Reconciler:
                 "reconciliation inquiry refused",
                 extra={"vaulting_request_id": vaulting_request_id, "result_code": exc.result_code},
             )
+        except AntomConfigurationError:
+            # Antom refused our credentials, not the request: no answer, so no expiry. The
+            # client logs it at ERROR once per interval, not once per record.
+            antom_answered = False
         except AntomError as exc:
             antom_answered = False
             log.warning(
