@@ -117,6 +117,18 @@ class SessionParameters:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionRequest:
+    """The createVaultingSession request first sent for an id: who asked, with what, and the
+    exact body. Antom's idempotency compares a retry with the first attempt, and the body holds
+    our notify URL (a setting that may change between an attempt and its retry), so every retry
+    sends these bytes again rather than building new ones."""
+
+    owner: str
+    parameters: SessionParameters
+    body: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Session:
     """What Antom's createVaultingSession gave back."""
 

@@ -168,13 +168,19 @@ class AntomClient:
             await self._http.aclose()
 
     async def create_vaulting_session(
-        self, request: CreateVaultingSessionRequest, *, budget: float | None = None
+        self, request: CreateVaultingSessionRequest | bytes, *, budget: float | None = None
     ) -> CreateVaultingSessionResponse:
+        """Create a session; ``request`` may be the exact body of an earlier attempt, which a
+        retry must repeat byte for byte (Antom answers REPEAT_REQ_INCONSISTENT otherwise)."""
+        body = request if isinstance(request, bytes) else request.to_json_bytes()
+        vaulting_request_id = CreateVaultingSessionRequest.model_validate_json(
+            body
+        ).vaulting_request_id
         return await self._call(
             CREATE_VAULTING_SESSION_PATH,
-            request,
+            body,
             CreateVaultingSessionResponse,
-            request.vaulting_request_id,
+            vaulting_request_id,
             budget,
         )
 
@@ -189,7 +195,7 @@ class AntomClient:
         """
         answer = await self._call(
             INQUIRE_VAULTING_PATH,
-            request,
+            request.to_json_bytes(),
             InquireVaultingResponse,
             request.vaulting_request_id,
             budget,
@@ -201,14 +207,13 @@ class AntomClient:
     async def _call(
         self,
         path: str,
-        request: AntomModel,
+        body: bytes,
         response_type: type[_ResponseT],
         vaulting_request_id: str,
         budget: float | None,
     ) -> _ResponseT:
         config = self._config
         path = request_path(path, config.client_id)
-        body = request.to_json_bytes()
         deadline = time.monotonic() + (config.budget if budget is None else budget)
         attempt = 0
         while True:

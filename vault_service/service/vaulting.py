@@ -19,7 +19,7 @@ from vault_service.antom.models import (
     InquireVaultingRequest,
     VaultingNotification,
 )
-from vault_service.domain import Session, SessionParameters, VaultingRecord
+from vault_service.domain import Session, SessionParameters, SessionRequest, VaultingRecord
 from vault_service.errors import ConflictError, NotFoundError
 from vault_service.events import EventHub
 from vault_service.service import news
@@ -94,17 +94,26 @@ class VaultingService:
         parameters: SessionParameters,
         deadline: float | None,
     ) -> CreatedSession:
-        answer = await self._antom.create_vaulting_session(
-            CreateVaultingSessionRequest(
-                vaulting_request_id=vaulting_request_id,
-                vaulting_notification_url=self._notify_url,
-                payment_method_type=parameters.payment_method_type,
-                redirect_url=parameters.redirect_url or None,
-                merchant_region=parameters.merchant_region or None,
-                is_3ds_authentication=parameters.is_3ds_authentication,
+        # The first attempt's request, kept before Antom sees it: a retry (after a U, a
+        # timeout, a restart) sends its exact bytes even if the notify URL changed since.
+        first = await self._store.keep_session_request(
+            vaulting_request_id,
+            SessionRequest(
+                owner,
+                parameters,
+                CreateVaultingSessionRequest(
+                    vaulting_request_id=vaulting_request_id,
+                    vaulting_notification_url=self._notify_url,
+                    payment_method_type=parameters.payment_method_type,
+                    redirect_url=parameters.redirect_url or None,
+                    merchant_region=parameters.merchant_region or None,
+                    is_3ds_authentication=parameters.is_3ds_authentication,
+                ).to_json_bytes(),
             ),
-            budget=remaining(deadline),
+            self._clock(),
         )
+        _check_same_request(vaulting_request_id, first.owner, first.parameters, owner, parameters)
+        answer = await self._antom.create_vaulting_session(first.body, budget=remaining(deadline))
         try:
             expires_at = datetime.fromisoformat(answer.vaulting_session_expiry_time)
         except ValueError:
@@ -162,12 +171,13 @@ class VaultingService:
         refresh: bool = False,
         deadline: float | None = None,
     ) -> VaultingRecord:
-        """The stored state; with ``refresh`` ask Antom first unless it is already final.
+        """The stored state; with ``refresh`` ask Antom first, unless Antom has said all it
+        will (final, and a success with its card token).
 
         ``owner`` is the caller whose records may be read; ``None`` reads any (an admin).
         """
         record = await self._owned(owner, vaulting_request_id)
-        if not refresh or record.status.is_antom_final:
+        if not refresh or not record.awaits_antom:
             return record
         await self.inquire(vaulting_request_id, budget=remaining(deadline))
         return await self._owned(owner, vaulting_request_id)
@@ -195,12 +205,25 @@ class VaultingService:
 
 def _replay(existing: VaultingRecord, owner: str, parameters: SessionParameters) -> VaultingRecord:
     """The stored session for an idempotent repeat, or a conflict."""
-    if existing.owner != owner:
-        # Another caller's: said as little as a refusal can (not whose, not with what).
-        raise ConflictError(f"vaulting request {existing.vaulting_request_id!r} is already in use")
-    if existing.parameters != parameters:
-        raise ConflictError(
-            f"vaulting request {existing.vaulting_request_id!r} already exists"
-            " with different parameters"
-        )
+    _check_same_request(
+        existing.vaulting_request_id, existing.owner, existing.parameters, owner, parameters
+    )
     return existing
+
+
+def _check_same_request(
+    vaulting_request_id: str,
+    first_owner: str,
+    first_parameters: SessionParameters,
+    owner: str,
+    parameters: SessionParameters,
+) -> None:
+    """A repeat of an id must come from its first caller with its first parameters: anything
+    else is a conflict (Antom would refuse a changed request as REPEAT_REQ_INCONSISTENT)."""
+    if first_owner != owner:
+        # Another caller's: said as little as a refusal can (not whose, not with what).
+        raise ConflictError(f"vaulting request {vaulting_request_id!r} is already in use")
+    if first_parameters != parameters:
+        raise ConflictError(
+            f"vaulting request {vaulting_request_id!r} already exists with different parameters"
+        )
