@@ -19,7 +19,13 @@ from vault_service.antom.models import (
     InquireVaultingRequest,
     VaultingNotification,
 )
-from vault_service.domain import Session, SessionParameters, SessionRequest, VaultingRecord
+from vault_service.domain import (
+    Observation,
+    Session,
+    SessionParameters,
+    SessionRequest,
+    VaultingRecord,
+)
 from vault_service.errors import ConflictError, NotFoundError
 from vault_service.events import EventHub
 from vault_service.service import news
@@ -149,10 +155,10 @@ class VaultingService:
         the streams. An id we never created is kept as an orphan for audit."""
         now = self._clock()
         vaulting_request_id = notification.vaulting_request_id
+        observation = news.from_notification(notification, now)
+        _warn_if_unrecognised(vaulting_request_id, observation)
         try:
-            event = await self._store.apply(
-                vaulting_request_id, news.from_notification(notification, now)
-            )
+            event = await self._store.apply(vaulting_request_id, observation)
         except RecordNotFoundError:
             await self._store.record_orphan(vaulting_request_id, raw, now)
             log.warning(
@@ -190,6 +196,7 @@ class VaultingService:
         observation = news.from_inquiry(answer, self._clock())
         if observation is None:
             return False
+        _warn_if_unrecognised(vaulting_request_id, observation)
         event = await self._store.apply(vaulting_request_id, observation)
         if event is None:
             return False
@@ -201,6 +208,19 @@ class VaultingService:
         if record is None or (owner is not None and record.owner != owner):
             raise NotFoundError(f"no vaulting request {vaulting_request_id!r}")
         return record
+
+
+def _warn_if_unrecognised(vaulting_request_id: str, observation: Observation) -> None:
+    """Say so when Antom uses a vaultingStatus this build does not know: it is kept and shown,
+    but only a newer build can act on it (the record waits, then expires)."""
+    if observation.status is None and observation.antom_result is not None:
+        log.warning(
+            "Antom reported an unknown vaultingStatus; kept as is, the status does not change",
+            extra={
+                "vaulting_request_id": vaulting_request_id,
+                "antom_vaulting_status": observation.antom_result.vaulting_status,
+            },
+        )
 
 
 def _replay(existing: VaultingRecord, owner: str, parameters: SessionParameters) -> VaultingRecord:
