@@ -99,6 +99,9 @@ class AntomResult:
     result_code: str = ""
     result_status: str = ""
     result_message: str = ""
+    vaulting_status: str = ""
+    """Antom's ``vaultingStatus`` word exactly as sent, including one this build does not
+    know (Antom may add some); empty when Antom sent none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,18 @@ class SessionParameters:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionRequest:
+    """The createVaultingSession request first sent for an id: who asked, with what, and the
+    exact body. Antom's idempotency compares a retry with the first attempt, and the body holds
+    our notify URL (a setting that may change between an attempt and its retry), so every retry
+    sends these bytes again rather than building new ones."""
+
+    owner: str
+    parameters: SessionParameters
+    body: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Session:
     """What Antom's createVaultingSession gave back."""
 
@@ -125,9 +140,14 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One piece of news about a vaulting request, from a notification, an inquiry or expiry."""
+    """One piece of news about a vaulting request, from a notification, an inquiry or expiry.
 
-    status: VaultingStatus
+    ``status`` is ``None`` when Antom reported a ``vaultingStatus`` this build does not know
+    (its word is in ``antom_result.vaulting_status``): the news is recorded but moves no
+    status (see :func:`apply_observation`).
+    """
+
+    status: VaultingStatus | None
     source: EventSource
     observed_at: datetime
     card: Card | None = None
@@ -153,10 +173,36 @@ class VaultingRecord:
     def labels(self) -> dict[str, str]:
         return dict(self.parameters.labels)
 
+    @property
+    def card_pending(self) -> bool:
+        """SUCCEEDED, but the card token is not known yet (an inquiry answered SUCCESS without
+        ``paymentMethodDetail`` and the notification was lost): only Antom can still say it."""
+        has_token = self.card is not None and bool(self.card.card_token)
+        return self.status is VaultingStatus.SUCCEEDED and not has_token
+
+    @property
+    def awaits_antom(self) -> bool:
+        """Whether asking Antom may still teach us something (``refresh`` asks only then):
+        Antom has not given its final word, or gave it without the card token."""
+        return not self.status.is_antom_final or self.card_pending
+
+    @property
+    def reconciled(self) -> bool:
+        """Whether the reconciler is done with the record (it leaves the schedule): final, and
+        not a success still waiting for its card token. EXPIRED is final here: the reconciler
+        inferred it and stops asking; a late notification can still replace it."""
+        return self.status.is_final and not self.card_pending
+
 
 def apply_observation(record: VaultingRecord, news: Observation) -> VaultingRecord | None:
     """The record after ``news``, or ``None`` when the news changes nothing (no event then)."""
     current, incoming = record.status, news.status
+    if incoming is None:
+        # A vaultingStatus this build does not know: kept as Antom's word on an open record
+        # (shown to callers, and the record still expires), never a transition.
+        if current.is_final or news.antom_result in (None, record.antom_result):
+            return None
+        return replace(record, antom_result=news.antom_result, updated_at=news.observed_at)
     if current.is_antom_final:
         if incoming is current and _completes_card(record.card, news.card):
             # A success first learned without the card (an inquiry answer without

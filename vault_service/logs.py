@@ -29,6 +29,7 @@ from vault_service.redaction import REDACTED, redact
 ALLOWED_FIELDS: Final = frozenset(
     {
         "antom_path",
+        "antom_vaulting_status",
         "attempt",
         "error",
         "event_id",

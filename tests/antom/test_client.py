@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.fixtures.antom import CLIENT_ID
+from tests.fixtures.logs import CapturedLog
 from vault_service.antom.client import (
     AntomClient,
     AntomClientConfig,
@@ -24,6 +25,7 @@ from vault_service.antom.client import (
     request_path,
 )
 from vault_service.antom.errors import (
+    AntomConfigurationError,
     AntomProtocolError,
     AntomRejectedError,
     AntomUnavailableError,
@@ -33,6 +35,7 @@ from vault_service.antom.errors import (
     MissingSignatureError,
     SignatureError,
     UnknownKeyVersionError,
+    failure,
 )
 from vault_service.antom.keys import PrivateKey
 from vault_service.antom.models import (
@@ -153,12 +156,64 @@ async def test_unknown_inquiry_is_a_typed_rejection(client: AntomClient) -> None
 async def test_wrong_merchant_key_gets_invalid_signature_unsigned(
     emulator: EmulatorServer, antom_key: PrivateKey
 ) -> None:
-    """Antom answers INVALID_SIGNATURE unsigned; the unsigned-F rule lets the F through."""
+    """Antom answers INVALID_SIGNATURE unsigned; the unsigned-F rule lets the F through, as
+    a refusal of our configuration (never Antom's word about the request)."""
     stranger = PrivateKey.generate()
     async with make_client(emulator, stranger, antom_key) as antom:
-        with pytest.raises(AntomRejectedError) as caught:
+        with pytest.raises(AntomConfigurationError) as caught:
             await antom.create_vaulting_session(session_request("vr-badkey"))
     assert caught.value.result_code == "INVALID_SIGNATURE"
+    assert "VAULT_MERCHANT_PRIVATE_KEY_FILE" in caught.value.hint
+
+
+@pytest.mark.parametrize(
+    ("code", "signed", "expected"),
+    [
+        ("INVALID_SIGNATURE", True, AntomConfigurationError),
+        ("KEY_NOT_FOUND", True, AntomConfigurationError),
+        ("ACCESS_DENIED", True, AntomConfigurationError),
+        ("CLIENT_INVALID", True, AntomConfigurationError),
+        ("NO_INTERFACE_DEF", True, AntomConfigurationError),
+        ("PARAM_ILLEGAL", False, AntomConfigurationError),
+        ("PARAM_ILLEGAL", True, AntomRejectedError),
+        ("PROCESS_FAIL", True, AntomRejectedError),
+    ],
+)
+def test_only_a_signed_business_failure_is_antoms_word_about_the_request(
+    code: str, signed: bool, expected: type[Exception]
+) -> None:
+    """Regression (issue 9 #6): any F counted as Antom's answer, so an unsigned
+    INVALID_SIGNATURE (a wrong merchant key) let the reconciler expire records."""
+    error = failure(code, "message", signed=signed)
+    assert type(error) is expected
+
+
+async def test_refusals_of_our_key_are_logged_once_per_interval_with_a_count(
+    emulator: EmulatorServer, antom_key: PrivateKey, captured_log: CapturedLog
+) -> None:
+    """Regression (issue 9 #6): with a wrong merchant key every call logs the same failure;
+    now one ERROR line per interval says it, with how many refusals it stands for."""
+    now = [1000.0]
+    config = AntomClientConfig(
+        gateway=emulator.base_url,
+        client_id=CLIENT_ID,
+        allow_plain_http=True,
+        retry=FAST_RETRY,
+        refusal_log_interval=60.0,
+    )
+    signer, verifier = Signer(PrivateKey.generate()), Verifier(antom_key.public_key())
+    async with AntomClient(config, signer, verifier, clock=lambda: now[0]) as antom:
+        for attempt in range(5):
+            if attempt == 4:
+                now[0] += 61
+            with pytest.raises(AntomConfigurationError):
+                await antom.inquire_vaulting(InquireVaultingRequest(vaulting_request_id="vr-k"))
+    refusals = [line for line in captured_log.lines() if line["logger"].endswith("client")]
+    assert [(line["level"], line["suppressed"]) for line in refusals] == [
+        ("error", 0),
+        ("error", 3),
+    ]
+    assert "VAULT_MERCHANT_PRIVATE_KEY_FILE" in refusals[0]["message"]
 
 
 async def test_fault_http_5xx_is_retried_with_the_same_request_id(

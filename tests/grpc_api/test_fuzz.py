@@ -40,6 +40,7 @@ from tests.grpc_api.support import CREATE, bad_request
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service.domain import encode_resume_token
 from vault_service.emulator import EmulatorServer
+from vault_service.grpc_api import validation
 from vault_service.grpc_api.auth import AuthenticationInterceptor, Authenticator
 from vault_service.grpc_api.callers import VAULT_SCOPE, parse_callers
 from vault_service.grpc_api.decoding import MALFORMED_MESSAGE
@@ -846,7 +847,7 @@ async def test_authorization_headers_admit_only_the_exact_token(
         ),
     ],
 )
-async def test_nul_characters_are_refused_before_antom_is_called(
+async def test_control_characters_are_refused_before_antom_is_called(
     world: World, field: str, nul_request: pb.CreateSessionRequest
 ) -> None:
     """Guards the NUL hole: CreateSession accepted NUL in labels, the redirect URL and the env
@@ -858,5 +859,5 @@ async def test_nul_characters_are_refused_before_antom_is_called(
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await world.stub.CreateSession(nul_request, metadata=world.metadata, timeout=CALL_TIMEOUT)
     assert refused.value.code() == StatusCode.INVALID_ARGUMENT
-    assert bad_request(refused.value) == {field: "must not contain NUL characters"}
+    assert bad_request(refused.value) == {field: validation.CONTROL_CHARACTER_RULE}
     assert await world.ledger() == before

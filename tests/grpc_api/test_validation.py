@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import pytest
+from google.protobuf import message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -219,3 +224,72 @@ def test_any_create_request_is_either_mapped_or_refused_with_known_fields(
     assert parameters.payment_method_type == "CARD"
     assert list(parameters.labels) == sorted(request.labels.items())
     assert list(parameters.env) == sorted(parameters.env)
+
+
+def _string_field_paths(
+    descriptor: Descriptor, prefix: str = ""
+) -> Iterator[tuple[str, Callable[[Message, str], None]]]:
+    """(violation path, how to put a text there) for every string in a message type, nested
+    messages, repeated strings and both sides of string maps included."""
+    for field in descriptor.fields:
+        path = prefix + field.name
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            yield (
+                path,
+                lambda message, text, name=field.name: getattr(message, name).update({text: "v"}),
+            )
+            yield (
+                path,
+                lambda message, text, name=field.name: getattr(message, name).update({"k": text}),
+            )
+        elif field.message_type is not None:
+            for inner_path, put in _string_field_paths(field.message_type, path + "."):
+                yield (
+                    inner_path,
+                    lambda message, text, name=field.name, put=put: put(
+                        getattr(message, name), text
+                    ),
+                )
+        elif field.type == FieldDescriptor.TYPE_STRING and field.is_repeated:
+            yield (
+                f"{path}[1]",
+                lambda message, text, name=field.name: getattr(message, name).extend(["ok", text]),
+            )
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            yield path, lambda message, text, name=field.name: setattr(message, name, text)
+
+
+REQUEST_TYPES = [
+    method.input_type for method in pb.DESCRIPTOR.services_by_name["VaultService"].methods
+]
+STRING_FIELDS = [
+    pytest.param(request_type, path, put, id=f"{request_type.name}.{path}#{n}")
+    for request_type in REQUEST_TYPES
+    for n, (path, put) in enumerate(_string_field_paths(request_type))
+]
+
+
+def test_every_request_message_has_a_check() -> None:
+    """A new RPC's request cannot slip past the control-character rule unchecked."""
+    assert {t.full_name for t in REQUEST_TYPES} == {
+        t.DESCRIPTOR.full_name for t in validation.REQUEST_VIOLATIONS
+    }
+    assert STRING_FIELDS
+
+
+@pytest.mark.parametrize(
+    "text", ["https://x.example/\r\nSet-Cookie: a=b", "a\nb", "\x00", "\x7f", "\x1b[31m", "\x85"]
+)
+@pytest.mark.parametrize(("request_type", "path", "put"), STRING_FIELDS)
+def test_control_characters_are_refused_in_every_string_field(
+    request_type: Descriptor, path: str, put: Callable[[Message, str], None], text: str
+) -> None:
+    """Regression (issue 9 #16): CR/LF in redirect_url was accepted, stored and sent to Antom
+    raw (urlsplit strips them only while checking), and only NUL was refused, only in
+    CreateSession. Every string of every request message, found from the descriptors so that
+    a future field is covered, now refuses C0, DEL and C1 with a violation naming the field."""
+    request_class = message_factory.GetMessageClass(request_type)
+    request = request_class()
+    put(request, text)
+    violations = validation.REQUEST_VIOLATIONS[request_class](request)
+    assert validation.CONTROL_CHARACTER_RULE in violations.get(path, ""), violations

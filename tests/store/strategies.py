@@ -164,7 +164,10 @@ def full_record(vaulting_request_id: str = "vr-full") -> VaultingRecord:
         status=VaultingStatus.SUCCEEDED,
         card=full_card(),
         antom_result=AntomResult(
-            result_code="SUCCESS", result_status="S", result_message="success"
+            result_code="SUCCESS",
+            result_status="S",
+            result_message="success",
+            vaulting_status="SUCCESS",
         ),
         acquirer_info=(("acquirerName", "ADYEN"), ("referenceRequestId", "r1")),
         final_at=T0 + timedelta(minutes=2, microseconds=999_999),

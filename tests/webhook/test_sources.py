@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from vault_service.antom.keys import PrivateKey
 from vault_service.domain import VaultingStatus
+from vault_service.throttle import Throttle
 from vault_service.webhook.limiter import FailureLimiter
 from vault_service.webhook.source import (
     UNREADABLE_REASON,
@@ -27,7 +28,6 @@ from vault_service.webhook.source import (
     SourceResolver,
     source_key,
 )
-from vault_service.webhook.throttle import Throttle
 
 from .conftest import (
     JSON_UTF8,

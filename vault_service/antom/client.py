@@ -9,7 +9,6 @@ parameters) with a fresh ``Request-Time`` and signature, and never outlive the c
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -23,13 +22,14 @@ from httpx_aiohttp import AiohttpTransport
 from pydantic import ValidationError
 
 from vault_service.antom.errors import (
+    AntomConfigurationError,
     AntomError,
     AntomProtocolError,
-    AntomRejectedError,
     AntomUnavailableError,
     AntomUnknownResultError,
     MalformedSignatureHeaderError,
     MissingSignatureError,
+    failure,
 )
 from vault_service.antom.models import (
     AntomModel,
@@ -38,8 +38,10 @@ from vault_service.antom.models import (
     InquireVaultingRequest,
     InquireVaultingResponse,
     Result,
+    antom_document,
 )
 from vault_service.antom.signing import SignatureHeader, Signer, Verifier
+from vault_service.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,8 @@ class AntomClientConfig:
 
     ``gateway`` is a base URL without path (a region gateway, or an emulator);
     ``budget`` is the default total time for one call including retries, used when the caller
-    sets none; ``attempt_timeout`` caps a single HTTP exchange.
+    sets none; ``attempt_timeout`` caps a single HTTP exchange; ``refusal_log_interval`` is how
+    often, at most, Antom refusing our credentials is logged (at ERROR, with a count).
     """
 
     gateway: str
@@ -89,6 +92,7 @@ class AntomClientConfig:
     budget: float = 15.0
     attempt_timeout: float = 10.0
     max_connections: int = 64
+    refusal_log_interval: float = 60.0
     allow_plain_http: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -102,7 +106,7 @@ class AntomClientConfig:
             raise ValueError("the Antom gateway is a base URL without path or query")
         if not self.client_id:
             raise ValueError("the Antom client id is empty")
-        if self.budget <= 0 or self.attempt_timeout <= 0:
+        if self.budget <= 0 or self.attempt_timeout <= 0 or self.refusal_log_interval <= 0:
             raise ValueError("Antom time budgets must be positive")
 
     @property
@@ -126,7 +130,10 @@ class AntomClient:
     """Calls ``createVaultingSession`` and ``inquireVaulting``.
 
     Each call either returns a verified ``S`` answer or raises an :class:`AntomError`:
-    :class:`AntomRejectedError` for ``F`` (never retried), :class:`AntomUnknownResultError` when
+    :class:`AntomRejectedError` for ``F`` (never retried), :class:`AntomConfigurationError` for
+    an ``F`` that refuses our credentials (never retried; logged at ERROR at most once per
+    ``refusal_log_interval``, with a count, since every call fails alike until the settings
+    are fixed), :class:`AntomUnknownResultError` when
     ``U`` answers outlast the budget, :class:`AntomUnavailableError` when transport failures do,
     a ``SignatureError`` for any answer whose signature is missing or wrong.
     """
@@ -139,6 +146,7 @@ class AntomClient:
         *,
         http: httpx.AsyncClient | None = None,
         rng: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
         self._signer = signer
@@ -146,6 +154,7 @@ class AntomClient:
         self._owns_http = http is None
         self._http = http if http is not None else new_http_client(config.max_connections)
         self._rng = rng
+        self._refusals = Throttle(config.refusal_log_interval, clock)
 
     async def __aenter__(self) -> AntomClient:
         return self
@@ -159,13 +168,19 @@ class AntomClient:
             await self._http.aclose()
 
     async def create_vaulting_session(
-        self, request: CreateVaultingSessionRequest, *, budget: float | None = None
+        self, request: CreateVaultingSessionRequest | bytes, *, budget: float | None = None
     ) -> CreateVaultingSessionResponse:
+        """Create a session; ``request`` may be the exact body of an earlier attempt, which a
+        retry must repeat byte for byte (Antom answers REPEAT_REQ_INCONSISTENT otherwise)."""
+        body = request if isinstance(request, bytes) else request.to_json_bytes()
+        vaulting_request_id = CreateVaultingSessionRequest.model_validate_json(
+            body
+        ).vaulting_request_id
         return await self._call(
             CREATE_VAULTING_SESSION_PATH,
-            request,
+            body,
             CreateVaultingSessionResponse,
-            request.vaulting_request_id,
+            vaulting_request_id,
             budget,
         )
 
@@ -180,7 +195,7 @@ class AntomClient:
         """
         answer = await self._call(
             INQUIRE_VAULTING_PATH,
-            request,
+            request.to_json_bytes(),
             InquireVaultingResponse,
             request.vaulting_request_id,
             budget,
@@ -192,14 +207,13 @@ class AntomClient:
     async def _call(
         self,
         path: str,
-        request: AntomModel,
+        body: bytes,
         response_type: type[_ResponseT],
         vaulting_request_id: str,
         budget: float | None,
     ) -> _ResponseT:
         config = self._config
         path = request_path(path, config.client_id)
-        body = request.to_json_bytes()
         deadline = time.monotonic() + (config.budget if budget is None else budget)
         attempt = 0
         while True:
@@ -212,6 +226,9 @@ class AntomClient:
                     response = await self._post(path, body)
                     raw = await response.aread()
                 return self._accept(path, response, raw, response_type)
+            except AntomConfigurationError as exc:
+                self._log_refusal(exc, path)
+                raise
             except AntomError as exc:
                 error: AntomError = exc
             except TimeoutError:
@@ -236,6 +253,20 @@ class AntomClient:
             if not error.retryable or attempt >= config.retry.max_attempts or out_of_time:
                 raise error
             await asyncio.sleep(delay)
+
+    def _log_refusal(self, error: AntomConfigurationError, path: str) -> None:
+        suppressed = self._refusals.admit()
+        if suppressed is not None:
+            log.error(
+                "%s (%d more refusals since the last report)",
+                error.hint,
+                suppressed,
+                extra={
+                    "antom_path": path,
+                    "result_code": error.result_code,
+                    "suppressed": suppressed,
+                },
+            )
 
     async def _post(self, path: str, body: bytes) -> httpx.Response:
         config = self._config
@@ -264,8 +295,9 @@ class AntomClient:
             raise AntomUnavailableError(f"Antom answered HTTP {response.status_code}")
         if response.status_code != 200:
             raise AntomProtocolError(f"Antom answered HTTP {response.status_code}")
-        result = _parse_result(raw)
-        check_response_signature(
+        document = _parse_document(raw)
+        result = _parse_result(document)
+        signed = check_response_signature(
             self._verifier,
             path=path,
             headers=response.headers,
@@ -274,21 +306,24 @@ class AntomClient:
             client_id=self._config.client_id,
         )
         if result.result_status == "F":
-            raise AntomRejectedError(result.result_code, "F", result.result_message)
+            raise failure(result.result_code, result.result_message, signed=signed)
         if result.result_status == "U":
             raise AntomUnknownResultError(result.result_code, "U", result.result_message)
         try:
-            return response_type.model_validate_json(raw)
+            return response_type.model_validate(document)
         except ValidationError as exc:
             fields = ", ".join(".".join(map(str, err["loc"])) for err in exc.errors())
             raise AntomProtocolError(f"Antom's answer is incomplete or invalid: {fields}") from None
 
 
-def _parse_result(raw: bytes) -> Result:
+def _parse_document(raw: bytes) -> object:
     try:
-        document = json.loads(raw)
+        return antom_document(raw)
     except ValueError:
         raise AntomProtocolError("Antom's answer is not JSON") from None
+
+
+def _parse_result(document: object) -> Result:
     if not isinstance(document, dict) or not isinstance(document.get("result"), dict):
         raise AntomProtocolError("Antom's answer has no result object")
     try:
@@ -305,8 +340,9 @@ def check_response_signature(
     raw: bytes,
     result: Result,
     client_id: str,
-) -> None:
+) -> bool:
     """Verify an answer's signature; tolerate an unsigned answer only for ``F``/``U``.
+    Whether the answer was signed (and verified).
 
     That is the official Python SDK's rule (a gateway cannot sign some failures, e.g. for an
     unknown client). Unlike the SDK, absent headers count as empty ones: an unsigned failure
@@ -318,7 +354,7 @@ def check_response_signature(
     unsigned = not signature or not SignatureHeader.parse(signature).signature
     if unsigned and not response_time:
         if result.result_status in {"F", "U"}:
-            return
+            return False
         raise MissingSignatureError("Antom's successful answer is not signed")
     if unsigned or not response_time:
         raise MalformedSignatureHeaderError("Antom's answer has incomplete signature headers")
@@ -330,3 +366,4 @@ def check_response_signature(
         time=response_time,
         body=raw,
     )
+    return True

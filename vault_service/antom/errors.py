@@ -7,7 +7,26 @@ service layer can map them to gRPC codes without parsing messages.
 
 from __future__ import annotations
 
+from typing import Final
+
 from vault_service.errors import VaultError
+
+GATEWAY_REFUSAL_CODES: Final = frozenset(
+    {
+        # Antom-wide gateway codes (fact sheet §11.2): the gateway refused the caller or the
+        # route before looking at the request, so the answer says nothing about the vaulting.
+        "INVALID_SIGNATURE",
+        "KEY_NOT_FOUND",
+        "ACCESS_DENIED",
+        "INVALID_CLIENT",
+        "CLIENT_INVALID",
+        "NO_INTERFACE_DEF",
+        "METHOD_NOT_SUPPORTED",
+        "MEDIA_TYPE_NOT_ACCEPTABLE",
+    }
+)
+_SIGNING_CODES: Final = frozenset({"INVALID_SIGNATURE", "KEY_NOT_FOUND"})
+_CLIENT_CODES: Final = frozenset({"ACCESS_DENIED", "INVALID_CLIENT", "CLIENT_INVALID"})
 
 
 class AntomError(VaultError):
@@ -51,7 +70,50 @@ class AntomResultError(AntomError):
 
 
 class AntomRejectedError(AntomResultError):
-    """A definitive failure (``resultStatus`` F): repeating the request will not help."""
+    """A definitive failure (``resultStatus`` F): repeating the request will not help.
+
+    Antom's signed word about this request, so the reconciler may count it as an answer
+    (and expire a lapsed session); compare :class:`AntomConfigurationError`.
+    """
+
+
+class AntomConfigurationError(AntomResultError):
+    """Antom's gateway refused *us*, not the request: our signature, key version, client id or
+    endpoint (a code of :data:`GATEWAY_REFUSAL_CODES`, or any ``F`` that came unsigned, which
+    the gateway only sends when it cannot tell who is calling).
+
+    A configuration problem on our side, never an answer about the vaulting: it must not let
+    a record expire (a wrong merchant key plus one lost notification would bury a saved card),
+    and callers get UNAVAILABLE (fixing the settings fixes the call), not a business failure.
+    """
+
+    @property
+    def hint(self) -> str:
+        """What the operator should check, in the words of our settings."""
+        if self.result_code in _SIGNING_CODES:
+            return (
+                "Antom refused our request signature: check VAULT_MERCHANT_PRIVATE_KEY_FILE / "
+                "VAULT_ANTOM_KEY_VERSION (the key registered with Antom, and its version)"
+            )
+        if self.result_code in _CLIENT_CODES:
+            return (
+                "Antom refused our client: check VAULT_ANTOM_CLIENT_ID and that it belongs to "
+                "the gateway in VAULT_ANTOM_BASE_URL"
+            )
+        return (
+            f"Antom's gateway refused our request ({self.result_code}): check "
+            "VAULT_ANTOM_BASE_URL, VAULT_ANTOM_CLIENT_ID and VAULT_MERCHANT_PRIVATE_KEY_FILE"
+        )
+
+
+def failure(
+    result_code: str, result_message: str, *, signed: bool
+) -> AntomRejectedError | AntomConfigurationError:
+    """The error for an ``F`` answer: Antom's word about the request only when it is signed
+    and not a gateway refusal (the one place this distinction is made)."""
+    if not signed or result_code in GATEWAY_REFUSAL_CODES:
+        return AntomConfigurationError(result_code, "F", result_message)
+    return AntomRejectedError(result_code, "F", result_message)
 
 
 class AntomUnknownResultError(AntomResultError):

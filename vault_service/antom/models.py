@@ -6,17 +6,53 @@ Parsing is tolerant where Antom is loose (unknown fields ignored, ``"true"`` or 
 wrong value would be a silent bug (``resultStatus`` must be S, F or U). Enumerations Antom may
 extend (card brands, funding, failure codes) stay plain strings so a new value never rejects a
 notification.
+
+Text PostgreSQL cannot store (U+0000, and the lone surrogates a JSON ``\\ud800`` escape
+decodes to) becomes U+FFFD as Antom's JSON is parsed (:func:`antom_document`), in every string
+of every message. A signed notification or an inquiry answer carrying one is still Antom's
+word about the vaulting: refusing it would leave the record open for ever (the webhook
+answering 500 or 400 to every retry, each inquiry failing the same way), and only one backend
+would fail. Replaced once here, every backend stores the same value.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import re
+from typing import Final, Literal, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 ResultStatus = Literal["S", "F", "U"]
-VaultingStatus = Literal["SUCCESS", "FAIL", "PROCESSING"]
+
+UNSTORABLE_REPLACEMENT: Final = "\ufffd"
+_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """``text`` with every character no database can store replaced by U+FFFD."""
+    return _UNSTORABLE.sub(UNSTORABLE_REPLACEMENT, text)
+
+
+def antom_document(raw: bytes) -> object:
+    """Antom's JSON body as Python values, every string (keys too) made storable.
+
+    Python's ``json`` is used, not pydantic's parser: the latter refuses lone surrogate
+    escapes, which would make the whole message unreadable. Raises ``ValueError`` for a body
+    that is not UTF-8 JSON.
+    """
+    return _storable(json.loads(raw))
+
+
+def _storable(value: object) -> object:
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    if isinstance(value, dict):
+        return {storable_text(key): _storable(item) for key, item in value.items()}
+    return value
 
 
 class AntomModel(BaseModel):
@@ -29,6 +65,12 @@ class AntomModel(BaseModel):
         frozen=True,
         coerce_numbers_to_str=True,
     )
+
+    @classmethod
+    def from_antom_json(cls, raw: bytes) -> Self:
+        """Parse a body Antom sent; ``ValueError`` (a ``ValidationError`` when the JSON is
+        valid but the message is not) if it is not one."""
+        return cls.model_validate(antom_document(raw))
 
     def to_json_bytes(self) -> bytes:
         """Compact JSON of the set fields, exactly the bytes that get signed and sent."""
@@ -219,7 +261,8 @@ class InquireVaultingRequest(AntomModel):
 class InquireVaultingResponse(AntomModel):
     result: Result
     vaulting_request_id: str
-    vaulting_status: VaultingStatus | None = None
+    vaulting_status: str | None = None
+    """``SUCCESS``, ``FAIL``, ``PROCESSING``, or a word Antom adds later (kept, not refused)."""
     vaulting_result_code: str | None = None
     vaulting_result_message: str | None = None
     payment_method_detail: PaymentMethodDetail | None = None
@@ -239,5 +282,6 @@ class VaultingNotification(AntomModel):
     vaulting_create_time: str | None = None
     acquirer_info: AcquirerInfo | None = None
     metadata: str | None = None
-    vaulting_status: VaultingStatus | None = None
+    vaulting_status: str | None = None
+    """As in :class:`InquireVaultingResponse`: any word Antom sends is kept."""
     customized_info: CustomizedInfo | None = None

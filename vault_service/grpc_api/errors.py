@@ -24,8 +24,10 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from vault_service.antom.errors import (
+    AntomConfigurationError,
     AntomProtocolError,
     AntomRejectedError,
+    AntomResultError,
     AntomUnavailableError,
     AntomUnknownResultError,
     SignatureError,
@@ -98,6 +100,15 @@ def rich_status(exc: Exception) -> status_pb2.Status:
             return _status(
                 code,
                 f"Antom refused the call with {exc.result_code}",
+                _antom_error_info(exc),
+            )
+        case AntomConfigurationError():
+            # Our configuration, not the caller's request: UNAVAILABLE until an operator
+            # fixes the settings the message names (no card data or Antom text in it).
+            return _status(
+                code_pb2.UNAVAILABLE,
+                f"{exc.hint}; retry later",
+                _retry_info(),
                 _antom_error_info(exc),
             )
         case AntomUnknownResultError():
@@ -227,7 +238,7 @@ def _retry_info() -> error_details_pb2.RetryInfo:
     return error_details_pb2.RetryInfo(retry_delay=Duration(seconds=RETRY_DELAY_SECONDS))
 
 
-def _antom_error_info(exc: AntomRejectedError | AntomUnknownResultError) -> Message:
+def _antom_error_info(exc: AntomResultError) -> Message:
     return error_details_pb2.ErrorInfo(
         reason=exc.result_code,
         domain=ANTOM_DOMAIN,

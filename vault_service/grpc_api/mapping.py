@@ -115,6 +115,7 @@ def vaulting_result(record: VaultingRecord) -> pb.VaultingResult:
         result.card.CopyFrom(_card(record.card))
     if record.antom_result is not None:
         result.antom_result.CopyFrom(_antom_result(record.antom_result))
+        result.antom_vaulting_status = record.antom_result.vaulting_status
     acquirer_info = {k: v for k, v in record.acquirer_info if k in _ACQUIRER_FIELDS}
     if acquirer_info:
         result.acquirer_info.CopyFrom(pb.AcquirerInfo(**acquirer_info))

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
-from typing import Final
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from google.protobuf.message import Message
@@ -33,6 +33,8 @@ COLOR_DEPTHS: Final = frozenset({1, 4, 8, 15, 16, 24, 30, 32, 48})
 
 _REQUEST_ID: Final = re.compile(r"[\x21-\x7e]+")
 _REGION: Final = re.compile(r"[A-Z]{2}")
+_CONTROL_CHARACTER: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_CHARACTER_RULE: Final = "must not contain control characters (such as NUL, CR or LF)"
 
 ENV_STRING_LIMITS: Final[dict[str, int]] = {
     # Antom's documented limits (fact sheet §5.6).
@@ -73,12 +75,14 @@ def create_session_violations(request: pb.CreateSessionRequest) -> Violations:
     found += _labels(request.labels)
     if request.HasField("env"):
         found += _env(request.env)
-    found += _nul_characters(request, "")
+    found += _control_characters(request, "")
     return _merged(found)
 
 
 def get_result_violations(request: pb.GetResultRequest) -> Violations:
-    return _merged(_request_id("vaulting_request_id", request.vaulting_request_id))
+    found = _request_id("vaulting_request_id", request.vaulting_request_id)
+    found += _control_characters(request, "")
+    return _merged(found)
 
 
 def stream_results_violations(request: pb.StreamResultsRequest) -> Violations:
@@ -90,7 +94,16 @@ def stream_results_violations(request: pb.StreamResultsRequest) -> Violations:
         found.append(("vaulting_request_ids", f"must list at most {MAX_STREAM_IDS} ids"))
     for index, vaulting_request_id in enumerate(ids[:MAX_STREAM_IDS]):
         found += _request_id(f"vaulting_request_ids[{index}]", vaulting_request_id)
+    found += _control_characters(request, "")
     return _merged(found)
+
+
+REQUEST_VIOLATIONS: Final[Mapping[type[Message], Callable[[Any], Violations]]] = {
+    pb.CreateSessionRequest: create_session_violations,
+    pb.GetResultRequest: get_result_violations,
+    pb.StreamResultsRequest: stream_results_violations,
+}
+"""The check of each request message, by type (tests walk it against the service descriptor)."""
 
 
 def _merged(found: Iterable[tuple[str, str]]) -> Violations:
@@ -169,12 +182,15 @@ def _lengths(message: Message, limits: Mapping[str, int], prefix: str) -> list[t
     ]
 
 
-def _nul_characters(message: Message, prefix: str) -> list[tuple[str, str]]:
-    """Every given string, map entry included, that holds a NUL character.
+def _control_characters(message: Message, prefix: str) -> list[tuple[str, str]]:
+    """Every given string, map keys and values and repeated items included, that holds a
+    control character (Unicode category Cc: C0, DEL, C1).
 
-    PostgreSQL stores no NUL in ``text`` or ``jsonb``: such a request used to pass, reach
-    Antom, and then fail to be stored (INTERNAL, with Antom's session already made). No real
-    URL, label or device field carries one, so it is refused up front on every backend.
+    Walked from the descriptor, so a field added later is covered without a change here.
+    PostgreSQL stores no NUL in ``text`` or ``jsonb`` (such a request used to reach Antom and
+    then fail to be stored), and a CR or LF in a URL or label is a header-injection or
+    log-forging vector that ``urlsplit`` silently strips while checking, so the value went to
+    Antom raw. No real URL, label, id or device field carries one.
     """
     found: list[tuple[str, str]] = []
     for field, value in message.ListFields():
@@ -182,15 +198,25 @@ def _nul_characters(message: Message, prefix: str) -> list[tuple[str, str]]:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             texts = [text for entry in value.items() for text in entry if isinstance(text, str)]
         elif field.message_type is not None:
-            found += _nul_characters(value, path + ".")
+            for index, item in enumerate(value) if field.is_repeated else [(None, value)]:
+                found += _control_characters(item, _indexed(path, index) + ".")
             continue
         elif field.is_repeated:
-            texts = [text for text in value if isinstance(text, str)]
+            found += [
+                (_indexed(path, index), CONTROL_CHARACTER_RULE)
+                for index, text in enumerate(value)
+                if isinstance(text, str) and _CONTROL_CHARACTER.search(text)
+            ]
+            continue
         else:
             texts = [value] if isinstance(value, str) else []
-        if any("\x00" in text for text in texts):
-            found.append((path, "must not contain NUL characters"))
+        if any(_CONTROL_CHARACTER.search(text) for text in texts):
+            found.append((path, CONTROL_CHARACTER_RULE))
     return found
+
+
+def _indexed(path: str, index: int | None) -> str:
+    return path if index is None else f"{path}[{index}]"
 
 
 def _is_ip_address(text: str) -> bool:

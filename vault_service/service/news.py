@@ -30,11 +30,13 @@ _INQUIRY_STATUS = {
 def from_notification(notification: models.VaultingNotification, now: datetime) -> Observation:
     """A notification: ``S`` means stored, ``F`` failed, ``U`` (undocumented) still open.
 
-    APO notifications may also carry ``vaultingStatus``; when present it is the finer word.
+    APO notifications may also carry ``vaultingStatus``; when present it is the finer word,
+    and one this build does not know gives no status (:class:`Observation`).
     """
     result = notification.result
+    status: VaultingStatus | None
     if notification.vaulting_status is not None:
-        status = _INQUIRY_STATUS[notification.vaulting_status]
+        status = _INQUIRY_STATUS.get(notification.vaulting_status)
     elif result.result_status == "S":
         status = VaultingStatus.SUCCEEDED
     elif result.result_status == "F":
@@ -50,18 +52,19 @@ def from_notification(notification: models.VaultingNotification, now: datetime) 
             result_code=result.result_code,
             result_status=result.result_status,
             result_message=result.result_message,
+            vaulting_status=notification.vaulting_status or "",
         ),
         acquirer_info=_acquirer_info(notification.acquirer_info),
     )
 
 
 def from_inquiry(answer: models.InquireVaultingResponse, now: datetime) -> Observation | None:
-    """An inquiry answer, or ``None`` when it carries no vaulting status to act on."""
+    """An inquiry answer, or ``None`` when it carries no vaulting status to act on (one this
+    build does not know still gives an Observation, without a status)."""
     if answer.vaulting_status is None:
         return None
-    status = _INQUIRY_STATUS[answer.vaulting_status]
     return Observation(
-        status=status,
+        status=_INQUIRY_STATUS.get(answer.vaulting_status),
         source=EventSource.INQUIRY,
         observed_at=now,
         card=_card(answer.payment_method_detail),
@@ -69,6 +72,7 @@ def from_inquiry(answer: models.InquireVaultingResponse, now: datetime) -> Obser
             result_code=answer.vaulting_result_code or "",
             result_status={"SUCCESS": "S", "FAIL": "F"}.get(answer.vaulting_status, "U"),
             result_message=answer.vaulting_result_message or "",
+            vaulting_status=answer.vaulting_status,
         ),
         acquirer_info=_acquirer_info(answer.acquirer_info),
     )

@@ -2,7 +2,8 @@
 
 Notifications can be lost (a webhook outage longer than Antom's 24-hour retry window, a
 misconfigured URL), so every open session is polled with ``inquireVaulting``, with a delay that
-grows with the session's age, until it is final; past its expiry (plus a grace period for a
+grows with the session's age, until it is final (and, for a success, until its card token is
+known: an inquiry may report SUCCESS without the card); past its expiry (plus a grace period for a
 buyer who submitted at the last moment) it is marked EXPIRED. A final result Antom reports
 later still replaces EXPIRED (see :mod:`vault_service.domain`).
 """
@@ -13,7 +14,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from vault_service.antom.errors import AntomError, AntomRejectedError
+from vault_service.antom.errors import AntomConfigurationError, AntomError, AntomRejectedError
 from vault_service.domain import VaultingRecord
 from vault_service.service import news
 from vault_service.service.vaulting import Clock, VaultingService, utc_now
@@ -99,6 +100,10 @@ class Reconciler:
                 "reconciliation inquiry refused",
                 extra={"vaulting_request_id": vaulting_request_id, "result_code": exc.result_code},
             )
+        except AntomConfigurationError:
+            # Antom refused our credentials, not the request: no answer, so no expiry. The
+            # client logs it at ERROR once per interval, not once per record.
+            antom_answered = False
         except AntomError as exc:
             antom_answered = False
             log.warning(
@@ -106,10 +111,11 @@ class Reconciler:
                 extra={"vaulting_request_id": vaulting_request_id, "error": type(exc).__name__},
             )
         current = await self._store.get(vaulting_request_id)
-        if current is None or current.status.is_final:
+        if current is None or current.reconciled:
             return
         now = self._clock()
-        if antom_answered and now >= current.session.expires_at + self._expiry_grace:
+        expired = now >= current.session.expires_at + self._expiry_grace
+        if antom_answered and expired and not current.status.is_final:
             # Only once Antom has answered: expiring while it is unreachable could bury a card
             # the buyer did save (its notification lost, its inquiry not yet possible).
             await self._service.apply(vaulting_request_id, news.expiry(now))

@@ -20,7 +20,14 @@ from vault_service.antom.models import (
     InquireVaultingRequest,
     VaultingNotification,
 )
-from vault_service.domain import Event, Observation, Session, SessionParameters, VaultingRecord
+from vault_service.domain import (
+    Event,
+    Observation,
+    Session,
+    SessionParameters,
+    SessionRequest,
+    VaultingRecord,
+)
 from vault_service.errors import ConflictError, NotFoundError
 from vault_service.events import EventHub
 from vault_service.service import news
@@ -96,17 +103,26 @@ class VaultingService:
         parameters: SessionParameters,
         deadline: float | None,
     ) -> CreatedSession:
-        answer = await self._antom.create_vaulting_session(
-            CreateVaultingSessionRequest(
-                vaulting_request_id=vaulting_request_id,
-                vaulting_notification_url=self._notify_url,
-                payment_method_type=parameters.payment_method_type,
-                redirect_url=parameters.redirect_url or None,
-                merchant_region=parameters.merchant_region or None,
-                is_3ds_authentication=parameters.is_3ds_authentication,
+        # The first attempt's request, kept before Antom sees it: a retry (after a U, a
+        # timeout, a restart) sends its exact bytes even if the notify URL changed since.
+        first = await self._store.keep_session_request(
+            vaulting_request_id,
+            SessionRequest(
+                owner,
+                parameters,
+                CreateVaultingSessionRequest(
+                    vaulting_request_id=vaulting_request_id,
+                    vaulting_notification_url=self._notify_url,
+                    payment_method_type=parameters.payment_method_type,
+                    redirect_url=parameters.redirect_url or None,
+                    merchant_region=parameters.merchant_region or None,
+                    is_3ds_authentication=parameters.is_3ds_authentication,
+                ).to_json_bytes(),
             ),
-            budget=remaining(deadline),
+            self._clock(),
         )
+        _check_same_request(vaulting_request_id, first.owner, first.parameters, owner, parameters)
+        answer = await self._antom.create_vaulting_session(first.body, budget=remaining(deadline))
         try:
             expires_at = datetime.fromisoformat(answer.vaulting_session_expiry_time)
         except ValueError:
@@ -142,8 +158,10 @@ class VaultingService:
         the streams. An id we never created is kept as an orphan for audit."""
         now = self._clock()
         vaulting_request_id = notification.vaulting_request_id
+        observation = news.from_notification(notification, now)
+        _warn_if_unrecognised(vaulting_request_id, observation)
         try:
-            await self.apply(vaulting_request_id, news.from_notification(notification, now))
+            await self.apply(vaulting_request_id, observation)
         except RecordNotFoundError:
             await self._store.record_orphan(vaulting_request_id, raw, now)
             log.warning(
@@ -159,12 +177,13 @@ class VaultingService:
         refresh: bool = False,
         deadline: float | None = None,
     ) -> VaultingRecord:
-        """The stored state; with ``refresh`` ask Antom first unless it is already final.
+        """The stored state; with ``refresh`` ask Antom first, unless Antom has said all it
+        will (final, and a success with its card token).
 
         ``owner`` is the caller whose records may be read; ``None`` reads any (an admin).
         """
         record = await self._owned(owner, vaulting_request_id)
-        if not refresh or record.status.is_antom_final:
+        if not refresh or not record.awaits_antom:
             return record
         await self.inquire(vaulting_request_id, budget=remaining(deadline))
         return await self._owned(owner, vaulting_request_id)
@@ -177,6 +196,7 @@ class VaultingService:
         observation = news.from_inquiry(answer, self._clock())
         if observation is None:
             return False
+        _warn_if_unrecognised(vaulting_request_id, observation)
         return await self.apply(vaulting_request_id, observation) is not None
 
     async def apply(self, vaulting_request_id: str, observation: Observation) -> Event | None:
@@ -216,14 +236,40 @@ class VaultingService:
         return record
 
 
+def _warn_if_unrecognised(vaulting_request_id: str, observation: Observation) -> None:
+    """Say so when Antom uses a vaultingStatus this build does not know: it is kept and shown,
+    but only a newer build can act on it (the record waits, then expires)."""
+    if observation.status is None and observation.antom_result is not None:
+        log.warning(
+            "Antom reported an unknown vaultingStatus; kept as is, the status does not change",
+            extra={
+                "vaulting_request_id": vaulting_request_id,
+                "antom_vaulting_status": observation.antom_result.vaulting_status,
+            },
+        )
+
+
 def _replay(existing: VaultingRecord, owner: str, parameters: SessionParameters) -> VaultingRecord:
     """The stored session for an idempotent repeat, or a conflict."""
-    if existing.owner != owner:
-        # Another caller's: said as little as a refusal can (not whose, not with what).
-        raise ConflictError(f"vaulting request {existing.vaulting_request_id!r} is already in use")
-    if existing.parameters != parameters:
-        raise ConflictError(
-            f"vaulting request {existing.vaulting_request_id!r} already exists"
-            " with different parameters"
-        )
+    _check_same_request(
+        existing.vaulting_request_id, existing.owner, existing.parameters, owner, parameters
+    )
     return existing
+
+
+def _check_same_request(
+    vaulting_request_id: str,
+    first_owner: str,
+    first_parameters: SessionParameters,
+    owner: str,
+    parameters: SessionParameters,
+) -> None:
+    """A repeat of an id must come from its first caller with its first parameters: anything
+    else is a conflict (Antom would refuse a changed request as REPEAT_REQ_INCONSISTENT)."""
+    if first_owner != owner:
+        # Another caller's: said as little as a refusal can (not whose, not with what).
+        raise ConflictError(f"vaulting request {vaulting_request_id!r} is already in use")
+    if first_parameters != parameters:
+        raise ConflictError(
+            f"vaulting request {vaulting_request_id!r} already exists with different parameters"
+        )

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from vault_service.domain import Event, Observation, VaultingRecord
+from vault_service.domain import Event, Observation, SessionRequest, VaultingRecord
 from vault_service.errors import VaultError
 
 
@@ -160,11 +160,23 @@ class Store(Protocol):
         ...
 
     async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> None:
-        """Store a new record, due for its first reconciliation at ``next_check_at``.
+        """Store a new record, due for its first reconciliation at ``next_check_at`` (unless
+        it is already ``reconciled``).
 
         Raises :class:`RecordExistsError` (carrying the stored record) when the id is taken;
         the store is the arbiter of concurrent CreateSession calls with the same id. No event
         is appended: the event log carries results, and a new session is not one.
+        """
+        ...
+
+    async def keep_session_request(
+        self, vaulting_request_id: str, request: SessionRequest, at: datetime
+    ) -> SessionRequest:
+        """The createVaultingSession request of this id: ``request`` if it is the first one
+        (then kept, durably, before returning), else the one kept first, unchanged.
+
+        CreateSession sends what this returns, so that every attempt for an id, in any
+        process, at any later time, sends the first attempt's exact bytes.
         """
         ...
 
@@ -174,7 +186,9 @@ class Store(Protocol):
         When the record changes, the update and an event holding a snapshot of the updated
         record commit together and the committed event is returned. When it does not
         (duplicate, late or out-of-order news) nothing is written and ``None`` is returned. A
-        change to a final state also takes the record off the reconciliation schedule.
+        change that makes the record ``reconciled`` also takes it off the reconciliation
+        schedule; one that makes it unreconciled again (an EXPIRED record that learns of a
+        success without its card token) puts it back, due at ``news.observed_at``.
         Raises :class:`RecordNotFoundError` for an unknown id.
         """
         ...
@@ -215,8 +229,8 @@ class Store(Protocol):
         ...
 
     async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[VaultingRecord]:
-        """Claim up to ``limit`` non-final records whose next check is at or before ``now``,
-        the longest overdue first, for ``lease``.
+        """Claim up to ``limit`` scheduled (not ``reconciled``) records whose next check is at
+        or before ``now``, the longest overdue first, for ``lease``.
 
         Claiming moves each record's next check to ``now + lease`` in the same atomic step, so
         a concurrent caller (another replica's reconciler) never gets the same record while the

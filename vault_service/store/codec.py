@@ -88,7 +88,7 @@ def record_to_row(record: VaultingRecord) -> RecordRow:
         vaulting_request_id=record.vaulting_request_id,
         owner=record.owner,
         status=record.status.value,
-        parameters=_dumps(_parameters_to_json(record.parameters)),
+        parameters=encode_parameters(record.parameters),
         session_id=record.session.session_id,
         session_data=record.session.session_data,
         session_expires_at=encode_instant(record.session.expires_at),
@@ -103,6 +103,19 @@ def record_to_row(record: VaultingRecord) -> RecordRow:
         updated_at=encode_instant(record.updated_at),
         final_at=None if record.final_at is None else encode_instant(record.final_at),
     )
+
+
+def encode_parameters(parameters: SessionParameters) -> str:
+    """A session's parameters as the JSON text the ``parameters`` columns hold."""
+    return _dumps(_parameters_to_json(parameters))
+
+
+def decode_parameters(text: str) -> SessionParameters:
+    """The parameters stored as ``text``; :class:`CorruptDataError` if they do not decode."""
+    try:
+        return _parameters_from_json(_object(json.loads(text), "parameters"))
+    except ValueError as error:
+        raise CorruptDataError(f"stored session parameters do not decode: {error}") from error
 
 
 def record_from_row(row: RecordRow) -> VaultingRecord:
@@ -329,6 +342,7 @@ def _antom_result_to_json(result: AntomResult) -> JSONObject:
         "result_code": result.result_code,
         "result_status": result.result_status,
         "result_message": result.result_message,
+        "vaulting_status": result.vaulting_status,
     }
 
 
@@ -337,6 +351,7 @@ def _antom_result_from_json(document: JSONObject) -> AntomResult:
         result_code=_str(document, "result_code"),
         result_status=_str(document, "result_status"),
         result_message=_str(document, "result_message"),
+        vaulting_status=_str(document, "vaulting_status"),
     )
 
 

@@ -45,6 +45,16 @@ def check_schema_version(current: int, *, known: int, where: str, will_migrate: 
         )
 
 
+_SCHEDULED_UNLESS_RECONCILED: Final = """CHECK (CASE status
+                    WHEN 'SUCCEEDED' THEN TRUE
+                    WHEN 'FAILED' THEN next_check_at IS NULL
+                    WHEN 'EXPIRED' THEN next_check_at IS NULL
+                    ELSE next_check_at IS NOT NULL END)"""
+"""Version 3's schedule rule (both dialects): open records are scheduled, FAILED and EXPIRED
+never; a SUCCEEDED one is while its card token is missing (``VaultingRecord.reconciled``),
+which only the stored card, sealed, can tell."""
+
+
 SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         version=1,
@@ -107,6 +117,63 @@ SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
                 received_at         INTEGER NOT NULL,
                 UNIQUE (vaulting_request_id, body_sha256)
             ) STRICT
+            """,
+        ),
+    ),
+    Migration(
+        version=2,
+        description="session_requests: the createVaultingSession body first sent per id",
+        statements=(
+            # Issue 9 #15: a retry repeats these exact bytes, whatever the settings say now.
+            """
+            CREATE TABLE session_requests (
+                vaulting_request_id TEXT PRIMARY KEY,
+                owner               TEXT NOT NULL,
+                parameters          TEXT NOT NULL,
+                body                BLOB NOT NULL,
+                created_at          INTEGER NOT NULL
+            ) STRICT
+            """,
+        ),
+    ),
+    Migration(
+        version=3,
+        description="records: a SUCCEEDED record without its card token stays scheduled",
+        statements=(
+            # Issue 9 #7. SQLite cannot change a CHECK in place: the table is rebuilt. Events
+            # reference records, so their foreign keys are checked at COMMIT (deferred), by
+            # when every record is back under the same key.
+            "PRAGMA defer_foreign_keys = ON",
+            "CREATE TEMP TABLE records_before_v3 AS SELECT * FROM records",
+            "DROP TABLE records",
+            f"""
+            CREATE TABLE records (
+                vaulting_request_id TEXT PRIMARY KEY,
+                owner               TEXT NOT NULL,
+                status              TEXT NOT NULL CHECK (status IN (
+                    'SESSION_CREATED', 'PROCESSING', 'SUCCEEDED', 'FAILED', 'EXPIRED')),
+                parameters          TEXT NOT NULL,
+                session_id          TEXT NOT NULL,
+                session_data        TEXT NOT NULL,
+                session_expires_at  INTEGER NOT NULL,
+                session_normal_url  TEXT NOT NULL,
+                card_token          TEXT,
+                card                TEXT,
+                antom_result        TEXT,
+                acquirer_info       TEXT NOT NULL,
+                created_at          INTEGER NOT NULL,
+                updated_at          INTEGER NOT NULL,
+                final_at            INTEGER,
+                next_check_at       INTEGER,
+                CHECK ((card IS NULL) = (card_token IS NULL)),
+                {_SCHEDULED_UNLESS_RECONCILED}
+            ) STRICT
+            """,
+            "INSERT INTO records SELECT * FROM temp.records_before_v3",
+            "DROP TABLE temp.records_before_v3",
+            """
+            CREATE INDEX records_due ON records (next_check_at, vaulting_request_id)
+            WHERE next_check_at IS NOT NULL
             """,
         ),
     ),
@@ -181,6 +248,31 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
                 UNIQUE (vaulting_request_id, body_sha256)
             )
             """,
+        ),
+    ),
+    Migration(
+        version=2,
+        description="session_requests: the createVaultingSession body first sent per id",
+        statements=(
+            # Issue 9 #15: a retry repeats these exact bytes, whatever the settings say now.
+            """
+            CREATE TABLE session_requests (
+                vaulting_request_id text PRIMARY KEY,
+                owner               text NOT NULL,
+                parameters          jsonb NOT NULL,
+                body                bytea NOT NULL,
+                created_at          timestamptz NOT NULL
+            )
+            """,
+        ),
+    ),
+    Migration(
+        version=3,
+        description="records: a SUCCEEDED record without its card token stays scheduled",
+        statements=(
+            # Issue 9 #7. records_check1 is version 1's unnamed schedule CHECK.
+            "ALTER TABLE records DROP CONSTRAINT records_check1",
+            f"ALTER TABLE records ADD CONSTRAINT records_scheduled {_SCHEDULED_UNLESS_RECONCILED}",
         ),
     ),
 )

@@ -67,7 +67,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 from asyncpg.pool import Pool, PoolConnectionProxy
 
-from vault_service.domain import Event, Observation, VaultingRecord, apply_observation
+from vault_service.domain import (
+    Event,
+    Observation,
+    SessionRequest,
+    VaultingRecord,
+    apply_observation,
+)
 from vault_service.store.base import (
     DatabaseUnavailableError,
     LogEntry,
@@ -83,7 +89,9 @@ from vault_service.store.codec import (
     RECORD_COLUMNS,
     RecordRow,
     decode_instant,
+    decode_parameters,
     encode_instant,
+    encode_parameters,
     encode_snapshot,
     record_from_row,
     record_to_row,
@@ -159,8 +167,8 @@ _UPDATE_RECORD: Final = (
     "UPDATE records SET "  # noqa: S608
     + ", ".join(f"{column} = ${n}" for n, column in enumerate(RECORD_COLUMNS[1:], start=1))
     + f", next_check_at = CASE WHEN ${len(RECORD_COLUMNS)}::boolean THEN NULL"
-    + " ELSE next_check_at END"
-    + f" WHERE vaulting_request_id = ${len(RECORD_COLUMNS) + 1}"
+    + f" ELSE coalesce(next_check_at, ${len(RECORD_COLUMNS) + 1}::timestamptz) END"
+    + f" WHERE vaulting_request_id = ${len(RECORD_COLUMNS) + 2}"
 )
 # One statement takes the append lock, then inserts (the identity default is evaluated for the
 # row the locked CTE produces, so the id is drawn under the lock), then NOTIFYs. The lock is
@@ -326,7 +334,7 @@ class PostgresStore:
 
     async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> None:
         row = seal_record_row(self._keys, record_to_row(record))
-        check_at = None if record.status.is_final else _utc(next_check_at)
+        check_at = None if record.reconciled else _utc(next_check_at)
         async with self._connection() as connection:
             if await connection.fetchval(_INSERT_RECORD, *_record_parameters(row), check_at):
                 return
@@ -348,14 +356,15 @@ class PostgresStore:
             if changed is None:
                 return None
             row = seal_record_row(self._keys, record_to_row(changed))
+            occurred_at = _utc(news.observed_at)
             await connection.execute(
                 _UPDATE_RECORD,
                 *_record_parameters(row)[1:],
-                changed.status.is_final,
+                changed.reconciled,
+                occurred_at,
                 vaulting_request_id,
             )
             snapshot, card_token = encode_snapshot(changed)
-            occurred_at = _utc(news.observed_at)
             appended = await connection.fetchrow(
                 _APPEND_EVENT,
                 EVENT_APPEND_LOCK,
@@ -369,6 +378,32 @@ class PostgresStore:
             assert appended is not None
             event_id: int = appended["id"]
         return Event(event_id, news.source, occurred_at, changed)
+
+    async def keep_session_request(
+        self, vaulting_request_id: str, request: SessionRequest, at: datetime
+    ) -> SessionRequest:
+        async with self._connection() as connection:
+            # A conflicting insert has committed when ON CONFLICT lets this one go: the
+            # SELECT after it sees the first request.
+            await connection.execute(
+                "INSERT INTO session_requests "
+                "(vaulting_request_id, owner, parameters, body, created_at) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (vaulting_request_id) DO NOTHING",
+                vaulting_request_id,
+                request.owner,
+                encode_parameters(request.parameters),
+                request.body,
+                _utc(at),
+            )
+            kept = await connection.fetchrow(
+                "SELECT owner, parameters, body FROM session_requests "
+                "WHERE vaulting_request_id = $1",
+                vaulting_request_id,
+            )
+        assert kept is not None  # never deleted
+        return SessionRequest(
+            kept["owner"], decode_parameters(kept["parameters"]), bytes(kept["body"])
+        )
 
     async def record_orphan(
         self, vaulting_request_id: str, body: bytes, received_at: datetime

@@ -54,6 +54,7 @@ from typing import Any, Final, Literal, NamedTuple, ParamSpec, TypeVar
 from vault_service.domain import (
     Event,
     Observation,
+    SessionRequest,
     VaultingRecord,
     apply_observation,
 )
@@ -72,7 +73,9 @@ from vault_service.store.codec import (
     RECORD_COLUMNS,
     RecordRow,
     decode_instant,
+    decode_parameters,
     encode_instant,
+    encode_parameters,
     encode_snapshot,
     record_from_row,
     record_to_row,
@@ -120,7 +123,7 @@ _INSERT_RECORD: Final = (
 _UPDATE_RECORD: Final = (
     "UPDATE records SET "  # noqa: S608
     + ", ".join(f"{column} = ?" for column in RECORD_COLUMNS[1:])
-    + ", next_check_at = CASE WHEN ? THEN NULL ELSE next_check_at END"
+    + ", next_check_at = CASE WHEN ? THEN NULL ELSE coalesce(next_check_at, ?) END"
     + " WHERE vaulting_request_id = ?"
 )
 _SELECT_DUE: Final = (
@@ -242,6 +245,11 @@ class SQLiteStore:
     async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> None:
         await self._run(self._insert, record, next_check_at)
 
+    async def keep_session_request(
+        self, vaulting_request_id: str, request: SessionRequest, at: datetime
+    ) -> SessionRequest:
+        return await self._run(self._keep_session_request, vaulting_request_id, request, at)
+
     async def apply(self, vaulting_request_id: str, news: Observation) -> Event | None:
         return await self._run(self._apply, vaulting_request_id, news)
 
@@ -322,7 +330,7 @@ class SQLiteStore:
 
     def _insert(self, record: VaultingRecord, next_check_at: datetime) -> None:
         row = seal_record_row(self._keys, record_to_row(record))
-        check_at = None if record.status.is_final else encode_instant(next_check_at)
+        check_at = None if record.reconciled else encode_instant(next_check_at)
 
         def work(connection: sqlite3.Connection) -> None:
             if connection.execute(_INSERT_RECORD, (*row, check_at)).rowcount == 0:
@@ -331,6 +339,31 @@ class SQLiteStore:
                 raise RecordExistsError(existing)
 
         _transaction(self._connection, work)
+
+    def _keep_session_request(
+        self, vaulting_request_id: str, request: SessionRequest, at: datetime
+    ) -> SessionRequest:
+        def work(connection: sqlite3.Connection) -> SessionRequest:
+            connection.execute(
+                "INSERT INTO session_requests "
+                "(vaulting_request_id, owner, parameters, body, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (vaulting_request_id) DO NOTHING",
+                (
+                    vaulting_request_id,
+                    request.owner,
+                    encode_parameters(request.parameters),
+                    request.body,
+                    encode_instant(at),
+                ),
+            )
+            owner, parameters, body = connection.execute(
+                "SELECT owner, parameters, body FROM session_requests "
+                "WHERE vaulting_request_id = ?",
+                (vaulting_request_id,),
+            ).fetchone()
+            return SessionRequest(owner, decode_parameters(parameters), bytes(body))
+
+        return _transaction(self._connection, work)
 
     def _apply(self, vaulting_request_id: str, news: Observation) -> Event | None:
         def work(connection: sqlite3.Connection) -> Event | None:
@@ -341,11 +374,12 @@ class SQLiteStore:
             if changed is None:
                 return None
             row = seal_record_row(self._keys, record_to_row(changed))
+            occurred_at = encode_instant(news.observed_at)
             connection.execute(
-                _UPDATE_RECORD, (*row[1:], changed.status.is_final, row.vaulting_request_id)
+                _UPDATE_RECORD,
+                (*row[1:], changed.reconciled, occurred_at, row.vaulting_request_id),
             )
             snapshot, card_token = encode_snapshot(changed)
-            occurred_at = encode_instant(news.observed_at)
             cursor = connection.execute(
                 _INSERT_EVENT,
                 (
@@ -436,7 +470,8 @@ class SQLiteStore:
         return _transaction(self._connection, work)
 
     def _reschedule(self, vaulting_request_id: str, next_check_at: datetime) -> None:
-        # Final records have no next check (a CHECK constraint says so): they stay unscheduled.
+        # Reconciled records have no next check (a CHECK constraint says so): they stay
+        # unscheduled.
         cursor = self._connection.execute(
             "UPDATE records SET next_check_at = ? "
             "WHERE vaulting_request_id = ? AND next_check_at IS NOT NULL",

@@ -51,7 +51,6 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDictProxy
-from pydantic import ValidationError
 
 from vault_service.antom.errors import SignatureError, UnknownKeyVersionError
 from vault_service.antom.models import VaultingNotification
@@ -194,8 +193,8 @@ class _NotifyHandler:
             limited = self._failures.record_failure(source)
             return _refuse(_UNAUTHORIZED, reason, source=source, source_limited=limited)
         try:
-            notification = VaultingNotification.model_validate_json(raw)
-        except ValidationError:
+            notification = VaultingNotification.from_antom_json(raw)
+        except ValueError:
             return _refuse(_BAD_REQUEST, "not a valid notification")
         vaulting_request_id = notification.vaulting_request_id
         self._warn_if_clock_skewed(request.headers["request-time"], vaulting_request_id)

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Final
 
-from vault_service.webhook.throttle import Throttle
+from vault_service.throttle import Throttle
 
 Network = IPv4Network | IPv6Network
 Address = IPv4Address | IPv6Address

@@ -599,12 +599,20 @@ class VaultingResult(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     FINAL_TIME_FIELD_NUMBER: _builtins.int
+    ANTOM_VAULTING_STATUS_FIELD_NUMBER: _builtins.int
     vaulting_request_id: _builtins.str
     """The caller's id of the vaulting request."""
     status: Global___VaultingStatus.ValueType
     """Where the vaulting request stands."""
     vaulting_session_id: _builtins.str
     """Antom's id of the vaulting session (`vaultingSessionId`)."""
+    antom_vaulting_status: _builtins.str
+    """Antom's own `vaultingStatus` word as last reported (`SUCCESS`, `FAIL`, `PROCESSING`, or a
+    value Antom added since this contract was written); empty when Antom reported none (a
+    notification without the field, or nothing yet). A word the service does not know moves no
+    `status`: the request keeps its last known status (SESSION_CREATED or PROCESSING), shows
+    Antom's word here, and still expires like any request without an outcome.
+    """
     @_builtins.property
     def card(self) -> Global___Card:
         """The saved card: set when `status` is VAULTING_STATUS_SUCCEEDED. It may also be set,
@@ -657,10 +665,11 @@ class VaultingResult(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         final_time: _timestamp_pb2.Timestamp | None = ...,
+        antom_vaulting_status: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["acquirer_info", b"acquirer_info", "antom_result", b"antom_result", "card", b"card", "create_time", b"create_time", "final_time", b"final_time", "session_expire_time", b"session_expire_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquirer_info", b"acquirer_info", "antom_result", b"antom_result", "card", b"card", "create_time", b"create_time", "final_time", b"final_time", "labels", b"labels", "session_expire_time", b"session_expire_time", "status", b"status", "update_time", b"update_time", "vaulting_request_id", b"vaulting_request_id", "vaulting_session_id", b"vaulting_session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquirer_info", b"acquirer_info", "antom_result", b"antom_result", "antom_vaulting_status", b"antom_vaulting_status", "card", b"card", "create_time", b"create_time", "final_time", b"final_time", "labels", b"labels", "session_expire_time", b"session_expire_time", "status", b"status", "update_time", b"update_time", "vaulting_request_id", b"vaulting_request_id", "vaulting_session_id", b"vaulting_session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,5 +1,5 @@
 """At most one event per interval: keeps a warning that any request can trigger from flooding
-the log.
+the log (the webhook's proxy warnings, Antom refusing our credentials on every call).
 
 A misconfigured proxy makes every request worth the same warning, and an attacker behind a
 trusted proxy can trigger it at will; one line per interval says it all, and the number of
