@@ -100,7 +100,6 @@ def make_reconciler(store: Store, service: VaultingService, clock: Clock) -> Rec
     return Reconciler(
         store,
         service,
-        EventHub(),
         interval=0.01,
         min_delay=timedelta(seconds=30),
         max_delay=timedelta(minutes=15),
