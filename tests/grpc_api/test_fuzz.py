@@ -1,4 +1,5 @@
-"""Random and nearly valid requests against the real gRPC server (emulator + SQLite behind it).
+"""Random and nearly valid requests against the real gRPC server (emulator and a store behind it;
+every test here runs once per backend, as the NUL hole showed only on PostgreSQL).
 
 The server is the production chain: authentication (bearer tokens from a callers file, health
 closed as with ``VAULT_PUBLIC_HEALTH=0``), then request decoding, then the servicer, which asks
@@ -14,16 +15,13 @@ field made hostile, a message filled at random from its descriptor, and raw byte
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
 import logging
-import sqlite3
 import string
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import grpc
@@ -32,11 +30,13 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpc import StatusCode
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from tests.fixtures.callers import Metadata, TokenFileEditor, bearer
+from tests.fuzzing import fuzz_property
 from tests.grpc_api.support import CREATE, bad_request
+from tests.store.backends import Backend
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service.domain import encode_resume_token
 from vault_service.emulator import EmulatorServer
@@ -47,7 +47,7 @@ from vault_service.grpc_api.errors import Context
 from vault_service.grpc_api.servicer import CallerOf, VaultServicer
 from vault_service.service.streaming import ResultStreams
 from vault_service.service.vaulting import VaultingService
-from vault_service.store.sqlite import SQLiteStore
+from vault_service.store import Store
 
 if TYPE_CHECKING:
     from vault_service._proto.vault.v1.vault_service_pb2_grpc import VaultServiceAsyncStub
@@ -75,12 +75,8 @@ ALLOWED: Final = frozenset(
 caller is), and never INTERNAL or UNKNOWN, which would mean that our code, or grpc's around it,
 broke on the request."""
 
-FUZZ_SETTINGS: Final = settings(
-    max_examples=150,
-    deadline=None,
-    # One server per test, shared by every example: the examples' deltas are what is checked.
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ_SETTINGS: Final = fuzz_property(examples=150)
+"""One server per test, shared by every example: the examples' deltas are what is checked."""
 
 
 # --- the server under test, with a count of the calls that reached the servicer -------------
@@ -154,8 +150,8 @@ class World:
 
     stub: VaultServiceAsyncStub
     channel: grpc.aio.Channel
-    store: SQLiteStore
-    database: Path
+    store: Store
+    backend: Backend
     emulator: EmulatorServer
     invocations: Invocations
     log: pytest.LogCaptureFixture
@@ -167,7 +163,7 @@ class World:
 
     async def ledger(self) -> Ledger:
         return Ledger(
-            records=await asyncio.to_thread(_count_records, self.database),
+            records=await _count_records(self.backend),
             last_event_id=await self.store.last_event_id(),
             antom_creates=self.emulator.state.stats.calls(CREATE),
         )
@@ -184,19 +180,24 @@ class World:
         assert not errors
 
 
-def _count_records(database: Path) -> int:
-    """Read straight from the database file, so no store method can hide a stray row."""
-    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
-        count: int = db.execute("SELECT count(*) FROM records").fetchone()[0]
-    return count
+async def _count_records(backend: Backend) -> int:
+    """Read straight from the database, so no store method can hide a stray row."""
+    [(count,)] = await backend.query("SELECT count(*) FROM records")
+    return int(count)
+
+
+@pytest.fixture
+def vault_store(each_backend_store: Store) -> Store:
+    """The server's store: every test here runs on each backend."""
+    return each_backend_store
 
 
 @pytest.fixture
 async def world(
     stub: VaultServiceAsyncStub,
     channel: grpc.aio.Channel,
-    sqlite_store: SQLiteStore,
-    tmp_path: Path,
+    vault_store: Store,
+    each_backend: Backend,
     emulator: EmulatorServer,
     invocations: Invocations,
     caplog: pytest.LogCaptureFixture,
@@ -214,13 +215,12 @@ async def world(
     async with _opened(stream) as s:
         first = await s.read()
     assert isinstance(first, pb.StreamResultsResponse)
-    database = tmp_path / "vault.db"  # where tests.fixtures.stack opens sqlite_store
-    assert await asyncio.to_thread(_count_records, database) == 1
+    assert await _count_records(each_backend) == 1
     return World(
         stub,
         channel,
-        sqlite_store,
-        database,
+        vault_store,
+        each_backend,
         emulator,
         invocations,
         caplog,

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from tests.fixtures.antom import CLIENT_ID
+from tests.fuzzing import fuzz_property
 from vault_service.antom.keys import PrivateKey
 from vault_service.antom.signing import Signer
+from vault_service.store import Store
 
 from .conftest import JSON_UTF8, PATH, ServeFactory, Webhook, WebhookCaller, notification
 
@@ -175,6 +177,12 @@ def _attempts(draw: st.DrawFn) -> Attempt:
 
 
 @pytest.fixture
+def vault_store(each_backend_store: Store) -> Store:
+    """The service's store: every property here runs on each backend."""
+    return each_backend_store
+
+
+@pytest.fixture
 def webhook_options() -> dict[str, Any]:
     """No failure limit in reach: every example gets its signature checked."""
     return {"failure_limit": 1_000_000}
@@ -217,11 +225,7 @@ def keys(antom_key: PrivateKey, antom_next_key: PrivateKey) -> dict[str, Private
     return {"current": antom_key, "next": antom_next_key}
 
 
-@settings(
-    max_examples=200,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@fuzz_property(examples=200)
 @given(attempt=_attempts())
 async def test_random_requests_get_a_deliberate_answer(
     webhook: Webhook,
@@ -244,11 +248,7 @@ async def tight_caller(
     return WebhookCaller(webhook.caller.http, url, antom_key)
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@fuzz_property(examples=60)
 @given(attempt=_attempts())
 async def test_random_requests_under_a_tight_failure_limit(
     webhook: Webhook,
