@@ -9,7 +9,8 @@ deadline, random rather than derandomized, and failing examples remembered in
 
 In a fuzz run this plugin also counts, per test, the cases whose body really ran (a case that
 Hypothesis abandoned while drawing its data, or that an ``assume`` rejected, is not one), and the
-failures Hypothesis reported, and writes both as JSON to ``VAULT_FUZZ_REPORT`` when it is set.
+failures Hypothesis reported, and writes them, with the fuzz tests collected, as JSON to
+``VAULT_FUZZ_REPORT`` when it is set.
 The count is of calls observed, not ``max_examples`` multiplied: it includes the replay of saved
 examples and the shrinking of a failure.
 """
@@ -92,6 +93,7 @@ class TestCount:
 
 
 _counts: dict[str, TestCount] = {}
+_collected: list[str] = []
 
 
 def _counted(inner: Callable[..., Any], count: TestCount) -> Callable[..., Any]:
@@ -165,8 +167,12 @@ def pytest_runtest_makereport(
     return report
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _collected.extend(item.nodeid for item in session.items if _is_fuzzed(item))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if FUZZ_EXAMPLES is None:
+    if not _counts:
         return
     terminalreporter.section("fuzz cases")
     for count in _counts.values():
@@ -178,5 +184,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     destination = os.environ.get(REPORT_VARIABLE, "").strip()
     if FUZZ_EXAMPLES is None or not destination:
         return
-    report = {"examples_per_test": FUZZ_EXAMPLES, "tests": [asdict(c) for c in _counts.values()]}
+    report = {
+        "examples_per_test": FUZZ_EXAMPLES,
+        "collected": _collected,
+        "tests": [asdict(count) for count in _counts.values()],
+    }
     Path(destination).write_text(json.dumps(report, indent=1) + "\n")
