@@ -51,8 +51,7 @@ class Run:
     asked: int
     examples: int
     outcomes: list[Outcome]
-    cases: int
-    failures: int
+    summary: str
     duration: float
 
 
@@ -95,10 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             if nodeid not in ran:  # skipped, deselected by -x, or the session broke first
                 outcomes.append(Outcome(nodeid, 0, 1))
                 failures += 1
-    if not arguments.no_record:
-        _record(Run(commit, arguments.cases, examples, outcomes, cases, failures, duration))
     short = "" if cases >= arguments.cases else f" (fewer than the {arguments.cases:,} asked)"
-    print(f"fuzz: {cases:,} cases{short}, {failures} failures (commit {commit})")
+    summary = f"fuzz: {cases:,} cases{short}, {failures} failures (commit {commit})"
+    if not arguments.no_record:
+        _record(Run(commit, arguments.cases, examples, outcomes, summary, duration))
+    print(summary)
     return 0 if failures == 0 and not short else 1
 
 
@@ -166,7 +166,7 @@ shrinking included); a failure is one distinct falsifying example Hypothesis rep
 {version("pytest")}
 - duration: {run.duration:,.0f} s
 
-**{run.cases:,} cases, {run.failures} failures.**
+**{run.summary}**
 
 | test | cases | failures |
 |---|---|---|
