@@ -1,5 +1,5 @@
-"""A real ``grpc.aio`` server on a loopback port over the real use cases (emulator + SQLite),
-and a real client channel to it."""
+"""A real ``grpc.aio`` server on a loopback port over the real use cases (emulator + the store
+of ``vault_store``: SQLite unless a module overrides it), and a real client channel to it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from vault_service.grpc_api.server import Health, build_grpc_server
 from vault_service.grpc_api.servicer import VaultServicer
 from vault_service.service.streaming import ResultStreams
 from vault_service.service.vaulting import VaultingService
-from vault_service.store.sqlite import SQLiteStore
+from vault_service.store import Store
 
 if TYPE_CHECKING:
     from vault_service._proto.vault.v1.vault_service_pb2_grpc import VaultServiceAsyncStub
@@ -42,8 +42,8 @@ def vaulting(make_vaulting: VaultingFactory) -> VaultingService:
 
 
 @pytest.fixture
-def streams(sqlite_store: SQLiteStore, hub: EventHub) -> ResultStreams:
-    return ResultStreams(sqlite_store, hub, checkpoint_interval=30.0)
+def streams(vault_store: Store, hub: EventHub) -> ResultStreams:
+    return ResultStreams(vault_store, hub, checkpoint_interval=30.0)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A running webhook over the real service, SQLite store and emulator, plus a signing caller.
+"""A running webhook over the real service, store and emulator, plus a signing caller.
 
 ``webhook`` binds a loopback socket first, builds the service with that notify URL (as app.py
 does), then serves the app on the socket; the emulator's notifications reach it for real.
@@ -7,7 +7,8 @@ does), then serves the app on the socket; the emulator's notifications reach it 
 
 The webhooks trust Antom's keys mid-rotation (``antom_verifier``): keyVersion 1 is
 ``antom_key``, keyVersion 2 is ``antom_next_key``. A test module can change the app's options
-(the failure limit, say) by overriding ``webhook_options``.
+(the failure limit, say) by overriding ``webhook_options``, and the store (SQLite by default)
+by overriding ``vault_store`` (see tests.fixtures.stack).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from vault_service.antom.signing import Signer, Verifier
 from vault_service.domain import ANONYMOUS_OWNER, SessionParameters, VaultingRecord
 from vault_service.emulator import EmulatorServer
 from vault_service.service.vaulting import VaultingService
-from vault_service.store.sqlite import SQLiteStore
+from vault_service.store import Store
 from vault_service.webhook import NotificationSink, bind, build_webhook_app, serve_webhook
 
 PATH = "/antom/vaulting/notify"
@@ -141,7 +142,7 @@ class Webhook:
     url: str
     port: int
     service: VaultingService
-    store: SQLiteStore
+    store: Store
     emulator: EmulatorServer
     caller: WebhookCaller
 
@@ -277,7 +278,7 @@ async def serve(antom_verifier: Verifier) -> AsyncIterator[ServeFactory]:
 @pytest.fixture
 async def webhook(
     make_vaulting: VaultingFactory,
-    sqlite_store: SQLiteStore,
+    vault_store: Store,
     emulator: EmulatorServer,
     antom_key: PrivateKey,
     antom_verifier: Verifier,
@@ -297,7 +298,7 @@ async def webhook(
             url=base_url + PATH,
             port=port,
             service=service,
-            store=sqlite_store,
+            store=vault_store,
             emulator=emulator,
             caller=WebhookCaller(http, base_url, antom_key),
         )
