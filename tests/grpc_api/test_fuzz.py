@@ -834,11 +834,6 @@ async def test_authorization_headers_admit_only_the_exact_token(
 
 # --- control characters in any string field (issue 9) -----------------------------------------
 
-KNOWN_BUG_CONTROL_CHARACTERS = pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 #16 and its acceptance item (control characters refused in every string "
-    "field, CR/LF in redirect_url accepted): remove this mark once the fix is merged",
-)
 CONTROL_CHARACTERS: Final = st.characters(max_codepoint=0x1F) | st.just("\x7f")
 _CREATE_STRING_FIELDS: Final = [
     "vaulting_request_id",
@@ -900,7 +895,6 @@ _CRLF_REDIRECT = _valid_create("fz-crlf")
 _CRLF_REDIRECT.redirect_url += "\r\nX-Injected: 1"
 
 
-@KNOWN_BUG_CONTROL_CHARACTERS
 @FUZZ_SETTINGS
 @given(call=controlled_calls())
 @example(call=("CreateSession", _CRLF_REDIRECT, "redirect_url"))

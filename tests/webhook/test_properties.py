@@ -281,11 +281,6 @@ async def test_random_requests_under_a_tight_failure_limit(
 # (strict, so that the merge turns it into a failure telling to remove the mark) in the test
 # command, and an ordinary test under scripts/fuzz (--runxfail), which counts what it finds.
 
-KNOWN_BUG_NUL_AND_STATUS = pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 #4 (NUL on PostgreSQL) and #5 (unknown vaultingStatus answered 400): "
-    "remove this mark once both fixes are merged",
-)
 KNOWN_BUG_COMPRESSED_BODIES = pytest.mark.xfail(
     strict=True,
     reason="issue 9 #1 (compressed bodies inflated; invalid gzip logs an ERROR): "
@@ -371,7 +366,6 @@ _NUL_IN_THE_BILLING_ADDRESS = {
 _CANCELLED = {**json.loads(notification("")), "vaultingStatus": "CANCELLED"}
 
 
-@KNOWN_BUG_NUL_AND_STATUS
 @fuzz_property(examples=60)
 @given(known=st.booleans(), document=_filled_notifications())
 @example(known=True, document=_NUL_IN_THE_BILLING_ADDRESS)
