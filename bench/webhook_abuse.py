@@ -8,8 +8,10 @@ behind the inflation. This bench measures the service's CPU for
 1. the anchor: 100 signed notifyVaulting POSTs for sessions without a result (each one
    verified, parsed, stored with its event and acknowledged), and
 2. 100 gzip bombs (``--bomb-mib`` MiB of zeros, gzip level 9, ``Content-Encoding: gzip``),
-   each written whole on a connection of its own, then read to the close, as an attacker
-   would (an HTTP client stops sending a body once it has an answer),
+   sent two ways: written whole on a raw connection of its own and read to the close, as an
+   attacker would, and POSTed with an aiohttp client session (keep-alive, which may stop
+   writing a body once it has the answer; with the decompression on, this is the pattern
+   that made the server inflate in our runs),
 
 both at ``--concurrency``, each window extended by ``--settle`` seconds after its last answer
 so that work the server does after answering (draining an unread body) is counted. Then a
@@ -47,6 +49,7 @@ from vault_service.config import DEFAULT_NOTIFY_PATH
 from vault_service.webhook import ACKNOWLEDGEMENT
 
 MIB = 1024 * 1024
+BOMB_REQUEST = ({"Content-Type": "application/json", "Content-Encoding": "gzip"}, b"")
 PROBE_INTERVAL = 0.02
 Signed = list[tuple[dict[str, str], bytes]]
 
@@ -100,10 +103,12 @@ class Target:
         async with aiohttp.ClientSession(connector=connector, trust_env=False) as http:
 
             async def post(n: int) -> None:
-                if kind == "bombs":
+                if kind == "raw bombs":
                     key = await self.bomb_whole()
                 else:
-                    headers, body = self.signed[n]
+                    headers, body = self.signed[n] if kind == "anchor" else BOMB_REQUEST
+                    if kind == "client bombs":
+                        body = self.bomb
                     async with http.post(self.url, data=body, headers=headers) as answer:
                         content = await answer.read()
                         key = "ack" if content == ACKNOWLEDGEMENT else str(answer.status)
@@ -168,7 +173,11 @@ async def bench(args: argparse.Namespace, report: service_bench.Report) -> None:
             target = Target(args, svc, service_bench.signed_notifications(signer, ids))
             bomb_label = f"gzip bombs ({len(target.bomb) / 1000:.0f} KB → {args.bomb_mib} MiB)"
             anchor_cpu = 0.0
-            for label, kind in (("signed notifications (anchor)", "anchor"), (bomb_label, "bombs")):
+            for label, kind in (
+                ("signed notifications (anchor)", "anchor"),
+                (f"{bomb_label}, raw socket, whole body", "raw bombs"),
+                (f"{bomb_label}, aiohttp client", "client bombs"),
+            ):
                 answers, cpu, wall = await target.send(kind)
                 used = cpu["service"]
                 anchor_cpu = anchor_cpu or used
@@ -181,7 +190,11 @@ async def bench(args: argparse.Namespace, report: service_bench.Report) -> None:
                     f"{used / anchor_cpu:.3f}",
                     f"{max(0.0, cpu['machine'] - used) / wall:.2f}",
                 )
-            for label, load in (("nothing else", None), (f"{args.requests} {bomb_label}", "bombs")):
+            for label, load in (
+                ("nothing else", None),
+                (f"{args.requests} {bomb_label}, raw socket", "raw bombs"),
+                (f"{args.requests} {bomb_label}, aiohttp client", "client bombs"),
+            ):
                 stop = asyncio.Event()
                 probe = asyncio.create_task(probe_get_result(stub, ids[0], stop))
                 if load is None:
