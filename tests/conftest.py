@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.callers",  # token_file: a callers file with tokens added and removed
     "tests.fixtures.tls",  # server_ca, client_ca, stranger_ca, server_tls_files: a test PKI
     "tests.fixtures.logs",  # captured_log: the service's JSON log lines, via logs.configure
+    "tests.fixtures.inflation",  # inflations: request bodies aiohttp set out to decompress
     "tests.antom_sdk.fixtures",  # antom_sdk: the official Python SDK in its own virtualenv
     "tests.fuzzing",  # @fuzz_property: the fuzz profile and case counts of scripts/fuzz
 ]

@@ -217,6 +217,8 @@ async def start(settings: Settings) -> RunningService:
                 trusted_proxies=settings.webhook_trusted_proxies,
             ),
             sock,
+            header_timeout=settings.webhook_header_timeout,
+            max_connections=settings.webhook_max_connections,
         )
         resources.push_async_callback(webhook.cleanup)
         token_file = await open_token_file(settings)

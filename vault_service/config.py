@@ -94,6 +94,11 @@ environment:
                                    the webhook answers it 429 (default 20); IPv6 sources count
                                    per /64
   VAULT_WEBHOOK_FAILURE_WINDOW     seconds over which that budget refills (default 60)
+  VAULT_WEBHOOK_HEADER_TIMEOUT     seconds a webhook connection may take to send a complete
+                                   request head, after it opens or after its last answer,
+                                   before it is closed (default 15)
+  VAULT_WEBHOOK_MAX_CONNECTIONS    webhook connections open at once; a connection beyond them
+                                   is answered 503 and closed unread (default 256)
   VAULT_WEBHOOK_TRUSTED_PROXIES    comma-separated CIDRs of the proxies in front of the webhook,
                                    e.g. 10.0.0.0/8,fd00::/8 (default none); from a peer inside
                                    them the source is the rightmost X-Forwarded-For address
@@ -152,6 +157,8 @@ class Settings:
     shutdown_grace: float
     webhook_failure_limit: int
     webhook_failure_window: float
+    webhook_header_timeout: float
+    webhook_max_connections: int
     webhook_trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     log_level: str
     auth_tokens_file: Path | None
@@ -200,6 +207,8 @@ class Settings:
             shutdown_grace=reader.seconds("VAULT_SHUTDOWN_GRACE", 20.0),
             webhook_failure_limit=reader.count("VAULT_WEBHOOK_FAILURE_LIMIT", 20),
             webhook_failure_window=reader.seconds("VAULT_WEBHOOK_FAILURE_WINDOW", 60.0),
+            webhook_header_timeout=reader.seconds("VAULT_WEBHOOK_HEADER_TIMEOUT", 15.0),
+            webhook_max_connections=reader.count("VAULT_WEBHOOK_MAX_CONNECTIONS", 256),
             webhook_trusted_proxies=reader.networks("VAULT_WEBHOOK_TRUSTED_PROXIES"),
             log_level=reader.choice(
                 "VAULT_LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"}

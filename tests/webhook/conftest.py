@@ -7,8 +7,9 @@ does), then serves the app on the socket; the emulator's notifications reach it 
 
 The webhooks trust Antom's keys mid-rotation (``antom_verifier``): keyVersion 1 is
 ``antom_key``, keyVersion 2 is ``antom_next_key``. A test module can change the app's options
-(the failure limit, say) by overriding ``webhook_options``, and the store (SQLite by default)
-by overriding ``vault_store`` (see tests.fixtures.stack).
+(the failure limit, say) by overriding ``webhook_options``, the server's (the header timeout,
+the connection cap) by overriding ``serve_options``, and the store (SQLite by default) by
+overriding ``vault_store`` (see tests.fixtures.stack).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from tests.fixtures.antom import CLIENT_ID, buyer_submits
@@ -34,7 +34,13 @@ from vault_service.domain import ANONYMOUS_OWNER, SessionParameters, VaultingRec
 from vault_service.emulator import EmulatorServer
 from vault_service.service.vaulting import VaultingService
 from vault_service.store import Store
-from vault_service.webhook import NotificationSink, bind, build_webhook_app, serve_webhook
+from vault_service.webhook import (
+    NotificationSink,
+    WebhookServer,
+    bind,
+    build_webhook_app,
+    serve_webhook,
+)
 
 PATH = "/antom/vaulting/notify"
 JSON_UTF8 = "application/json; charset=UTF-8"
@@ -141,6 +147,7 @@ class Webhook:
 
     url: str
     port: int
+    server: WebhookServer
     service: VaultingService
     store: Store
     emulator: EmulatorServer
@@ -245,6 +252,12 @@ def webhook_options() -> dict[str, Any]:
 
 
 @pytest.fixture
+def serve_options() -> dict[str, Any]:
+    """Extra ``serve_webhook`` options of the ``webhook`` fixture (none: the defaults)."""
+    return {}
+
+
+@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
@@ -256,7 +269,7 @@ ServeFactory = Callable[..., Awaitable[str]]
 @pytest.fixture
 async def serve(antom_verifier: Verifier) -> AsyncIterator[ServeFactory]:
     """``await serve(sink, **app_options)``: another webhook app on its own port; its URL."""
-    runners: list[web.AppRunner] = []
+    servers: list[WebhookServer] = []
 
     async def start(sink: NotificationSink, **options: Any) -> str:
         sock = bind("127.0.0.1", 0)
@@ -267,12 +280,12 @@ async def serve(antom_verifier: Verifier) -> AsyncIterator[ServeFactory]:
             verifier=antom_verifier,
             **options,
         )
-        runners.append(await serve_webhook(app, sock))
+        servers.append(await serve_webhook(app, sock))
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
     yield start
-    for runner in runners:
-        await runner.cleanup()
+    for server in servers:
+        await server.cleanup()
 
 
 @pytest.fixture
@@ -283,6 +296,7 @@ async def webhook(
     antom_key: PrivateKey,
     antom_verifier: Verifier,
     webhook_options: dict[str, Any],
+    serve_options: dict[str, Any],
     http: aiohttp.ClientSession,
 ) -> AsyncIterator[Webhook]:
     sock = bind("127.0.0.1", 0)
@@ -292,18 +306,19 @@ async def webhook(
     app = build_webhook_app(
         service, path=PATH, client_id=CLIENT_ID, verifier=antom_verifier, **webhook_options
     )
-    runner = await serve_webhook(app, sock)
+    server = await serve_webhook(app, sock, **serve_options)
     try:
         yield Webhook(
             url=base_url + PATH,
             port=port,
+            server=server,
             service=service,
             store=vault_store,
             emulator=emulator,
             caller=WebhookCaller(http, base_url, antom_key),
         )
     finally:
-        await runner.cleanup()
+        await server.cleanup()
 
 
 async def raw_exchange(

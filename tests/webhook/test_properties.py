@@ -277,15 +277,7 @@ async def test_random_requests_under_a_tight_failure_limit(
 
 
 # --- what Antom may really send: the notifications of issue 9 ----------------------------------
-# Each property below holds once the issue-9 fix it names is merged; until then it is xfail
-# (strict, so that the merge turns it into a failure telling to remove the mark) in the test
-# command, and an ordinary test under scripts/fuzz (--runxfail), which counts what it finds.
 
-KNOWN_BUG_COMPRESSED_BODIES = pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 #1 (compressed bodies inflated; invalid gzip logs an ERROR): "
-    "remove this mark once the fix is merged",
-)
 
 _TEXT_EDGES = ["\x00", "\x01", "\x1f", "\x7f", "\r\n", "\t", "\u2028", "\ufeff", "\ud800", "\udfff"]
 _antom_text = st.one_of(
@@ -418,7 +410,6 @@ async def one_connection() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-@KNOWN_BUG_COMPRESSED_BODIES
 @fuzz_property(examples=40)
 @given(encoding=_encodings, body=_compressed_bodies)
 @example(encoding="gzip", body=_INVALID_GZIP)

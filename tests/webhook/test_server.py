@@ -48,13 +48,13 @@ async def test_serves_on_the_bound_socket_until_cleanup(
     app = build_webhook_app(
         _NullSink(), path=PATH, client_id=CLIENT_ID, verifier=Verifier(antom_key.public_key())
     )
-    runner = await serve_webhook(app, sock)
+    server = await serve_webhook(app, sock)
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}{PATH}"
     try:
         async with http.get(url) as response:
             assert response.status == 405
     finally:
-        await runner.cleanup()
+        await server.cleanup()
     with pytest.raises(aiohttp.ClientConnectionError):
         async with http.get(url):
             pass

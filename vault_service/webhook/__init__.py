@@ -20,9 +20,14 @@ Wiring, in the event loop that also runs the gRPC server::
         failure_window=settings.webhook_failure_window,
         trusted_proxies=settings.webhook_trusted_proxies,  # X-Forwarded-For believed from these
     )
-    runner = await serve_webhook(app, sock)
+    server = await serve_webhook(
+        app,
+        sock,
+        header_timeout=settings.webhook_header_timeout,  # complete headers within, or closed
+        max_connections=settings.webhook_max_connections,  # beyond: 503 and closed
+    )
     ...
-    await runner.cleanup()  # on shutdown, after the gRPC server stopped accepting
+    await server.cleanup()  # on shutdown, after the gRPC server stopped accepting
 
 The socket is bound before the service exists because the notify URL (which carries the port,
 possibly chosen by the OS) is part of every createVaultingSession call.
@@ -32,5 +37,6 @@ from vault_service.webhook.notify import ACKNOWLEDGEMENT as ACKNOWLEDGEMENT
 from vault_service.webhook.notify import DEFAULT_MAX_BODY_BYTES as DEFAULT_MAX_BODY_BYTES
 from vault_service.webhook.notify import NotificationSink as NotificationSink
 from vault_service.webhook.notify import build_webhook_app as build_webhook_app
+from vault_service.webhook.server import WebhookServer as WebhookServer
 from vault_service.webhook.server import bind as bind
 from vault_service.webhook.server import serve_webhook as serve_webhook

@@ -8,8 +8,10 @@ costs us as little as possible and learns nothing:
    anything else is done for it (see :mod:`vault_service.webhook.limiter`; the source is the
    sender behind any trusted proxies, see :mod:`vault_service.webhook.source`);
 3. size and media type: a declared ``Content-Length`` above the limit is refused before a byte
-   of body is read, a compressed or non-JSON body is refused (415), and the streamed read stops
-   one byte past the limit (413) or after ``body_timeout`` seconds (408);
+   of body is read, so is a ``Content-Encoding`` other than identity (415, and the connection
+   is closed: the body is never inflated, see :mod:`vault_service.webhook.server`), a
+   non-JSON body is refused (415), and the streamed read stops one byte past the limit (413)
+   or after ``body_timeout`` seconds (408);
 4. authenticity: exactly one ``client-id`` (ours), ``request-time`` and ``signature`` header,
    and a signature over ``POST <path>\\n<client-id>.<request-time>.<raw body>`` by Antom's key
    of the ``keyVersion`` the signature names (401 otherwise, and one failure counted against
@@ -27,6 +29,16 @@ replayed notification is harmless because recording is idempotent and transition
 monotonic. Once a notification is authentic, a time further than ``max_clock_skew`` from our
 clock (or one that cannot be read) is logged as a warning, because it usually means our clock
 is wrong.
+
+Only failed authentications count against the failure limit, not the refusals of step 3
+(compressed bodies included). The limit exists to make a source that keeps failing the
+signature check cheap: it skips the body read and the RSA verification. A step-3 refusal is
+already that cheap (decided from the headers, the body never inflated or parsed), so counting
+it would save nothing, while it would widen what can get a source refused: every sender
+behind one NAT, or behind a proxy missing from the trusted ones, shares a bucket, and a
+misconfigured hop that compresses or relabels bodies would get Antom's own source limited for
+what is not an authentication failure. The connection cap and the header deadline bound what
+such requests can hold.
 
 Requests that are not well-formed HTTP (a bad request line or header, a duplicated
 ``Content-Type``) are answered 400 by aiohttp's protocol layer before this application runs;
@@ -117,6 +129,7 @@ _METHOD_NOT_ALLOWED: Final = _Refusal(405, "method not allowed")
 _TOO_LARGE: Final = _Refusal(413, "payload too large", close=True)
 _TIMEOUT: Final = _Refusal(408, "request timeout", close=True)
 _UNSUPPORTED: Final = _Refusal(415, "unsupported media type")
+_COMPRESSED: Final = _Refusal(415, "unsupported media type", close=True)
 _UNAUTHORIZED: Final = _Refusal(401, "unauthorized")
 _TOO_MANY: Final = _Refusal(429, "too many requests", close=True)
 _BAD_REQUEST: Final = _Refusal(400, "bad request")
@@ -176,15 +189,15 @@ class _NotifyHandler:
         declared = request.content_length
         if declared is not None and declared > self._max_body_bytes:
             return _refuse(_TOO_LARGE, "declared body too large")
+        if not _is_identity(request.headers):
+            return _refuse(_COMPRESSED, "content-encoding not identity")
         if not _is_json(request.headers):
             return _refuse(_UNSUPPORTED, "not application/json")
-        if request.headers.get(hdrs.CONTENT_ENCODING, _IDENTITY).lower() != _IDENTITY:
-            return _refuse(_UNSUPPORTED, "content-encoding not identity")
         try:
             raw = await self._read_body(request)
         except TimeoutError:
             return _refuse(_TIMEOUT, "body not received in time")
-        except (ConnectionError, HttpProcessingError):
+        except (ConnectionError, HttpProcessingError, web.RequestPayloadError):
             return _refuse(_BAD_REQUEST, "body incomplete or malformed framing")
         if raw is None:
             return _refuse(_TOO_LARGE, "body too large")
@@ -289,6 +302,16 @@ def _single(headers: CIMultiDictProxy[str], name: str) -> str | None:
     is ambiguous (which one was signed?) and counts as missing."""
     values = headers.getall(name, [])
     return values[0] if len(values) == 1 else None
+
+
+def _is_identity(headers: CIMultiDictProxy[str]) -> bool:
+    """No ``Content-Encoding`` but identity, in any of its values and list entries: a second
+    header or a list must not slip an encoding past the check."""
+    return all(
+        coding.strip().lower() == _IDENTITY
+        for value in headers.getall(hdrs.CONTENT_ENCODING, [])
+        for coding in value.split(",")
+    )
 
 
 def _is_json(headers: CIMultiDictProxy[str]) -> bool:
