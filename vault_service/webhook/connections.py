@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable
 from typing import Final, cast
 
-from vault_service.webhook.throttle import Throttle
+from vault_service.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
