@@ -35,8 +35,14 @@ Reconciliation: ``claim_due`` picks due records with ``FOR UPDATE SKIP LOCKED`` 
 next check out by the lease in the same statement, so concurrent replicas take disjoint sets
 without waiting for each other.
 
-CreateSession across replicas: ``creation_lock`` holds a session-level advisory lock keyed by a
-64-bit hash of the id, on a connection from a separate lock pool held for the whole block. A
+CreateSession across replicas: ``creation_lock`` holds a session-level advisory lock on the id,
+on a connection from a separate lock pool held for the whole block. Its key is the two-int4
+form ``(CREATION_LOCK_SPACE, hashtext(id))``, a key space of its own: PostgreSQL keeps two-int4
+keys apart from the single-bigint keys of the append and migration locks, so no caller-chosen id
+can hash onto the append lock and stall every append for the length of an Antom call (two ids
+sharing a 32-bit hash only serialise their own creations; while a rollout mixes builds,
+replicas on the old key space do not exclude new ones, which costs at most a second Antom call
+for an id created on both at once, the insert still arbitrating). A
 separate pool, because the holder calls Antom and the store while holding it: if lock holders
 could take every connection of the main pool, their own ``get``/``insert`` would wait for
 ever. A lock is released explicitly on exit; asyncpg's reset on release (which runs
@@ -50,7 +56,7 @@ transaction idle longer than :data:`IDLE_IN_TRANSACTION_TIMEOUT` (a frozen repli
 append lock) is ended by the server. The lock pool has no statement timeout: waiting for a
 creation lock is bounded by the caller's deadline, which cancels the wait.
 
-Requires PostgreSQL 13 or newer (``gen_random_uuid``, ``hashtextextended``).
+Requires PostgreSQL 13 or newer (``gen_random_uuid``).
 """
 
 from __future__ import annotations
@@ -125,6 +131,9 @@ EVENTS_CHANNEL: Final = "vault_events"
 
 EVENT_APPEND_LOCK: Final = _advisory_key("vault-service:event-append")
 MIGRATION_LOCK: Final = _advisory_key("vault-service:migrate")
+CREATION_LOCK_SPACE: Final = _advisory_key("vault-service:create-session") >> 32
+"""The first int4 of every creation lock's two-int4 advisory key (module docstring): the
+service's fixed locks are single bigint keys, a key space creation locks never enter."""
 
 CONNECTION_LOST: Final = (
     asyncpg.PostgresConnectionError,  # class 08, and "connection closed in the middle of operation"
@@ -196,8 +205,8 @@ _RESCHEDULE: Final = (
     "UPDATE records SET next_check_at = $2 "
     "WHERE vaulting_request_id = $1 AND next_check_at IS NOT NULL"
 )
-_LOCK_ID: Final = "SELECT pg_advisory_lock(hashtextextended($1, 0))"
-_UNLOCK_ID: Final = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
+_LOCK_ID: Final = f"SELECT pg_advisory_lock({CREATION_LOCK_SPACE}, hashtext($1))"
+_UNLOCK_ID: Final = f"SELECT pg_advisory_unlock({CREATION_LOCK_SPACE}, hashtext($1))"
 _SCHEMA_MIGRATIONS_TABLE: Final = """
     CREATE TABLE IF NOT EXISTS schema_migrations (
         version     integer PRIMARY KEY,
