@@ -10,6 +10,7 @@ from vault_service.store.base import (
     Store,
     StoreClosedError,
     StoreError,
+    UnreadableRecord,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "Store",
     "StoreClosedError",
     "StoreError",
+    "UnreadableRecord",
 ]

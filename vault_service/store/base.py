@@ -92,6 +92,22 @@ class OrphanNotification:
     received_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class UnreadableRecord:
+    """A due record ``claim_due`` claimed but could not decode (its card data under a key the
+    ring lacks, a tampered ciphertext, an edited row).
+
+    It is claimed like the others rather than raised, so that it can neither roll the claim
+    back (and stay first in line for ever) nor take its batch-mates down with it; the
+    claimant reports it and pushes its next check out. ``error`` is the error's class name
+    and ``key_id`` the missing data key, if that is the cause: never a stored value.
+    """
+
+    vaulting_request_id: str
+    error: str
+    key_id: str | None = None
+
+
 class Store(Protocol):
     """Persistence of vaulting records, their event log and orphan notifications."""
 
@@ -169,9 +185,12 @@ class Store(Protocol):
         """
         ...
 
-    async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[VaultingRecord]:
+    async def claim_due(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> list[VaultingRecord | UnreadableRecord]:
         """Claim up to ``limit`` non-final records whose next check is at or before ``now``,
-        the longest overdue first, for ``lease``.
+        the longest overdue first, for ``lease``; a claimed row that does not decode comes
+        back as an :class:`UnreadableRecord`, in its place.
 
         Claiming moves each record's next check to ``now + lease`` in the same atomic step, so
         a concurrent caller (another replica's reconciler) never gets the same record while the

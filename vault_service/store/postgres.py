@@ -81,6 +81,7 @@ from vault_service.store.base import (
     RecordNotFoundError,
     StoreClosedError,
     StoreUnavailableError,
+    UnreadableRecord,
     check_lease,
     check_limit,
 )
@@ -109,6 +110,7 @@ from vault_service.store.sealing import (
     open_body,
     open_record_row,
     plan_reseal,
+    read_claimed_row,
     reseal_columns,
     seal_body,
     seal_record_row,
@@ -463,15 +465,15 @@ class PostgresStore:
             last: int = await connection.fetchval("SELECT coalesce(max(id), 0) FROM events")
         return last
 
-    async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[VaultingRecord]:
+    async def claim_due(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> list[VaultingRecord | UnreadableRecord]:
         check_limit(limit)
         check_lease(lease)
         async with self._connection() as connection:
             rows = await connection.fetch(_CLAIM_DUE, _utc(now), limit, _utc(now + lease))
         return [
-            record_from_row(
-                open_record_row(self._keys, _record_row(row), plaintext=self._plaintext)
-            )
+            read_claimed_row(self._keys, _record_row(row), plaintext=self._plaintext)
             for row in rows
         ]
 

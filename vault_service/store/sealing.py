@@ -29,8 +29,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from vault_service.store.base import CorruptDataError
-from vault_service.store.codec import RecordRow
+from vault_service.domain import VaultingRecord
+from vault_service.store.base import CorruptDataError, UnreadableRecord
+from vault_service.store.codec import RecordRow, record_from_row
 from vault_service.store.data_keys import (
     ENVELOPE_PREFIX,
     DataKeyRing,
@@ -226,6 +227,19 @@ def open_record_row(keys: DataKeyRing, row: RecordRow, *, plaintext: bool) -> Re
             keys, RECORD_TOKEN, row.vaulting_request_id, row.card_token, plaintext=plaintext
         )
     )
+
+
+def read_claimed_row(
+    keys: DataKeyRing, row: RecordRow, *, plaintext: bool
+) -> VaultingRecord | UnreadableRecord:
+    """A row ``claim_due`` claimed, decoded; one that does not decode is reported in its
+    place instead of failing the claim of every row claimed with it."""
+    try:
+        return record_from_row(open_record_row(keys, row, plaintext=plaintext))
+    except (CorruptDataError, UnknownDataKeyError) as exc:
+        return UnreadableRecord(
+            row.vaulting_request_id, type(exc).__name__, getattr(exc, "key_id", None)
+        )
 
 
 def reseal(

@@ -64,6 +64,7 @@ from vault_service.store.base import (
     SchemaVersionError,
     StoreClosedError,
     StoreError,
+    UnreadableRecord,
     check_lease,
     check_limit,
 )
@@ -92,6 +93,7 @@ from vault_service.store.sealing import (
     open_body,
     open_record_row,
     plan_reseal,
+    read_claimed_row,
     reseal_columns,
     seal_body,
     seal_record_row,
@@ -272,10 +274,14 @@ class SQLiteStore:
     async def last_event_id(self) -> int:
         return await self._run(self._last_event_id)
 
-    async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[VaultingRecord]:
+    async def claim_due(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> list[VaultingRecord | UnreadableRecord]:
         check_limit(limit)
         check_lease(lease)
-        return await self._run(self._claim_due, now, limit, lease)
+        rows = await self._run(self._claim_due, now, limit, lease)
+        # Decoded after the lease committed: a row that does not decode must not roll it back.
+        return [read_claimed_row(self._keys, row, plaintext=self._plaintext) for row in rows]
 
     async def reschedule(self, vaulting_request_id: str, next_check_at: datetime) -> None:
         await self._run(self._reschedule, vaulting_request_id, next_check_at)
@@ -425,18 +431,15 @@ class SQLiteStore:
         last: int = _scalar(self._connection, "SELECT coalesce(max(id), 0) FROM events")
         return last
 
-    def _claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[VaultingRecord]:
+    def _claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[RecordRow]:
         due_at, leased_until = encode_instant(now), encode_instant(now + lease)
 
-        def work(connection: sqlite3.Connection) -> list[VaultingRecord]:
+        def work(connection: sqlite3.Connection) -> list[RecordRow]:
             rows = [RecordRow(*row) for row in connection.execute(_SELECT_DUE, (due_at, limit))]
             connection.executemany(
                 _LEASE, [(leased_until, row.vaulting_request_id) for row in rows]
             )
-            return [
-                record_from_row(open_record_row(self._keys, row, plaintext=self._plaintext))
-                for row in rows
-            ]
+            return rows
 
         return _transaction(self._connection, work)
 
