@@ -175,6 +175,9 @@ async def start(settings: Settings) -> RunningService:
             auto_migrate=settings.auto_migrate,
             data_keys=data_keys,
             sqlite_synchronous=settings.sqlite_synchronous,
+            postgres_pool_size=settings.pg_pool_size,
+            postgres_lock_pool_size=settings.pg_lock_pool_size,
+            postgres_acquire_timeout=settings.pg_acquire_timeout,
         )
         resources.push_async_callback(store.close)
         try:

@@ -39,7 +39,7 @@ from vault_service.errors import (
     UnauthenticatedError,
     VaultError,
 )
-from vault_service.store.base import StoreUnavailableError
+from vault_service.store.base import StoreBusyError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,12 @@ def rich_status(exc: Exception) -> status_pb2.Status:
             return _status(
                 code_pb2.UNAVAILABLE,
                 "Antom could not be reached or answered badly; retry later",
+                _retry_info(),
+            )
+        case StoreBusyError():
+            return _status(
+                code_pb2.UNAVAILABLE,
+                "every database connection is busy; retry later",
                 _retry_info(),
             )
         case StoreUnavailableError():

@@ -75,6 +75,12 @@ class StoreUnavailableError(StoreError):
     repeating the call is safe (writes are idempotent), so callers are told to retry."""
 
 
+class StoreBusyError(StoreUnavailableError):
+    """No database connection became free within the acquire timeout: every one is in use
+    (a burst, a slow Antom holding creation locks). Failing fast, to be retried, bounds the
+    queue of waiting calls instead of letting it grow with the load."""
+
+
 class StoreClosedError(StoreError):
     """The store was used after ``close()``: a shutdown ordering bug in the caller."""
 

@@ -50,6 +50,11 @@ ever. A lock is released explicitly on exit; asyncpg's reset on release (which r
 just before its cancellation arrived, a connection that cannot be reset is terminated, and the
 server drops the locks of a dead replica's connections with them.
 
+Pool sizes and the acquire timeout are settings: a call that gets no connection within
+``acquire_timeout`` (every one busy) raises :class:`~vault_service.store.base.StoreBusyError`,
+retryable, instead of queueing without bound behind a slow Antom or a burst. The timeout
+covers waiting for a free connection (and opening one), not the creation lock's own wait.
+
 Connections are opened with ``application_name`` and timeouts in the startup packet (no extra
 round trip per connection): a statement running longer than :data:`STATEMENT_TIMEOUT` or a
 transaction idle longer than :data:`IDLE_IN_TRANSACTION_TIMEOUT` (a frozen replica holding the
@@ -79,6 +84,7 @@ from vault_service.store.base import (
     OrphanNotification,
     RecordExistsError,
     RecordNotFoundError,
+    StoreBusyError,
     StoreClosedError,
     StoreUnavailableError,
     UnreadableRecord,
@@ -150,6 +156,7 @@ APPLICATION_NAME: Final = "vault-service"
 STATEMENT_TIMEOUT: Final = "30s"
 IDLE_IN_TRANSACTION_TIMEOUT: Final = "30s"
 CONNECT_TIMEOUT: Final = 10.0
+DEFAULT_ACQUIRE_TIMEOUT: Final = 5.0
 
 _LATEST_VERSION: Final = POSTGRES_MIGRATIONS[-1].version
 _INSTANT_COLUMNS: Final = frozenset({"session_expires_at", "created_at", "updated_at", "final_at"})
@@ -271,9 +278,11 @@ class PostgresStore:
         data_keys: DataKeyRing,
         *,
         plaintext: bool,
+        acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
     ) -> None:
         self._pool = pool
         self._lock_pool = lock_pool
+        self._acquire_timeout = acquire_timeout
         self._log_id = log_id
         self._keys = data_keys
         # Whether legacy plaintext card data reads (sealing module docstring), as of open.
@@ -300,7 +309,8 @@ class PostgresStore:
         data_keys: DataKeyRing,
         min_size: int = 1,
         max_size: int = 10,
-        lock_pool_size: int = 10,
+        lock_pool_size: int = 20,
+        acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
     ) -> PostgresStore:
         """Open a pool on ``dsn``, migrating the database first when ``auto_migrate``.
 
@@ -308,7 +318,8 @@ class PostgresStore:
         :class:`~vault_service.store.base.SchemaVersionError`; a database migrated by a newer
         build is always refused. ``min_size``/``max_size`` bound the main pool;
         ``lock_pool_size`` bounds how many sessions this replica creates at once (each holds
-        a lock connection while it calls Antom). Card data is sealed with ``data_keys``
+        a lock connection while it calls Antom); a call waits at most ``acquire_timeout``
+        seconds for a connection of either pool. Card data is sealed with ``data_keys``
         (:mod:`vault_service.store.sealing`).
         """
         opened = await _start(
@@ -319,7 +330,12 @@ class PostgresStore:
             lock_pool_size=lock_pool_size,
         )
         return cls(
-            opened.pool, opened.lock_pool, opened.log_id, data_keys, plaintext=opened.plaintext
+            opened.pool,
+            opened.lock_pool,
+            opened.log_id,
+            data_keys,
+            plaintext=opened.plaintext,
+            acquire_timeout=acquire_timeout,
         )
 
     async def close(self) -> None:
@@ -603,7 +619,11 @@ class PostgresStore:
     async def _acquire(self, pool: Pool[asyncpg.Record]) -> Connection:
         self._check_open()
         try:
-            return await pool.acquire()
+            return await pool.acquire(timeout=self._acquire_timeout)
+        except TimeoutError:
+            raise StoreBusyError(
+                f"no database connection became free within {self._acquire_timeout:g} s"
+            ) from None
         except asyncpg.InterfaceError:
             # The pool is closing: a call raced close().
             self._check_open()
