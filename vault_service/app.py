@@ -62,6 +62,24 @@ async def load_data_keys(path: Path) -> DataKeyRing:
         raise ConfigError(f"VAULT_DATA_KEY_FILE: {exc}") from None
 
 
+async def reload_data_keys(ring: DataKeyRing, path: Path) -> bool:
+    """Re-read the data key file (on SIGHUP) and swap its keys into ``ring``, which every
+    store of the process seals and opens with; a file that cannot be read or parsed leaves
+    the old keys in force and says so in one line (the reason names the file and the
+    problem, never key material). Returns whether the keys were swapped."""
+    try:
+        new = await asyncio.to_thread(read_data_key_file, path)
+    except DataKeyFileError as exc:
+        log.error(  # noqa: TRY400 - the message says it all; a traceback adds nothing
+            "data keys not reloaded; the previous key ring stays in use",
+            extra={"reason": f"VAULT_DATA_KEY_FILE: {exc}"},
+        )
+        return False
+    ring.swap(new)
+    log.info("data keys reloaded", extra={"key_id": new.active_key_id})
+    return True
+
+
 async def open_token_file(settings: Settings) -> TokenFile | None:
     """The callers file, loaded and watched; ``None`` when bearer tokens are not used."""
     if settings.auth_tokens_file is None:
@@ -128,6 +146,7 @@ class RunningService:
     token_file: TokenFile | None
     tls: ServerTls | None
     antom_keys: AntomKeyFiles
+    data_keys: DataKeyRing
     _resources: contextlib.AsyncExitStack
 
     async def reload(self) -> None:
@@ -136,7 +155,8 @@ class RunningService:
         """
         log.info("reloading key files")
         steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
-            ("Antom keys", self.antom_keys.reload)
+            ("Antom keys", self.antom_keys.reload),
+            ("data keys", lambda: reload_data_keys(self.data_keys, self.settings.data_key_file)),
         ]
         if self.tls is not None:
             steps.append(("gRPC TLS certificate", self.tls.reload))
@@ -278,6 +298,7 @@ async def start(settings: Settings) -> RunningService:
             token_file=token_file,
             tls=tls,
             antom_keys=antom_keys,
+            data_keys=data_keys,
             _resources=resources.pop_all(),
         )
     log.info(

@@ -44,7 +44,8 @@ environment:
                                    it fails UNAVAILABLE, to be retried (default 5)
   VAULT_DATA_KEY_FILE              JSON key ring that encrypts card tokens at rest (AES-256-GCM):
                                    {{"active": ID, "keys": {{ID: base64 of 32 bytes, ...}}}}
-                                   (required; `vault-service add-data-key FILE` makes one)
+                                   (required; `vault-service add-data-key FILE` makes one;
+                                   SIGHUP re-reads it, keeping the old ring if it is broken)
   VAULT_ANTOM_BASE_URL             Antom gateway, e.g. https://open-sea-global.alipay.com, or
                                    the emulator's http://127.0.0.1:8090 (required)
   VAULT_ANTOM_CLIENT_ID            merchant client id; SANDBOX_... selects Antom's sandbox
