@@ -42,7 +42,7 @@ environment:
                                    replica creates at once (default 20)
   VAULT_PG_ACQUIRE_TIMEOUT         seconds a call waits for a free PostgreSQL connection before
                                    it fails UNAVAILABLE, to be retried (default 5)
-  VAULT_DATA_KEY_FILE              JSON key ring that encrypts card tokens at rest (AES-256-GCM):
+  VAULT_DATA_KEY_FILE              JSON key ring that encrypts card data at rest (AES-256-GCM):
                                    {{"active": ID, "keys": {{ID: base64 of 32 bytes, ...}}}}
                                    (required; `vault-service add-data-key FILE` makes one;
                                    SIGHUP re-reads it, keeping the old ring if it is broken)

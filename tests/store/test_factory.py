@@ -10,8 +10,12 @@ from tests.store.strategies import T0, new_record
 from vault_service.store import SchemaVersionError
 from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.factory import DatabaseURL, migrate, open_store, parse_database_url
+from vault_service.store.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
 from vault_service.store.postgres import PostgresStore
 from vault_service.store.sqlite import SQLiteStore
+
+SQLITE_VERSIONS = [migration.version for migration in SQLITE_MIGRATIONS]
+POSTGRES_VERSIONS = [migration.version for migration in POSTGRES_MIGRATIONS]
 
 
 @pytest.mark.parametrize(
@@ -59,7 +63,7 @@ async def test_open_store_and_migrate_on_sqlite(tmp_path: Path, data_keys: DataK
     url = f"sqlite:///{tmp_path / 'vault.db'}"
     with pytest.raises(SchemaVersionError, match="run `vault-service migrate`"):
         await open_store(url, auto_migrate=False, data_keys=data_keys)
-    assert await migrate(url) == [1]
+    assert await migrate(url) == SQLITE_VERSIONS
     store = await open_store(
         url, auto_migrate=False, data_keys=data_keys, sqlite_synchronous="FULL"
     )
@@ -76,7 +80,7 @@ async def test_open_store_and_migrate_on_postgres(
     """Guards ``serve``/``migrate`` wiring for PostgreSQL, both schemes, and auto-migrate."""
     with pytest.raises(SchemaVersionError, match="run `vault-service migrate`"):
         await open_store(postgres_dsn, auto_migrate=False, data_keys=data_keys)
-    assert await migrate(postgres_dsn) == [1]
+    assert await migrate(postgres_dsn) == POSTGRES_VERSIONS
     store = await open_store(
         postgres_dsn, auto_migrate=False, data_keys=data_keys, postgres_pool_size=2
     )

@@ -18,6 +18,7 @@ from vault_service.domain import VaultingStatus
 from vault_service.store import DatabaseUnavailableError, SchemaVersionError
 from vault_service.store import postgres as postgres_module
 from vault_service.store.data_keys import DataKeyRing
+from vault_service.store.migrations import POSTGRES_MIGRATIONS
 from vault_service.store.postgres import (
     APPLICATION_NAME,
     EVENTS_CHANNEL,
@@ -25,6 +26,8 @@ from vault_service.store.postgres import (
     migrate,
     redact_dsn,
 )
+
+POSTGRES_VERSIONS = [migration.version for migration in POSTGRES_MIGRATIONS]
 
 S = VaultingStatus
 GATE = 7_301_999  # an advisory lock key of these tests, nothing else uses it
@@ -341,7 +344,7 @@ async def test_migrate_records_its_versions_and_a_log_id(
 ) -> None:
     """Guards the operator's view of ``schema_migrations`` and a random 128-bit log id."""
     rows = await admin.fetch("SELECT version, description FROM schema_migrations")
-    assert [row["version"] for row in rows] == [1]
+    assert [row["version"] for row in rows] == POSTGRES_VERSIONS
     log_id = await admin.fetchval("SELECT value FROM meta WHERE key = 'log_id'")
     assert len(log_id) == 32
     assert int(log_id, 16) >= 0

@@ -19,7 +19,10 @@ from tests.store.strategies import T0, new_record, observe
 from vault_service.domain import VaultingStatus
 from vault_service.store import SchemaVersionError
 from vault_service.store.data_keys import DataKeyRing
+from vault_service.store.migrations import SQLITE_MIGRATIONS
 from vault_service.store.sqlite import SQLiteStore, Synchronous, migrate
+
+SQLITE_VERSIONS = [migration.version for migration in SQLITE_MIGRATIONS]
 
 
 @pytest.fixture
@@ -74,12 +77,12 @@ async def test_opening_a_missing_database_creates_no_file(tmp_path: Path) -> Non
 
 async def test_migrate_records_its_versions(tmp_path: Path) -> None:
     path = tmp_path / "db"
-    assert await migrate(path) == [1]
+    assert await migrate(path) == SQLITE_VERSIONS
     with sqlite3.connect(path) as connection:
         rows = connection.execute("SELECT version, description FROM schema_migrations").fetchall()
         log_id = connection.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()[0]
     connection.close()
-    assert [version for version, _ in rows] == [1]
+    assert [version for version, _ in rows] == SQLITE_VERSIONS
     assert len(log_id) == 32
 
 

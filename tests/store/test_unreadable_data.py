@@ -279,8 +279,8 @@ async def copy_event(backend: Backend, event_id: int, copies: int, card_token: s
     await backend.execute(
         f"WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {copies}) "
         "INSERT INTO events (vaulting_request_id, owner, source, occurred_at, snapshot, "
-        f"card_token) SELECT vaulting_request_id, owner, source, occurred_at, snapshot, "
-        f"{card_token} FROM events, n WHERE events.id = {event_id}"
+        f"card_token, sealed) SELECT vaulting_request_id, owner, source, occurred_at, snapshot, "
+        f"{card_token}, sealed FROM events, n WHERE events.id = {event_id}"
     )
     rows = await backend.query(f"SELECT id FROM events WHERE id > {event_id} ORDER BY id")
     return [event_id for (event_id,) in rows][-copies:]

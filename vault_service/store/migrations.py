@@ -16,6 +16,9 @@ from typing import Final
 
 from vault_service.store.base import SchemaVersionError
 
+PLAINTEXT_STATE_KEY: Final = "plaintext_card_data"
+"""The ``meta`` key recording that no card value is plaintext (see the sealing module)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Migration:
@@ -43,6 +46,19 @@ def check_schema_version(current: int, *, known: int, where: str, will_migrate: 
             f"the database {where} {state} and this build needs version {known}: "
             "run `vault-service migrate`"
         )
+
+
+def _sealed_fields(text: str) -> tuple[str, ...]:
+    """Version 2 in both dialects: a ``sealed`` column for the encrypted document of a row's
+    sealed fields (:mod:`vault_service.store.sealed_fields`). Rows written before it hold
+    those fields in clear JSON, so a database that has any no longer holds "no plaintext"
+    (:mod:`vault_service.store.sealing`) until ``rotate-data-key`` has sealed them."""
+    return (
+        f"ALTER TABLE records ADD COLUMN sealed {text}",
+        f"ALTER TABLE events ADD COLUMN sealed {text}",
+        f"DELETE FROM meta WHERE key = '{PLAINTEXT_STATE_KEY}' "  # noqa: S608
+        "AND (EXISTS (SELECT 1 FROM records) OR EXISTS (SELECT 1 FROM events))",
+    )
 
 
 SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
@@ -109,6 +125,11 @@ SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
             ) STRICT
             """,
         ),
+    ),
+    Migration(
+        version=2,
+        description="sealed fields: card details and acquirer info encrypted at rest",
+        statements=_sealed_fields("TEXT"),
     ),
 )
 
@@ -182,5 +203,10 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
             )
             """,
         ),
+    ),
+    Migration(
+        version=2,
+        description="sealed fields: card details and acquirer info encrypted at rest",
+        statements=_sealed_fields("text"),
     ),
 )

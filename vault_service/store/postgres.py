@@ -105,9 +105,12 @@ from vault_service.store.event_rows import SELECT_EVENTS, EventPage, EventRow, R
 from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import POSTGRES_MIGRATIONS, Migration, check_schema_version
 from vault_service.store.sealing import (
+    EVENT_SEALED,
     EVENT_TOKEN,
+    LEGACY_ROWS,
     MARK_NEW_DATABASE,
     SELECT_PLAINTEXT_STATE,
+    LegacyRows,
     ResealedBatch,
     Rotation,
     SealedColumn,
@@ -116,6 +119,7 @@ from vault_service.store.sealing import (
     open_body,
     open_record_row,
     plan_reseal,
+    plan_upgrade,
     read_claimed_row,
     reseal_columns,
     seal_body,
@@ -186,8 +190,8 @@ _APPEND_EVENT: Final = f"""
     WITH serialised AS MATERIALIZED (SELECT pg_advisory_xact_lock($1::bigint)),
     appended AS (
         INSERT INTO events
-            (vaulting_request_id, owner, source, occurred_at, snapshot, card_token)
-        SELECT $2::text, $3::text, $4::text, $5::timestamptz, $6::jsonb, $7::text
+            (vaulting_request_id, owner, source, occurred_at, snapshot, card_token, sealed)
+        SELECT $2::text, $3::text, $4::text, $5::timestamptz, $6::jsonb, $7::text, $8::text
         FROM serialised
         RETURNING id
     )
@@ -380,7 +384,7 @@ class PostgresStore:
                 changed.status.is_final,
                 vaulting_request_id,
             )
-            snapshot, card_token = encode_snapshot(changed)
+            snapshot, card_token, sealed = encode_snapshot(changed)
             occurred_at = _utc(news.observed_at)
             appended = await connection.fetchrow(
                 _APPEND_EVENT,
@@ -391,6 +395,7 @@ class PostgresStore:
                 occurred_at,
                 snapshot,
                 seal_token(self._keys, EVENT_TOKEN, vaulting_request_id, card_token),
+                seal_token(self._keys, EVENT_SEALED, vaulting_request_id, sealed),
             )
             assert appended is not None
             event_id: int = appended["id"]
@@ -469,6 +474,7 @@ class PostgresStore:
                             _utc(row["occurred_at"]),
                             row["snapshot"],
                             row["card_token"],
+                            row["sealed"],
                         )
                         for row in await connection.fetch(sql, after, *parameters[1:], limit)
                     ]
@@ -523,7 +529,12 @@ class PostgresStore:
         async def batch(column: SealedColumn, after: object) -> ResealedBatch:
             return await self._reseal_batch(column, after, batch_size)
 
-        return await reseal_columns(batch, batch_size=batch_size, mark_plaintext_free=mark)
+        async def upgrade(column: SealedColumn, after: object) -> ResealedBatch:
+            return await self._upgrade_batch(LEGACY_ROWS[column], after, batch_size)
+
+        return await reseal_columns(
+            batch, upgrade=upgrade, batch_size=batch_size, mark_plaintext_free=mark
+        )
 
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:
@@ -586,7 +597,27 @@ class PostgresStore:
                 keys, olds, news = (list(values) for values in zip(*plan.swaps, strict=True))
                 status = await connection.execute(swap, keys, olds, news)
                 swapped = int(status.rpartition(" ")[2])  # "UPDATE <rows>"
-        return ResealedBatch(len(rows), rows[-1]["key"] if rows else None, swapped, plan)
+        last = rows[-1]["key"] if rows else None
+        return ResealedBatch(len(rows), last, len(plan.swaps), swapped, plan.unreadable)
+
+    async def _upgrade_batch(
+        self, legacy: LegacyRows, after: object, batch_size: int
+    ) -> ResealedBatch:
+        select, update = _upgrade_statements(legacy)
+        async with self._connection() as connection:
+            rows = await connection.fetch(select, after, batch_size)
+            plan = plan_upgrade(
+                self._keys,
+                legacy,
+                ((row[0], row[1], tuple(row[2:])) for row in rows),
+            )
+            swapped = 0
+            for key, values, sealed in plan.writes:
+                # One statement a row: a rotation is rare and an upgrade happens once.
+                status = await connection.execute(update, key, *values, sealed)
+                swapped += int(status.rpartition(" ")[2])  # "UPDATE <rows>"
+        last = rows[-1][0] if rows else None
+        return ResealedBatch(len(rows), last, len(plan.writes), swapped, plan.unreadable)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -804,6 +835,22 @@ def _reseal_statements(column: SealedColumn) -> tuple[str, str]:
         f"WHERE t.{column.key} = v.key AND t.{column.column} = v.old"
     )
     return select, swap
+
+
+def _upgrade_statements(legacy: LegacyRows) -> tuple[str, str]:
+    """A batch read of ``legacy``'s rows in key order, and the write-back of one, which only
+    takes if the row is still legacy (a replica rewrote it otherwise)."""
+    table, key, sealed = legacy.sealed.table, legacy.sealed.key, legacy.sealed.column
+    # Names come from the constant LEGACY_ROWS, never from input.
+    select = (
+        f"SELECT {key}, vaulting_request_id, {', '.join(legacy.columns)} FROM {table} "  # noqa: S608
+        f"WHERE {key} > $1 AND {sealed} IS NULL ORDER BY {key} LIMIT $2"
+    )
+    assignments = ", ".join(
+        f"{column} = ${n}" for n, column in enumerate((*legacy.columns, sealed), start=2)
+    )
+    update = f"UPDATE {table} SET {assignments} WHERE {key} = $1 AND {sealed} IS NULL"  # noqa: S608
+    return select, update
 
 
 def _record_parameters(row: RecordRow) -> list[object]:
