@@ -568,7 +568,7 @@ class PostgresStore:
         try:
             if locked:
                 await connection.execute(_UNLOCK_ID, vaulting_request_id)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        except (asyncpg.PostgresError, *CONNECTION_LOST):
             # The session cannot be trusted to have unlocked: end it, which releases its locks.
             log.warning("creation lock release failed; closing its connection", exc_info=True)
             # Raises InterfaceError when the connection has closed already (the pool then
