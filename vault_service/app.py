@@ -62,6 +62,24 @@ async def load_data_keys(path: Path) -> DataKeyRing:
         raise ConfigError(f"VAULT_DATA_KEY_FILE: {exc}") from None
 
 
+async def reload_data_keys(ring: DataKeyRing, path: Path) -> bool:
+    """Re-read the data key file (on SIGHUP) and swap its keys into ``ring``, which every
+    store of the process seals and opens with; a file that cannot be read or parsed leaves
+    the old keys in force and says so in one line (the reason names the file and the
+    problem, never key material). Returns whether the keys were swapped."""
+    try:
+        new = await asyncio.to_thread(read_data_key_file, path)
+    except DataKeyFileError as exc:
+        log.error(  # noqa: TRY400 - the message says it all; a traceback adds nothing
+            "data keys not reloaded; the previous key ring stays in use",
+            extra={"reason": f"VAULT_DATA_KEY_FILE: {exc}"},
+        )
+        return False
+    ring.swap(new)
+    log.info("data keys reloaded", extra={"key_id": new.active_key_id})
+    return True
+
+
 async def open_token_file(settings: Settings) -> TokenFile | None:
     """The callers file, loaded and watched; ``None`` when bearer tokens are not used."""
     if settings.auth_tokens_file is None:
@@ -130,6 +148,7 @@ class RunningService:
     token_file: TokenFile | None
     tls: ServerTls | None
     antom_keys: AntomKeyFiles
+    data_keys: DataKeyRing
     _resources: contextlib.AsyncExitStack
 
     async def reload(self) -> None:
@@ -138,7 +157,8 @@ class RunningService:
         """
         log.info("reloading key files")
         steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
-            ("Antom keys", self.antom_keys.reload)
+            ("Antom keys", self.antom_keys.reload),
+            ("data keys", lambda: reload_data_keys(self.data_keys, self.settings.data_key_file)),
         ]
         if self.tls is not None:
             steps.append(("gRPC TLS certificate", self.tls.reload))
@@ -177,6 +197,9 @@ async def start(settings: Settings) -> RunningService:
             auto_migrate=settings.auto_migrate,
             data_keys=data_keys,
             sqlite_synchronous=settings.sqlite_synchronous,
+            postgres_pool_size=settings.pg_pool_size,
+            postgres_lock_pool_size=settings.pg_lock_pool_size,
+            postgres_acquire_timeout=settings.pg_acquire_timeout,
         )
         resources.push_async_callback(store.close)
         try:
@@ -278,6 +301,7 @@ async def start(settings: Settings) -> RunningService:
             token_file=token_file,
             tls=tls,
             antom_keys=antom_keys,
+            data_keys=data_keys,
             _resources=resources.pop_all(),
         )
     log.info(

@@ -35,9 +35,17 @@ environment:
                                    `vault-service migrate` first)
   VAULT_SQLITE_SYNCHRONOUS         NORMAL (default: survives a crash or SIGKILL, not power loss)
                                    or FULL (also survives power loss, slower)
-  VAULT_DATA_KEY_FILE              JSON key ring that encrypts card tokens at rest (AES-256-GCM):
+  VAULT_PG_POOL_SIZE               PostgreSQL connections of one replica for its short units of
+                                   work (default 10)
+  VAULT_PG_LOCK_POOL_SIZE          further PostgreSQL connections, one per CreateSession in
+                                   flight (held while it calls Antom): the most sessions one
+                                   replica creates at once (default 20)
+  VAULT_PG_ACQUIRE_TIMEOUT         seconds a call waits for a free PostgreSQL connection before
+                                   it fails UNAVAILABLE, to be retried (default 5)
+  VAULT_DATA_KEY_FILE              JSON key ring that encrypts card data at rest (AES-256-GCM):
                                    {{"active": ID, "keys": {{ID: base64 of 32 bytes, ...}}}}
-                                   (required; `vault-service add-data-key FILE` makes one)
+                                   (required; `vault-service add-data-key FILE` makes one;
+                                   SIGHUP re-reads it, keeping the old ring if it is broken)
   VAULT_ANTOM_BASE_URL             Antom gateway, e.g. https://open-sea-global.alipay.com, or
                                    the emulator's http://127.0.0.1:8090 (required)
   VAULT_ANTOM_CLIENT_ID            merchant client id; SANDBOX_... selects Antom's sandbox
@@ -137,6 +145,9 @@ class Settings:
     database_url: str = field(repr=False)  # may carry a password
     auto_migrate: bool
     sqlite_synchronous: Literal["NORMAL", "FULL"]
+    pg_pool_size: int
+    pg_lock_pool_size: int
+    pg_acquire_timeout: float
     data_key_file: Path
     antom_base_url: str
     antom_client_id: str
@@ -185,6 +196,9 @@ class Settings:
             sqlite_synchronous="FULL"
             if reader.choice("VAULT_SQLITE_SYNCHRONOUS", "NORMAL", {"NORMAL", "FULL"}) == "FULL"
             else "NORMAL",
+            pg_pool_size=reader.count("VAULT_PG_POOL_SIZE", 10),
+            pg_lock_pool_size=reader.count("VAULT_PG_LOCK_POOL_SIZE", 20),
+            pg_acquire_timeout=reader.seconds("VAULT_PG_ACQUIRE_TIMEOUT", 5.0),
             data_key_file=data_key_file_from_env(env),
             antom_base_url=reader.required("VAULT_ANTOM_BASE_URL"),
             antom_client_id=reader.required("VAULT_ANTOM_CLIENT_ID"),

@@ -52,7 +52,12 @@ from vault_service.grpc_api import mapping
 from vault_service.store.codec import decode_snapshot
 from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.postgres import APPLICATION_NAME
-from vault_service.store.sealing import EVENT_TOKEN, open_token
+from vault_service.store.sealing import (
+    EVENT_SEALED,
+    EVENT_TOKEN,
+    open_sealed_document,
+    open_token,
+)
 
 if TYPE_CHECKING:
     from vault_service._proto.vault.v1.vault_service_pb2_grpc import VaultServiceAsyncStub
@@ -146,7 +151,7 @@ async def read_log(dsn: str, data_keys: DataKeyRing) -> Log:
     try:
         log_id: str = await admin.fetchval("SELECT value FROM meta WHERE key = 'log_id'")
         rows = await admin.fetch(
-            "SELECT id, vaulting_request_id, source, occurred_at, snapshot, card_token "
+            "SELECT id, vaulting_request_id, source, occurred_at, snapshot, card_token, sealed "
             "FROM events ORDER BY id"
         )
     finally:
@@ -165,6 +170,13 @@ async def read_log(dsn: str, data_keys: DataKeyRing) -> Log:
                         EVENT_TOKEN,
                         row["vaulting_request_id"],
                         row["card_token"],
+                        plaintext=False,
+                    ),
+                    open_sealed_document(
+                        data_keys,
+                        EVENT_SEALED,
+                        row["vaulting_request_id"],
+                        row["sealed"],
                         plaintext=False,
                     ),
                 ),

@@ -13,6 +13,8 @@ import os
 import shutil
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -20,8 +22,13 @@ import pytest
 
 from tests.store.backends import BACKEND_AT, Backend
 from tests.store.strategies import T0, full_card, new_record, observe
+from vault_service.antom.client import AntomClient
+from vault_service.antom.models import VaultingNotification
 from vault_service.domain import Event, VaultingStatus
+from vault_service.events import EventHub
+from vault_service.service.vaulting import VaultingService
 from vault_service.store import CorruptDataError, Store
+from vault_service.store.codec import encode_snapshot, record_to_row
 from vault_service.store.data_keys import (
     DataKeyRing,
     UnknownDataKeyError,
@@ -34,6 +41,8 @@ from vault_service.store.postgres import PostgresStore
 from vault_service.store.sealing import PLAINTEXT_STATE_KEY, RECORD_TOKEN, seal_token
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+NOTIFY_URL = "http://127.0.0.1:9/antom/vaulting/notify"
+ACQUIRER_INFO = (("acquirer_card_token", "ACQ-secret-token"), ("acquirer_name", "ADYEN"))
 S = VaultingStatus
 
 
@@ -53,7 +62,8 @@ async def save_card(store: Store, vaulting_request_id: str, *, owner: str = "che
     """A record that got a card (its one event, returned), as the webhook would leave it."""
     await store.insert(new_record(vaulting_request_id, owner=owner), next_check_at=T0)
     card = full_card(token(vaulting_request_id))
-    event = await store.apply(vaulting_request_id, observe(S.SUCCEEDED, card=card))
+    news = replace(observe(S.SUCCEEDED, card=card), acquirer_info=ACQUIRER_INFO)
+    event = await store.apply(vaulting_request_id, news)
     assert event is not None
     return event
 
@@ -68,7 +78,8 @@ async def raw_values(backend: Backend) -> list[str | bytes]:
     """Every stored card-bearing value, straight from the database."""
     rows = await backend.query(
         "SELECT card_token FROM records WHERE card_token IS NOT NULL "
-        "UNION ALL SELECT card_token FROM events WHERE card_token IS NOT NULL"
+        "UNION ALL SELECT card_token FROM events WHERE card_token IS NOT NULL "
+        "UNION ALL SELECT sealed FROM records UNION ALL SELECT sealed FROM events"
     )
     bodies = await backend.query("SELECT body FROM orphan_notifications")
     return [value for (value,) in rows] + [bytes(body) for (body,) in bodies]
@@ -79,15 +90,17 @@ def as_text(value: str | bytes) -> str:
 
 
 async def assert_all_read_back(store: Store, ids: list[str], orphans: list[str]) -> None:
+    """Every sealed field of every record and event, and every orphan body, reads back."""
     for rid in ids:
         record = await store.get(rid)
         assert record is not None
-        assert record.card is not None
-        assert record.card.card_token == token(rid)
+        assert record.card == full_card(token(rid))
+        assert record.acquirer_info == ACQUIRER_INFO
     events = await store.events_after(0, limit=100)
     assert {e.record.vaulting_request_id: e.record.card for e in events}.keys() == set(ids)
     assert all(
-        e.record.card and e.record.card.card_token == token(e.record.vaulting_request_id)
+        (e.record.card, e.record.acquirer_info)
+        == (full_card(token(e.record.vaulting_request_id)), ACQUIRER_INFO)
         for e in events
     )
     stored = await store.list_orphans(limit=100)
@@ -119,7 +132,7 @@ async def test_card_data_is_ciphertext_at_rest(backend: Backend, filled: Store) 
     orphan bodies hold no card token, only envelopes under the active key; the store still
     returns every value as it was given."""
     values = await raw_values(backend)
-    assert len(values) == 6
+    assert len(values) == 10
     for value in values:
         text = as_text(value)
         assert text.startswith("v1:session:")
@@ -144,13 +157,19 @@ READS: dict[str, Callable[[Store], Awaitable[object]]] = {
             "record",
         ),
         (
+            "UPDATE records SET sealed = "
+            "(SELECT sealed FROM records WHERE vaulting_request_id = 'a') "
+            "WHERE vaulting_request_id = 'b'",
+            "record",
+        ),
+        (
             "UPDATE orphan_notifications SET body = "
             "(SELECT body FROM orphan_notifications WHERE vaulting_request_id = 'orphan-a') "
             "WHERE vaulting_request_id = 'orphan-b'",
             "orphans",
         ),
     ],
-    ids=["record-to-record", "orphan-to-orphan"],
+    ids=["record-to-record", "sealed-fields-to-record", "orphan-to-orphan"],
 )
 async def test_a_ciphertext_moved_to_another_row_does_not_decrypt(
     backend: Backend, filled: Store, move: str, read: str
@@ -213,6 +232,8 @@ async def test_rotation_reseals_everything_under_the_new_key(
         "records.card_token": 2,
         "events.card_token": 2,
         "orphan_notifications.body": 2,
+        "records.sealed": 2,
+        "events.sealed": 2,
     }
     assert all(c.changed == 0 for c in counts)
     values = await raw_values(backend)
@@ -240,7 +261,7 @@ async def test_rotate_data_key_command(backend: Backend, filled: Store, new_key_
     }
     code, out, err = await run_cli("rotate-data-key", env=env)
     assert (code, err) == (0, "")
-    assert "re-encrypted 6 values under data key 'k2'" in out
+    assert "re-encrypted 10 values under data key 'k2'" in out
     assert all(as_text(value).startswith("v1:k2:") for value in await raw_values(backend))
     code, out, _ = await run_cli("rotate-data-key", env=env)
     assert code == 0
@@ -253,10 +274,10 @@ async def test_rotate_data_key_command(backend: Backend, filled: Store, new_key_
     )
     assert code == 1
     refused = [line for line in err.splitlines() if "cannot decrypt" in line]
-    assert len(refused) == 6, err
+    assert len(refused) == 10, err
     assert all("data key 'k2'" in line for line in refused)
     assert "events.card_token at id 1 (vaulting request 'a')" in err
-    assert "6 values cannot be decrypted" in err
+    assert "10 values cannot be decrypted" in err
     assert "ALIPAY" not in err + out
     assert "v1:k2:" not in err + out
 
@@ -293,7 +314,7 @@ async def test_postgres_rotation_never_overwrites_a_concurrent_write(
         "SELECT card_token FROM records WHERE vaulting_request_id = 'a'"
     ) == [(concurrent,)]
     again = await rotate_data_key(backend.url, ring)
-    assert [c.rewritten for c in again.counts] == [1, 0, 0]
+    assert [c.rewritten for c in again.counts] == [1, 0, 0, 0, 0]
     assert all(as_text(value).startswith("v1:k2:") for value in await raw_values(backend))
 
 
@@ -325,3 +346,193 @@ async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
         out, err = await process.communicate()
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+# Every sensitive value of a notification with every Antom field filled: each distinctive, so
+# that finding it anywhere in the raw database can only mean it is stored in the clear.
+SECRETS: dict[str, str] = {
+    "cardToken": "ALIPAY-card-token-7f3a91",
+    "acquirerCardToken": "ACQ-card-token-91be44",
+    "acquirerFingerprint": "ACQ-fingerprint-5d20aa",
+    "acquirerAccountName": "Zebulon Quixote Account",
+    "fingerprint": "FP-card-c0ffee42",
+    "address1": "742 Evergreen Terrace",
+    "address2": "Flat Zanzibar",
+    "address3": "care of Quimby",
+    "city": "Springfieldia",
+    "zipCode": "97403-XQ",
+    "firstName": "Zebulonius",
+    "middleName": "Xerxesian",
+    "lastName": "Quixotelli",
+    "fullName": "Zebulonius X Quixotelli",
+}
+
+
+def full_notification(vaulting_request_id: str) -> bytes:
+    """A notifyVaulting body with every field Antom may send filled."""
+    card = {
+        "cardToken": SECRETS["cardToken"],
+        "brand": "VISA",
+        "maskedCardNo": "411111******1111",
+        "lastFour": "1111",
+        "bin": "411111",
+        "expiryMonth": "12",
+        "expiryYear": "39",
+        "funding": "CREDIT",
+        "issuingCountry": "US",
+        "issuerName": "Example Bank",
+        "fingerprint": SECRETS["fingerprint"],
+        "billingAddress": {
+            "region": "US",
+            "state": "OR",
+            **{key: SECRETS[key] for key in ("address1", "address2", "address3", "city")},
+            "zipCode": SECRETS["zipCode"],
+        },
+        "cardholderName": {
+            key: SECRETS[key] for key in ("firstName", "middleName", "lastName", "fullName")
+        },
+    }
+    acquirer = {
+        "acquirerName": "ADYEN",
+        "referenceRequestId": "ref-1",
+        "acquirerTransactionId": "acq-tx-1",
+        "acquirerMerchantId": "acq-merchant-1",
+        "acquirerResultCode": "Authorised",
+        "acquirerResultMessage": "ok",
+        "acquirerCardToken": SECRETS["acquirerCardToken"],
+        "acquirerFingerprint": SECRETS["acquirerFingerprint"],
+        "acquirerMerchantName": "Example Shop",
+        "acquirerReasonDescription": "none",
+        "ptspTransactionId": "ptsp-1",
+        "acquirerAccountName": SECRETS["acquirerAccountName"],
+    }
+    return json.dumps(
+        {
+            "result": {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success"},
+            "vaultingRequestId": vaulting_request_id,
+            "paymentMethodDetail": {"paymentMethodType": "CARD", "card": card},
+            "vaultingCreateTime": "2026-03-01T12:00:00+00:00",
+            "acquirerInfo": acquirer,
+            "vaultingStatus": "SUCCESS",
+        }
+    ).encode()
+
+
+async def raw_database(backend: Backend) -> bytes:
+    """Everything the database holds, as raw as it gets: SQLite's file and its write-ahead
+    log byte for byte; every row of every PostgreSQL table as text."""
+    if backend.name == "sqlite":
+        files = [Path(backend.location), Path(f"{backend.location}-wal")]
+        return b"".join([await asyncio.to_thread(path.read_bytes) for path in files])
+    tables = await backend.query(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+    )
+    rows = [
+        row
+        for (table,) in tables
+        for (row,) in await backend.query(f"SELECT t::text FROM {table} t")
+    ]
+    assert any("sealed" not in row for row in rows)  # the query saw rows
+    return "\n".join(rows).encode()
+
+
+async def test_no_card_or_buyer_data_is_stored_in_the_clear(
+    backend: Backend, store: Store, antom_client: AntomClient
+) -> None:
+    """Regression (issue 9 #3): the acquirer's card token, and every other acquirerInfo
+    field, was stored as plain JSON in records.acquirer_info and events.snapshot, as were the
+    billing address, cardholder name, expiry and fingerprint in the card JSON, while only the
+    Antom card token was sealed. A notification with every Antom field filled, for a known
+    request and for an unknown one (an orphan), leaves none of them in the database file, its
+    WAL or any PostgreSQL row; the store still returns every one of them."""
+    service = VaultingService(
+        store, antom_client, EventHub(), notify_url=NOTIFY_URL, first_check_after=timedelta(0)
+    )
+    await store.insert(new_record("known"), next_check_at=T0)
+    for rid in ("known", "orphan"):
+        body = full_notification(rid)
+        await service.record_notification(VaultingNotification.model_validate_json(body), body)
+
+    raw = await raw_database(backend)
+    found = [name for name, value in SECRETS.items() if value.encode() in raw]
+    assert found == []
+    assert b"expiry_year" not in raw  # the field names of sealed fields are sealed too
+
+    record = await store.get("known")
+    assert record is not None
+    assert record.card is not None
+    assert record.card.card_token == SECRETS["cardToken"]
+    assert record.card.billing_address is not None
+    assert record.card.billing_address.address1 == SECRETS["address1"]
+    assert (record.card.expiry_month, record.card.expiry_year) == ("12", "39")
+    assert ("acquirer_card_token", SECRETS["acquirerCardToken"]) in record.acquirer_info
+    (event,) = await store.events_after(0, limit=10)
+    assert event.record == record
+    (orphan,) = await store.list_orphans(limit=10)
+    assert orphan.body == full_notification("orphan")
+
+
+async def test_rotation_seals_rows_written_before_the_sealed_fields(
+    backend: Backend, filled: Store, new_key_file: Path
+) -> None:
+    """Guards the upgrade of databases written by schema version 1, whose rows hold the
+    billing address, cardholder name and acquirer info in clear JSON: they still read, and
+    ``rotate-data-key`` moves those fields into sealed documents under the new key (then
+    records that the database holds no plaintext), after which they read without the old
+    key."""
+    legacy = await filled.get("a")
+    assert legacy is not None
+    row = record_to_row(legacy)
+    snapshot, _, sealed = encode_snapshot(legacy)
+    document = json.loads(sealed)
+    card = {**json.loads(row.card or ""), **document["card"]}
+    acquirer_info = document["acquirer_info"]
+    snapshot_document = {**json.loads(snapshot), "card": card, "acquirer_info": acquirer_info}
+    await forget_plaintext_state(backend)
+    await backend.execute(
+        f"UPDATE records SET card = {sql_text(json.dumps(card))}, "
+        f"acquirer_info = {sql_text(json.dumps(acquirer_info))}, sealed = NULL "
+        "WHERE vaulting_request_id = 'a'"
+    )
+    await backend.execute(
+        f"UPDATE events SET snapshot = {sql_text(json.dumps(snapshot_document))}, sealed = NULL "
+        "WHERE vaulting_request_id = 'a'"
+    )
+    [(clear,)] = await backend.query(
+        "SELECT card || acquirer_info FROM records WHERE vaulting_request_id = 'a'"
+    )
+    assert "Lovelace" in str(clear)
+    assert "ACQ-secret-token" in str(clear)
+    reopened = await reopen(backend, backend.data_keys)
+    try:
+        assert await reopened.get("a") == legacy
+    finally:
+        await reopened.close()
+
+    ring = await asyncio.to_thread(read_data_key_file, new_key_file)
+    rotation = await rotate_data_key(backend.url, ring, batch_size=1)
+    assert rotation.plaintext_free
+    assert {c.column.name: c.rewritten for c in rotation.counts}["records.sealed"] == 2
+
+    [(clear,)] = await backend.query(
+        "SELECT card || acquirer_info FROM records WHERE vaulting_request_id = 'a'"
+    )
+    assert "Lovelace" not in str(clear)
+    assert "ACQ-secret-token" not in str(clear)
+    [(snapshot,)] = await backend.query(
+        "SELECT snapshot FROM events WHERE vaulting_request_id = 'a'"
+    )
+    assert "Lovelace" not in str(snapshot)
+    assert "ACQ-secret-token" not in str(snapshot)
+    reopened = await reopen(backend, await without_key(new_key_file, "session"))
+    try:
+        assert await reopened.get("a") == legacy
+        events = await reopened.events_after(0, limit=10, vaulting_request_ids=frozenset({"a"}))
+        assert [event.record for event in events] == [legacy]
+    finally:
+        await reopened.close()
+
+
+def sql_text(value: str) -> str:
+    """``value`` as an SQL string literal both dialects read."""
+    return "'" + value.replace("'", "''") + "'"

@@ -70,7 +70,7 @@ def test_keys_never_show_in_repr_or_str() -> None:
     """Guards logs and tracebacks: a ring (or a key) printed by accident shows no material."""
     ring = parse_data_key_file(key_file({"active": "a", "keys": {"a": MATERIAL}}))
     material = bytes(range(32))
-    for shown in (repr(ring), str(ring), repr(ring._active), str(ring._keys)):
+    for shown in (repr(ring), str(ring), repr(ring._keys.active), str(ring._keys)):
         assert MATERIAL not in shown
         assert repr(material) not in shown
         assert material.hex() not in shown

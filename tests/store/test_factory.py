@@ -14,6 +14,9 @@ from vault_service.store.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATION
 from vault_service.store.postgres import PostgresStore
 from vault_service.store.sqlite import SQLiteStore
 
+SQLITE_VERSIONS = [migration.version for migration in SQLITE_MIGRATIONS]
+POSTGRES_VERSIONS = [migration.version for migration in POSTGRES_MIGRATIONS]
+
 
 @pytest.mark.parametrize(
     ("url", "expected", "shown"),
@@ -60,7 +63,7 @@ async def test_open_store_and_migrate_on_sqlite(tmp_path: Path, data_keys: DataK
     url = f"sqlite:///{tmp_path / 'vault.db'}"
     with pytest.raises(SchemaVersionError, match="run `vault-service migrate`"):
         await open_store(url, auto_migrate=False, data_keys=data_keys)
-    assert await migrate(url) == [m.version for m in SQLITE_MIGRATIONS]
+    assert await migrate(url) == SQLITE_VERSIONS
     store = await open_store(
         url, auto_migrate=False, data_keys=data_keys, sqlite_synchronous="FULL"
     )
@@ -77,7 +80,7 @@ async def test_open_store_and_migrate_on_postgres(
     """Guards ``serve``/``migrate`` wiring for PostgreSQL, both schemes, and auto-migrate."""
     with pytest.raises(SchemaVersionError, match="run `vault-service migrate`"):
         await open_store(postgres_dsn, auto_migrate=False, data_keys=data_keys)
-    assert await migrate(postgres_dsn) == [m.version for m in POSTGRES_MIGRATIONS]
+    assert await migrate(postgres_dsn) == POSTGRES_VERSIONS
     store = await open_store(
         postgres_dsn, auto_migrate=False, data_keys=data_keys, postgres_pool_size=2
     )

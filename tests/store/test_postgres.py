@@ -16,6 +16,7 @@ import pytest
 from tests.store.strategies import T0, new_record, observe
 from vault_service.domain import VaultingStatus
 from vault_service.store import DatabaseUnavailableError, SchemaVersionError
+from vault_service.store import postgres as postgres_module
 from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.migrations import POSTGRES_MIGRATIONS
 from vault_service.store.postgres import (
@@ -25,6 +26,8 @@ from vault_service.store.postgres import (
     migrate,
     redact_dsn,
 )
+
+POSTGRES_VERSIONS = [migration.version for migration in POSTGRES_MIGRATIONS]
 
 S = VaultingStatus
 GATE = 7_301_999  # an advisory lock key of these tests, nothing else uses it
@@ -238,6 +241,41 @@ async def test_creation_locks_leave_no_advisory_lock_behind(
         await other.close()
 
 
+async def test_a_held_creation_lock_never_stalls_appends(
+    dsn: str,
+    data_keys: DataKeyRing,
+    pg_store: PostgresStore,
+    admin: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression (issue 9 #14): a creation lock was keyed by hashtextextended(id, 0), the
+    bigint key space of the event-append lock, so an id hashing onto the append lock stalled
+    every append for the length of an Antom call. Here the append lock is given exactly the
+    key that id had under that scheme; appends on another replica still go through while the
+    lock is held, because creation locks live in the two-int4 key space."""
+    colliding = "vr-collide"
+    old_key = await admin.fetchval("SELECT hashtextextended($1, 0)", colliding)
+    monkeypatch.setattr(postgres_module, "EVENT_APPEND_LOCK", old_key)
+    await pg_store.insert(new_record("appending"), next_check_at=T0)
+    other = await PostgresStore.open(dsn, auto_migrate=False, data_keys=data_keys)
+    try:
+        async with pg_store.creation_lock(colliding):
+            held = await admin.fetch(
+                "SELECT classid::bigint, objid::bigint, objsubid FROM pg_locks "
+                "JOIN pg_database ON pg_database.oid = pg_locks.database "
+                "WHERE datname = current_database() AND locktype = 'advisory' AND granted"
+            )
+            assert [tuple(row.values())[2] for row in held] == [2]  # the two-int4 form
+            async with asyncio.timeout(5):  # a stall waits for the lock, for ever
+                first = await other.apply("appending", observe(S.PROCESSING))
+                second = await other.apply("appending", observe(S.SUCCEEDED))
+        assert first is not None
+        assert second is not None
+        assert await pg_store.events_after(0, limit=10) == [first, second]
+    finally:
+        await other.close()
+
+
 async def test_connections_identify_themselves_and_have_timeouts(
     pg_store: PostgresStore, admin: asyncpg.Connection
 ) -> None:
@@ -306,7 +344,7 @@ async def test_migrate_records_its_versions_and_a_log_id(
 ) -> None:
     """Guards the operator's view of ``schema_migrations`` and a random 128-bit log id."""
     rows = await admin.fetch("SELECT version, description FROM schema_migrations")
-    assert [row["version"] for row in rows] == [m.version for m in POSTGRES_MIGRATIONS]
+    assert [row["version"] for row in rows] == POSTGRES_VERSIONS
     log_id = await admin.fetchval("SELECT value FROM meta WHERE key = 'log_id'")
     assert len(log_id) == 32
     assert int(log_id, 16) >= 0

@@ -22,6 +22,8 @@ from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.migrations import SQLITE_MIGRATIONS
 from vault_service.store.sqlite import SQLiteStore, Synchronous, migrate
 
+SQLITE_VERSIONS = [migration.version for migration in SQLITE_MIGRATIONS]
+
 
 @pytest.fixture
 async def sqlite_store(tmp_path: Path, data_keys: DataKeyRing) -> AsyncIterator[SQLiteStore]:
@@ -71,9 +73,6 @@ async def test_opening_a_missing_database_creates_no_file(tmp_path: Path) -> Non
     with pytest.raises(SchemaVersionError, match=r"no database at .*run `vault-service migrate`"):
         await SQLiteStore.open(path, auto_migrate=False, data_keys=DataKeyRing.generate())
     assert not path.exists()
-
-
-SQLITE_VERSIONS = [m.version for m in SQLITE_MIGRATIONS]
 
 
 async def test_migrate_records_its_versions(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -30,8 +31,11 @@ from tests.store.test_data_at_rest import (
     save_card,
     token,
 )
-from vault_service.domain import Event, decode_resume_token
+from vault_service.antom.client import AntomClient
+from vault_service.domain import Event, SessionParameters, decode_resume_token
+from vault_service.emulator import EmulatorServer
 from vault_service.events import EventHub
+from vault_service.service.reconciler import Reconciler
 from vault_service.service.streaming import (
     Checkpoint,
     EventKeyMissingError,
@@ -40,6 +44,7 @@ from vault_service.service.streaming import (
     StreamItem,
     UnreadableItem,
 )
+from vault_service.service.vaulting import VaultingService
 from vault_service.store import CorruptDataError, Store
 from vault_service.store.base import LogEntry, Unreadable, UnreadableEvent
 from vault_service.store.data_keys import DataKeyRing, add_data_key, read_data_key_file
@@ -49,6 +54,7 @@ from vault_service.store.sealing import (
     EVENT_TOKEN,
     NO_PLAINTEXT,
     PLAINTEXT_STATE_KEY,
+    RECORD_TOKEN,
     PlaintextCardDataError,
     seal_token,
 )
@@ -481,3 +487,79 @@ async def test_a_database_still_reading_plaintext_warns_when_opened(
             await upgraded.close()
         assert len(plaintext_warnings(captured_log)) == opened
     assert token("a") not in captured_log.text
+
+
+async def test_one_undecodable_due_record_does_not_stop_reconciliation(
+    backend: Backend,
+    store: Store,
+    antom_client: AntomClient,
+    emulator: EmulatorServer,
+    captured_log: CapturedLog,
+) -> None:
+    """Regression (issue 9 #8): a due row that did not decode (here: its card data under a
+    key the ring lacks) failed the whole claim. On SQLite the claim decoded inside the lease
+    transaction, so the lease rolled back and the bad row stayed first in line for ever: no
+    inquiry and no expiry for anyone; on PostgreSQL its batch-mates failed with it every
+    lease period. Now every other due record is inquired in the same pass, and the bad one is
+    logged once and waits the longest delay."""
+    clock = ManualClock()
+    service = VaultingService(
+        store,
+        antom_client,
+        EventHub(),
+        notify_url="http://127.0.0.1:9/antom/vaulting/notify",
+        first_check_after=timedelta(seconds=60),
+        clock=clock,
+    )
+    reconciler = Reconciler(
+        store,
+        service,
+        EventHub(),
+        interval=1.0,
+        min_delay=timedelta(seconds=30),
+        max_delay=timedelta(minutes=15),
+        expiry_grace=timedelta(minutes=5),
+        inquiry_budget=2.0,
+        clock=clock,
+    )
+    for rid in ("vr-bad", "vr-1", "vr-2"):  # the bad one first in line
+        await service.create_session("checkout", rid, SessionParameters())
+        clock.advance(seconds=1)
+    unknown = seal_token(DataKeyRing.generate("gone"), RECORD_TOKEN, "vr-bad", token("vr-bad"))
+    await backend.execute(
+        f"UPDATE records SET card = '{{}}', card_token = '{unknown}' "
+        "WHERE vaulting_request_id = 'vr-bad'"
+    )
+
+    clock.advance(seconds=61)
+    assert await reconciler.run_once() == 3
+    assert [emulator.state.stats.calls("inquireVaulting", rid) for rid in ("vr-1", "vr-2")] == [
+        1,
+        1,
+    ]
+    assert emulator.state.stats.calls("inquireVaulting", "vr-bad") == 0
+
+    clock.advance(minutes=14)  # the good ones are due again, the bad one is not
+    assert await reconciler.run_once() == 2
+    clock.advance(minutes=2)
+    assert await reconciler.run_once() == 1
+    errors = [
+        (line["vaulting_request_id"], line["error"], line["key_id"])
+        for line in captured_log.lines()
+        if line["level"] == "error"
+    ]
+    assert errors == [("vr-bad", "UnknownDataKeyError", "gone")] * 2  # once per try
+    assert "ALIPAY" not in captured_log.text
+
+
+class ManualClock:
+    """A clock the test moves by hand, so back-off needs no sleeping."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)

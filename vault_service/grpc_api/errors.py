@@ -136,10 +136,8 @@ def rich_status(exc: Exception) -> status_pb2.Status:
                     metadata={"resume_token": exc.resume_token},
                 ),
             )
-        case StoreUnavailableError():
-            return _status(
-                code_pb2.UNAVAILABLE, "the database is unavailable; retry later", _retry_info()
-            )
+        case StoreUnavailableError(public_message=message):
+            return _status(code_pb2.UNAVAILABLE, message, _retry_info())
         case SignatureError():
             return _status(
                 code_pb2.UNAVAILABLE,

@@ -18,7 +18,7 @@ from vault_service.antom.errors import AntomConfigurationError, AntomError, Anto
 from vault_service.domain import VaultingRecord
 from vault_service.service import news
 from vault_service.service.vaulting import Clock, VaultingService, utc_now
-from vault_service.store.base import Store
+from vault_service.store.base import Store, UnreadableRecord
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,10 @@ class Reconciler:
         due = await self._store.claim_due(self._clock(), self._batch_size, lease)
         limit = asyncio.Semaphore(INQUIRY_CONCURRENCY)
 
-        async def guarded(record: VaultingRecord) -> None:
+        async def guarded(record: VaultingRecord | UnreadableRecord) -> None:
+            if isinstance(record, UnreadableRecord):
+                await self._back_off_unreadable(record)
+                return
             async with limit:
                 try:
                     await self._reconcile(record)
@@ -86,6 +89,21 @@ class Reconciler:
 
         await asyncio.gather(*(guarded(record) for record in due))
         return len(due)
+
+    async def _back_off_unreadable(self, record: UnreadableRecord) -> None:
+        """A record whose row does not decode cannot be inquired (or expired) until an
+        operator repairs it, typically by putting its data key back in the key file (which
+        SIGHUP re-reads): one line says so, and it waits the longest delay before the next
+        try instead of coming back every pass."""
+        log.error(
+            "a due record does not decode: not reconciled, next try after the longest delay",
+            extra={
+                "vaulting_request_id": record.vaulting_request_id,
+                "error": record.error,
+                "key_id": record.key_id,
+            },
+        )
+        await self._store.reschedule(record.vaulting_request_id, self._clock() + self._max_delay)
 
     async def _reconcile(self, record: VaultingRecord) -> None:
         vaulting_request_id = record.vaulting_request_id

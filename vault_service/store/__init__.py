@@ -8,8 +8,10 @@ from vault_service.store.base import (
     RecordNotFoundError,
     SchemaVersionError,
     Store,
+    StoreBusyError,
     StoreClosedError,
     StoreError,
+    UnreadableRecord,
 )
 
 __all__ = [
@@ -20,6 +22,8 @@ __all__ = [
     "RecordNotFoundError",
     "SchemaVersionError",
     "Store",
+    "StoreBusyError",
     "StoreClosedError",
     "StoreError",
+    "UnreadableRecord",
 ]

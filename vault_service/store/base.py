@@ -25,7 +25,7 @@ import contextlib
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from vault_service.domain import Event, Observation, SessionRequest, VaultingRecord
 from vault_service.errors import VaultError
@@ -74,6 +74,17 @@ class StoreUnavailableError(StoreError):
     """The database could not be reached, or the connection was lost during the call (a
     failover, a restart, ``pg_terminate_backend``). A write may or may not have committed;
     repeating the call is safe (writes are idempotent), so callers are told to retry."""
+
+    public_message: ClassVar[str] = "the database is unavailable; retry later"
+    """What a caller is told: the kind of trouble, never the driver's text (it may name hosts)."""
+
+
+class StoreBusyError(StoreUnavailableError):
+    """No database connection became free within the acquire timeout: every one is in use
+    (a burst, a slow Antom holding creation locks). Failing fast, to be retried, bounds the
+    queue of waiting calls instead of letting it grow with the load."""
+
+    public_message: ClassVar[str] = "every database connection is busy; retry later"
 
 
 class StoreClosedError(StoreError):
@@ -135,6 +146,22 @@ def entry_request_id(entry: LogEntry) -> str:
     if isinstance(entry, UnreadableEvent):
         return entry.vaulting_request_id
     return entry.record.vaulting_request_id
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableRecord:
+    """A due record ``claim_due`` claimed but could not decode (its card data under a key the
+    ring lacks, a tampered ciphertext, an edited row).
+
+    It is claimed like the others rather than raised, so that it can neither roll the claim
+    back (and stay first in line for ever) nor take its batch-mates down with it; the
+    claimant reports it and pushes its next check out. ``error`` is the error's class name
+    and ``key_id`` the missing data key, if that is the cause: never a stored value.
+    """
+
+    vaulting_request_id: str
+    error: str
+    key_id: str | None = None
 
 
 class Store(Protocol):
@@ -228,9 +255,12 @@ class Store(Protocol):
         """
         ...
 
-    async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[VaultingRecord]:
+    async def claim_due(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> list[VaultingRecord | UnreadableRecord]:
         """Claim up to ``limit`` scheduled (not ``reconciled``) records whose next check is at
-        or before ``now``, the longest overdue first, for ``lease``.
+        or before ``now``, the longest overdue first, for ``lease``; a claimed row that does
+        not decode comes back as an :class:`UnreadableRecord`, in its place.
 
         Claiming moves each record's next check to ``now + lease`` in the same atomic step, so
         a concurrent caller (another replica's reconciler) never gets the same record while the

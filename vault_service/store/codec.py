@@ -9,7 +9,12 @@ the integer instants to ``timestamptz``):
   64-bit SQL integer for every year 1-9999. They decode to aware UTC datetimes. Naive datetimes
   are refused: the domain only deals in aware ones, and guessing a zone would corrupt data.
 * The card token is always kept apart from the JSON (its own column, ``None`` when the record
-  has no card) so that a later change can encrypt it at rest without touching the JSON.
+  has no card), and so are the other sealed fields (:mod:`vault_service.store.sealed_fields`):
+  the card fields marked sealed and the acquirer info go into one JSON document of their own,
+  the row's ``sealed`` column, which the store encrypts (:mod:`vault_service.store.sealing`);
+  the JSON columns keep only clear fields. A row written before that split (``sealed`` is
+  ``None``) holds every field in its JSON columns and still reads; ``rotate-data-key`` moves
+  its sealed fields out (:func:`split_legacy_record`, :func:`split_legacy_snapshot`).
 * Nested values (parameters, card details without the token, addresses, Antom's result,
   acquirer info) are compact JSON. Pairs (labels, env, acquirer info) are JSON arrays of
   ``[key, value]`` so that their order and the domain's tuples round-trip exactly.
@@ -18,7 +23,7 @@ the integer instants to ``timestamptz``):
   :class:`~vault_service.store.base.CorruptDataError`.
 
 An event's snapshot is the whole record as one JSON document (:func:`encode_snapshot`), since a
-snapshot is read whole and never queried by field.
+snapshot is read whole and never queried by field; its sealed fields are split off the same way.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from vault_service.domain import (
     VaultingStatus,
 )
 from vault_service.store.base import CorruptDataError
+from vault_service.store.sealed_fields import SEALED_CARD_FIELDS
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
@@ -65,6 +71,7 @@ class RecordRow(NamedTuple):
     created_at: int
     updated_at: int
     final_at: int | None
+    sealed: str | None
 
 
 RECORD_COLUMNS: Final[tuple[str, ...]] = RecordRow._fields
@@ -83,7 +90,9 @@ def decode_instant(micros: int) -> datetime:
 
 
 def record_to_row(record: VaultingRecord) -> RecordRow:
-    """The ``records`` columns for ``record``."""
+    """The ``records`` columns for ``record``; ``card_token`` and ``sealed`` in plaintext,
+    for the store to seal."""
+    card, sealed = _split(record)
     return RecordRow(
         vaulting_request_id=record.vaulting_request_id,
         owner=record.owner,
@@ -94,14 +103,15 @@ def record_to_row(record: VaultingRecord) -> RecordRow:
         session_expires_at=encode_instant(record.session.expires_at),
         session_normal_url=record.session.normal_url,
         card_token=None if record.card is None else record.card.card_token,
-        card=None if record.card is None else _dumps(_card_to_json(record.card)),
+        card=None if card is None else _dumps(card),
         antom_result=None
         if record.antom_result is None
         else _dumps(_antom_result_to_json(record.antom_result)),
-        acquirer_info=_dumps(_pairs_to_json(record.acquirer_info)),
+        acquirer_info="[]",  # sealed: in the sealed document
         created_at=encode_instant(record.created_at),
         updated_at=encode_instant(record.updated_at),
         final_at=None if record.final_at is None else encode_instant(record.final_at),
+        sealed=sealed,
     )
 
 
@@ -129,6 +139,11 @@ def record_from_row(row: RecordRow) -> VaultingRecord:
 
 
 def _record_from_row(row: RecordRow) -> VaultingRecord:
+    card, acquirer_info = _join(
+        None if row.card is None else json.loads(row.card),
+        json.loads(row.acquirer_info),
+        row.sealed,
+    )
     return VaultingRecord(
         vaulting_request_id=row.vaulting_request_id,
         owner=row.owner,
@@ -142,17 +157,19 @@ def _record_from_row(row: RecordRow) -> VaultingRecord:
         created_at=decode_instant(row.created_at),
         updated_at=decode_instant(row.updated_at),
         status=VaultingStatus(row.status),
-        card=_card_from_json(None if row.card is None else json.loads(row.card), row.card_token),
+        card=_card_from_json(card, row.card_token),
         antom_result=None
         if row.antom_result is None
         else _antom_result_from_json(_object(json.loads(row.antom_result), "antom_result")),
-        acquirer_info=_pairs_from_json(json.loads(row.acquirer_info), "acquirer_info"),
+        acquirer_info=_pairs_from_json(acquirer_info, "acquirer_info"),
         final_at=None if row.final_at is None else decode_instant(row.final_at),
     )
 
 
-def encode_snapshot(record: VaultingRecord) -> tuple[str, str | None]:
-    """``record`` as a JSON document without its card token, and the card token apart."""
+def encode_snapshot(record: VaultingRecord) -> tuple[str, str | None, str]:
+    """``record`` as a JSON document without its sealed fields, and apart, in plaintext for
+    the store to seal, its card token and the document of its other sealed fields."""
+    card, sealed = _split(record)
     document: JSONObject = {
         "format": _SNAPSHOT_FORMAT,
         "vaulting_request_id": record.vaulting_request_id,
@@ -165,30 +182,31 @@ def encode_snapshot(record: VaultingRecord) -> tuple[str, str | None]:
             "expires_at": encode_instant(record.session.expires_at),
             "normal_url": record.session.normal_url,
         },
-        "card": None if record.card is None else _card_to_json(record.card),
+        "card": card,
         "antom_result": None
         if record.antom_result is None
         else _antom_result_to_json(record.antom_result),
-        "acquirer_info": _pairs_to_json(record.acquirer_info),
         "created_at": encode_instant(record.created_at),
         "updated_at": encode_instant(record.updated_at),
         "final_at": None if record.final_at is None else encode_instant(record.final_at),
     }
-    return _dumps(document), None if record.card is None else record.card.card_token
+    return _dumps(document), None if record.card is None else record.card.card_token, sealed
 
 
-def decode_snapshot(snapshot: str, card_token: str | None) -> VaultingRecord:
-    """The record an event's snapshot (and its card token) describe."""
+def decode_snapshot(snapshot: str, card_token: str | None, sealed: str | None) -> VaultingRecord:
+    """The record an event's snapshot, card token and sealed document describe (``sealed``
+    is ``None`` for an event written before the split)."""
     try:
-        return _decode_snapshot(snapshot, card_token)
+        return _decode_snapshot(snapshot, card_token, sealed)
     except (CorruptDataError, ValueError, OverflowError) as error:
         raise CorruptDataError(f"an event snapshot does not decode: {error}") from error
 
 
-def _decode_snapshot(snapshot: str, card_token: str | None) -> VaultingRecord:
+def _decode_snapshot(snapshot: str, card_token: str | None, sealed: str | None) -> VaultingRecord:
     document = _object(json.loads(snapshot), "snapshot")
     if (found := document.get("format")) != _SNAPSHOT_FORMAT:
         raise CorruptDataError(f"unknown snapshot format {found!r}")
+    card, acquirer_info = _join(document.get("card"), document.get("acquirer_info", []), sealed)
     session = _object(document.get("session"), "session")
     antom_result = document.get("antom_result")
     final_at = document.get("final_at")
@@ -205,13 +223,72 @@ def _decode_snapshot(snapshot: str, card_token: str | None) -> VaultingRecord:
         created_at=decode_instant(_int(document, "created_at")),
         updated_at=decode_instant(_int(document, "updated_at")),
         status=VaultingStatus(_required_str(document, "status")),
-        card=_card_from_json(document.get("card"), card_token),
+        card=_card_from_json(card, card_token),
         antom_result=None
         if antom_result is None
         else _antom_result_from_json(_object(antom_result, "antom_result")),
-        acquirer_info=_pairs_from_json(document.get("acquirer_info", []), "acquirer_info"),
+        acquirer_info=_pairs_from_json(acquirer_info, "acquirer_info"),
         final_at=None if final_at is None else decode_instant(_int(document, "final_at")),
     )
+
+
+def split_legacy_record(card: str | None, acquirer_info: str) -> tuple[str | None, str, str]:
+    """The ``card``, ``acquirer_info`` and (plaintext) ``sealed`` columns of a row written
+    before the sealed fields were split off, as this build writes them."""
+    try:
+        document = None if card is None else _object(json.loads(card), "card")
+        pairs = _pairs_from_json(json.loads(acquirer_info), "acquirer_info")
+    except (CorruptDataError, ValueError) as error:
+        raise CorruptDataError(f"a record row does not decode: {error}") from error
+    clear, sealed = _split_documents(document, pairs)
+    return None if clear is None else _dumps(clear), "[]", sealed
+
+
+def split_legacy_snapshot(snapshot: str) -> tuple[str, str]:
+    """An event snapshot written before the sealed fields were split off, as this build
+    writes it, and its (plaintext) ``sealed`` document."""
+    try:
+        document = _object(json.loads(snapshot), "snapshot")
+        card = document.get("card")
+        pairs = _pairs_from_json(document.pop("acquirer_info", []), "acquirer_info")
+        clear, sealed = _split_documents(None if card is None else _object(card, "card"), pairs)
+    except (CorruptDataError, ValueError) as error:
+        raise CorruptDataError(f"an event snapshot does not decode: {error}") from error
+    return _dumps({**document, "card": clear}), sealed
+
+
+def _split(record: VaultingRecord) -> tuple[JSONObject | None, str]:
+    """``record``'s card JSON without its sealed fields, and the sealed document."""
+    card = None if record.card is None else _card_to_json(record.card)
+    return _split_documents(card, record.acquirer_info)
+
+
+def _split_documents(
+    card: JSONObject | None, acquirer_info: Pairs
+) -> tuple[JSONObject | None, str]:
+    sealed: JSONObject = {"acquirer_info": _pairs_to_json(acquirer_info)}
+    if card is None:
+        return None, _dumps(sealed)
+    sealed["card"] = {key: value for key, value in card.items() if key in SEALED_CARD_FIELDS}
+    return {key: value for key, value in card.items() if key not in SEALED_CARD_FIELDS}, _dumps(
+        sealed
+    )
+
+
+def _join(card: object, acquirer_info: object, sealed: str | None) -> tuple[object, object]:
+    """The whole card document and the acquirer info of a row: its clear card fields joined
+    with its sealed document, or (``sealed`` is ``None``) a row written before the split, as
+    it is."""
+    if sealed is None:
+        return card, acquirer_info
+    document = _object(json.loads(sealed), "sealed")
+    sealed_card = document.get("card")
+    if card is None:
+        if sealed_card is not None:
+            raise CorruptDataError("sealed card fields are stored without a card")
+        return None, document.get("acquirer_info")
+    joined = {**_object(card, "card"), **_object(sealed_card, "the sealed card fields")}
+    return joined, document.get("acquirer_info")
 
 
 def _dumps(value: object) -> str:

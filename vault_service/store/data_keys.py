@@ -29,7 +29,7 @@ import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -83,10 +83,23 @@ class DataKey:
         raise TypeError("data keys are not picklable")
 
 
-class DataKeyRing:
-    """The keys of a key file: seals under the active key, opens under whichever key sealed."""
+class _Keys(NamedTuple):
+    """A ring's keys and its active one: replaced as one reference by :meth:`DataKeyRing.swap`."""
 
-    __slots__ = ("_active", "_keys")
+    active: DataKey
+    by_id: dict[str, DataKey]
+
+
+class DataKeyRing:
+    """The keys of a key file: seals under the active key, opens under whichever key sealed.
+
+    One ring object serves a process for its lifetime: a reload of the key file (SIGHUP)
+    swaps new keys into it (:meth:`swap`), so every store sealing with it sees them at once. Each
+    method reads the keys once (a single reference), so a swap from the event loop while the
+    SQLite store's thread seals or opens never mixes the old ring with the new one.
+    """
+
+    __slots__ = ("_keys",)
 
     def __init__(self, active: str, keys: Mapping[str, bytes]) -> None:
         if not keys:
@@ -95,8 +108,8 @@ class DataKeyRing:
             _check_key_id(key_id)
         if active not in keys:
             raise DataKeyFileError(f"the active data key {active!r} is not among the keys")
-        self._keys = {key_id: DataKey(key_id, material) for key_id, material in keys.items()}
-        self._active = self._keys[active]
+        by_id = {key_id: DataKey(key_id, material) for key_id, material in keys.items()}
+        self._keys = _Keys(by_id[active], by_id)
 
     @classmethod
     def generate(cls, key_id: str | None = None) -> DataKeyRing:
@@ -106,17 +119,22 @@ class DataKeyRing:
 
     @property
     def active_key_id(self) -> str:
-        return self._active.key_id
+        return self._keys.active.key_id
 
     @property
     def key_ids(self) -> frozenset[str]:
-        return frozenset(self._keys)
+        return frozenset(self._keys.by_id)
+
+    def swap(self, other: DataKeyRing) -> None:
+        """Take ``other``'s keys (a reloaded key file) in one step."""
+        self._keys = other._keys
 
     def seal(self, plaintext: bytes, context: bytes) -> str:
         """``plaintext`` encrypted under the active key, bound to ``context``."""
+        active = self._keys.active
         nonce = secrets.token_bytes(NONCE_BYTES)
-        header = _header(self._active.key_id)
-        sealed = self._active._aead.encrypt(nonce, plaintext, header.encode() + context)
+        header = _header(active.key_id)
+        sealed = active._aead.encrypt(nonce, plaintext, header.encode() + context)
         return header + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
     def open(self, envelope: str, context: bytes) -> bytes:
@@ -127,7 +145,7 @@ class DataKeyRing:
         authenticate (tampered, truncated, or moved from another row).
         """
         key_id, payload = _split(envelope)
-        key = self._keys.get(key_id)
+        key = self._keys.by_id.get(key_id)
         if key is None:
             raise UnknownDataKeyError(key_id)
         try:
@@ -142,10 +160,11 @@ class DataKeyRing:
 
     def is_current(self, envelope: str) -> bool:
         """Whether ``envelope`` is sealed under the active key (rotation leaves it alone)."""
-        return envelope_key_id(envelope) == self._active.key_id
+        return envelope_key_id(envelope) == self._keys.active.key_id
 
     def __repr__(self) -> str:
-        return f"DataKeyRing(active={self._active.key_id!r}, keys={sorted(self._keys)!r})"
+        keys = self._keys
+        return f"DataKeyRing(active={keys.active.key_id!r}, keys={sorted(keys.by_id)!r})"
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("data key rings are not picklable")

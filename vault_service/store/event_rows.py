@@ -24,7 +24,12 @@ from vault_service.domain import Event, EventSource
 from vault_service.store.base import CorruptDataError, LogEntry, Unreadable, UnreadableEvent
 from vault_service.store.codec import decode_snapshot
 from vault_service.store.data_keys import DataKeyRing, UnknownDataKeyError
-from vault_service.store.sealing import EVENT_TOKEN, open_token
+from vault_service.store.sealing import (
+    EVENT_SEALED,
+    EVENT_TOKEN,
+    open_sealed_document,
+    open_token,
+)
 
 REPORTED_CAPACITY: Final = 10_000
 """How many unreadable event ids a store remembers having logged (the most recently met)."""
@@ -45,7 +50,7 @@ _UNREADABLE_MESSAGE: Final = {
 
 
 SELECT_EVENTS: Final = (
-    "SELECT id, vaulting_request_id, owner, source, occurred_at, snapshot, card_token "
+    "SELECT id, vaulting_request_id, owner, source, occurred_at, snapshot, card_token, sealed "
     "FROM events WHERE "
 )
 """The columns of :class:`EventRow`, in its order (SQLite's rows are read by position)."""
@@ -61,6 +66,7 @@ class EventRow(NamedTuple):
     occurred_at: datetime
     snapshot: str
     card_token: str | None
+    sealed: str | None
 
 
 class ReportedEvents:
@@ -122,12 +128,12 @@ def _entry(
 
 
 def _decode(row: EventRow, keys: DataKeyRing, *, plaintext: bool) -> Event:
-    token = open_token(
-        keys, EVENT_TOKEN, row.vaulting_request_id, row.card_token, plaintext=plaintext
-    )
+    rid = row.vaulting_request_id
+    token = open_token(keys, EVENT_TOKEN, rid, row.card_token, plaintext=plaintext)
+    sealed = open_sealed_document(keys, EVENT_SEALED, rid, row.sealed, plaintext=plaintext)
     return Event(
         event_id=row.event_id,
         source=EventSource(row.source),
         occurred_at=row.occurred_at,
-        record=decode_snapshot(row.snapshot, token),
+        record=decode_snapshot(row.snapshot, token, sealed),
     )

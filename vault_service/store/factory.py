@@ -63,7 +63,8 @@ async def open_store(
     data_keys: DataKeyRing,
     sqlite_synchronous: sqlite.Synchronous = "NORMAL",
     postgres_pool_size: int = 10,
-    postgres_lock_pool_size: int = 10,
+    postgres_lock_pool_size: int = 20,
+    postgres_acquire_timeout: float = postgres.DEFAULT_ACQUIRE_TIMEOUT,
 ) -> Store:
     """Open the store ``url`` names, migrating it first when ``auto_migrate``.
 
@@ -72,8 +73,8 @@ async def open_store(
     as is (the message says what to do), and
     :class:`~vault_service.store.base.DatabaseUnavailableError` for a PostgreSQL server that
     cannot be reached. Card data is sealed with ``data_keys``. ``sqlite_synchronous`` only
-    applies to SQLite, the pool sizes only to PostgreSQL (the lock pool bounds how many
-    sessions one replica creates at once).
+    applies to SQLite, the pool sizes and the acquire timeout only to PostgreSQL (the lock
+    pool bounds how many sessions one replica creates at once).
 
     A database that still reads legacy plaintext card data is named in one warning: nothing
     else would tell the operator that a plaintext value is served instead of refused until
@@ -86,6 +87,7 @@ async def open_store(
         sqlite_synchronous=sqlite_synchronous,
         postgres_pool_size=postgres_pool_size,
         postgres_lock_pool_size=postgres_lock_pool_size,
+        postgres_acquire_timeout=postgres_acquire_timeout,
     )
     if store.allows_plaintext:
         log.warning(
@@ -104,6 +106,7 @@ async def _open(
     sqlite_synchronous: sqlite.Synchronous = "NORMAL",
     postgres_pool_size: int,
     postgres_lock_pool_size: int,
+    postgres_acquire_timeout: float = postgres.DEFAULT_ACQUIRE_TIMEOUT,
 ) -> sqlite.SQLiteStore | postgres.PostgresStore:
     """The backend ``database`` names, opened."""
     if database.backend == "sqlite":
@@ -119,6 +122,7 @@ async def _open(
         data_keys=data_keys,
         max_size=postgres_pool_size,
         lock_pool_size=postgres_lock_pool_size,
+        acquire_timeout=postgres_acquire_timeout,
     )
 
 

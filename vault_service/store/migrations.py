@@ -16,6 +16,9 @@ from typing import Final
 
 from vault_service.store.base import SchemaVersionError
 
+PLAINTEXT_STATE_KEY: Final = "plaintext_card_data"
+"""The ``meta`` key recording that no card value is plaintext (see the sealing module)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Migration:
@@ -53,6 +56,19 @@ _SCHEDULED_UNLESS_RECONCILED: Final = """CHECK (CASE status
 """Version 3's schedule rule (both dialects): open records are scheduled, FAILED and EXPIRED
 never; a SUCCEEDED one is while its card token is missing (``VaultingRecord.reconciled``),
 which only the stored card, sealed, can tell."""
+
+
+def _sealed_fields(text: str) -> tuple[str, ...]:
+    """Version 4 in both dialects: a ``sealed`` column for the encrypted document of a row's
+    sealed fields (:mod:`vault_service.store.sealed_fields`). Rows written before it hold
+    those fields in clear JSON, so a database that has any no longer holds "no plaintext"
+    (:mod:`vault_service.store.sealing`) until ``rotate-data-key`` has sealed them."""
+    return (
+        f"ALTER TABLE records ADD COLUMN sealed {text}",
+        f"ALTER TABLE events ADD COLUMN sealed {text}",
+        f"DELETE FROM meta WHERE key = '{PLAINTEXT_STATE_KEY}' "  # noqa: S608
+        "AND (EXISTS (SELECT 1 FROM records) OR EXISTS (SELECT 1 FROM events))",
+    )
 
 
 SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
@@ -177,6 +193,11 @@ SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
             """,
         ),
     ),
+    Migration(
+        version=4,
+        description="sealed fields: card details and acquirer info encrypted at rest",
+        statements=_sealed_fields("TEXT"),
+    ),
 )
 
 
@@ -274,5 +295,10 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
             "ALTER TABLE records DROP CONSTRAINT records_check1",
             f"ALTER TABLE records ADD CONSTRAINT records_scheduled {_SCHEDULED_UNLESS_RECONCILED}",
         ),
+    ),
+    Migration(
+        version=4,
+        description="sealed fields: card details and acquirer info encrypted at rest",
+        statements=_sealed_fields("text"),
     ),
 )

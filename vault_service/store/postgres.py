@@ -35,8 +35,14 @@ Reconciliation: ``claim_due`` picks due records with ``FOR UPDATE SKIP LOCKED`` 
 next check out by the lease in the same statement, so concurrent replicas take disjoint sets
 without waiting for each other.
 
-CreateSession across replicas: ``creation_lock`` holds a session-level advisory lock keyed by a
-64-bit hash of the id, on a connection from a separate lock pool held for the whole block. A
+CreateSession across replicas: ``creation_lock`` holds a session-level advisory lock on the id,
+on a connection from a separate lock pool held for the whole block. Its key is the two-int4
+form ``(CREATION_LOCK_SPACE, hashtext(id))``, a key space of its own: PostgreSQL keeps two-int4
+keys apart from the single-bigint keys of the append and migration locks, so no caller-chosen id
+can hash onto the append lock and stall every append for the length of an Antom call (two ids
+sharing a 32-bit hash only serialise their own creations; while a rollout mixes builds,
+replicas on the old key space do not exclude new ones, which costs at most a second Antom call
+for an id created on both at once, the insert still arbitrating). A
 separate pool, because the holder calls Antom and the store while holding it: if lock holders
 could take every connection of the main pool, their own ``get``/``insert`` would wait for
 ever. A lock is released explicitly on exit; asyncpg's reset on release (which runs
@@ -44,13 +50,18 @@ ever. A lock is released explicitly on exit; asyncpg's reset on release (which r
 just before its cancellation arrived, a connection that cannot be reset is terminated, and the
 server drops the locks of a dead replica's connections with them.
 
+Pool sizes and the acquire timeout are settings: a call that gets no connection within
+``acquire_timeout`` (every one busy) raises :class:`~vault_service.store.base.StoreBusyError`,
+retryable, instead of queueing without bound behind a slow Antom or a burst. The timeout
+covers waiting for a free connection (and opening one), not the creation lock's own wait.
+
 Connections are opened with ``application_name`` and timeouts in the startup packet (no extra
 round trip per connection): a statement running longer than :data:`STATEMENT_TIMEOUT` or a
 transaction idle longer than :data:`IDLE_IN_TRANSACTION_TIMEOUT` (a frozen replica holding the
 append lock) is ended by the server. The lock pool has no statement timeout: waiting for a
 creation lock is bounded by the caller's deadline, which cancels the wait.
 
-Requires PostgreSQL 13 or newer (``gen_random_uuid``, ``hashtextextended``).
+Requires PostgreSQL 13 or newer (``gen_random_uuid``).
 """
 
 from __future__ import annotations
@@ -80,8 +91,10 @@ from vault_service.store.base import (
     OrphanNotification,
     RecordExistsError,
     RecordNotFoundError,
+    StoreBusyError,
     StoreClosedError,
     StoreUnavailableError,
+    UnreadableRecord,
     check_lease,
     check_limit,
 )
@@ -101,9 +114,12 @@ from vault_service.store.event_rows import SELECT_EVENTS, EventRow, ReportedEven
 from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import POSTGRES_MIGRATIONS, Migration, check_schema_version
 from vault_service.store.sealing import (
+    EVENT_SEALED,
     EVENT_TOKEN,
+    LEGACY_ROWS,
     MARK_NEW_DATABASE,
     SELECT_PLAINTEXT_STATE,
+    LegacyRows,
     ResealedBatch,
     Rotation,
     SealedColumn,
@@ -112,6 +128,8 @@ from vault_service.store.sealing import (
     open_body,
     open_record_row,
     plan_reseal,
+    plan_upgrade,
+    read_claimed_row,
     reseal_columns,
     seal_body,
     seal_record_row,
@@ -134,6 +152,9 @@ EVENTS_CHANNEL: Final = "vault_events"
 
 EVENT_APPEND_LOCK: Final = _advisory_key("vault-service:event-append")
 MIGRATION_LOCK: Final = _advisory_key("vault-service:migrate")
+CREATION_LOCK_SPACE: Final = _advisory_key("vault-service:create-session") >> 32
+"""The first int4 of every creation lock's two-int4 advisory key (module docstring): the
+service's fixed locks are single bigint keys, a key space creation locks never enter."""
 
 CONNECTION_LOST: Final = (
     asyncpg.PostgresConnectionError,  # class 08, and "connection closed in the middle of operation"
@@ -148,6 +169,7 @@ APPLICATION_NAME: Final = "vault-service"
 STATEMENT_TIMEOUT: Final = "30s"
 IDLE_IN_TRANSACTION_TIMEOUT: Final = "30s"
 CONNECT_TIMEOUT: Final = 10.0
+DEFAULT_ACQUIRE_TIMEOUT: Final = 5.0
 
 _LATEST_VERSION: Final = POSTGRES_MIGRATIONS[-1].version
 _INSTANT_COLUMNS: Final = frozenset({"session_expires_at", "created_at", "updated_at", "final_at"})
@@ -177,8 +199,8 @@ _APPEND_EVENT: Final = f"""
     WITH serialised AS MATERIALIZED (SELECT pg_advisory_xact_lock($1::bigint)),
     appended AS (
         INSERT INTO events
-            (vaulting_request_id, owner, source, occurred_at, snapshot, card_token)
-        SELECT $2::text, $3::text, $4::text, $5::timestamptz, $6::jsonb, $7::text
+            (vaulting_request_id, owner, source, occurred_at, snapshot, card_token, sealed)
+        SELECT $2::text, $3::text, $4::text, $5::timestamptz, $6::jsonb, $7::text, $8::text
         FROM serialised
         RETURNING id
     )
@@ -205,8 +227,8 @@ _RESCHEDULE: Final = (
     "UPDATE records SET next_check_at = $2 "
     "WHERE vaulting_request_id = $1 AND next_check_at IS NOT NULL"
 )
-_LOCK_ID: Final = "SELECT pg_advisory_lock(hashtextextended($1, 0))"
-_UNLOCK_ID: Final = "SELECT pg_advisory_unlock(hashtextextended($1, 0))"
+_LOCK_ID: Final = f"SELECT pg_advisory_lock({CREATION_LOCK_SPACE}, hashtext($1))"
+_UNLOCK_ID: Final = f"SELECT pg_advisory_unlock({CREATION_LOCK_SPACE}, hashtext($1))"
 _SCHEMA_MIGRATIONS_TABLE: Final = """
     CREATE TABLE IF NOT EXISTS schema_migrations (
         version     integer PRIMARY KEY,
@@ -269,9 +291,11 @@ class PostgresStore:
         data_keys: DataKeyRing,
         *,
         plaintext: bool,
+        acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
     ) -> None:
         self._pool = pool
         self._lock_pool = lock_pool
+        self._acquire_timeout = acquire_timeout
         self._log_id = log_id
         self._keys = data_keys
         # Whether legacy plaintext card data reads (sealing module docstring), as of open.
@@ -298,7 +322,8 @@ class PostgresStore:
         data_keys: DataKeyRing,
         min_size: int = 1,
         max_size: int = 10,
-        lock_pool_size: int = 10,
+        lock_pool_size: int = 20,
+        acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
     ) -> PostgresStore:
         """Open a pool on ``dsn``, migrating the database first when ``auto_migrate``.
 
@@ -306,7 +331,8 @@ class PostgresStore:
         :class:`~vault_service.store.base.SchemaVersionError`; a database migrated by a newer
         build is always refused. ``min_size``/``max_size`` bound the main pool;
         ``lock_pool_size`` bounds how many sessions this replica creates at once (each holds
-        a lock connection while it calls Antom). Card data is sealed with ``data_keys``
+        a lock connection while it calls Antom); a call waits at most ``acquire_timeout``
+        seconds for a connection of either pool. Card data is sealed with ``data_keys``
         (:mod:`vault_service.store.sealing`).
         """
         opened = await _start(
@@ -317,7 +343,12 @@ class PostgresStore:
             lock_pool_size=lock_pool_size,
         )
         return cls(
-            opened.pool, opened.lock_pool, opened.log_id, data_keys, plaintext=opened.plaintext
+            opened.pool,
+            opened.lock_pool,
+            opened.log_id,
+            data_keys,
+            plaintext=opened.plaintext,
+            acquire_timeout=acquire_timeout,
         )
 
     async def close(self) -> None:
@@ -364,7 +395,7 @@ class PostgresStore:
                 occurred_at,
                 vaulting_request_id,
             )
-            snapshot, card_token = encode_snapshot(changed)
+            snapshot, card_token, sealed = encode_snapshot(changed)
             appended = await connection.fetchrow(
                 _APPEND_EVENT,
                 EVENT_APPEND_LOCK,
@@ -374,6 +405,7 @@ class PostgresStore:
                 occurred_at,
                 snapshot,
                 seal_token(self._keys, EVENT_TOKEN, vaulting_request_id, card_token),
+                seal_token(self._keys, EVENT_SEALED, vaulting_request_id, sealed),
             )
             assert appended is not None
             event_id: int = appended["id"]
@@ -474,6 +506,7 @@ class PostgresStore:
                     _utc(row["occurred_at"]),
                     row["snapshot"],
                     row["card_token"],
+                    row["sealed"],
                 )
                 for row in await connection.fetch(sql, *parameters, limit)
             ]
@@ -485,15 +518,15 @@ class PostgresStore:
             last: int = await connection.fetchval("SELECT coalesce(max(id), 0) FROM events")
         return last
 
-    async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[VaultingRecord]:
+    async def claim_due(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> list[VaultingRecord | UnreadableRecord]:
         check_limit(limit)
         check_lease(lease)
         async with self._connection() as connection:
             rows = await connection.fetch(_CLAIM_DUE, _utc(now), limit, _utc(now + lease))
         return [
-            record_from_row(
-                open_record_row(self._keys, _record_row(row), plaintext=self._plaintext)
-            )
+            read_claimed_row(self._keys, _record_row(row), plaintext=self._plaintext)
             for row in rows
         ]
 
@@ -527,7 +560,12 @@ class PostgresStore:
         async def batch(column: SealedColumn, after: object) -> ResealedBatch:
             return await self._reseal_batch(column, after, batch_size)
 
-        return await reseal_columns(batch, batch_size=batch_size, mark_plaintext_free=mark)
+        async def upgrade(column: SealedColumn, after: object) -> ResealedBatch:
+            return await self._upgrade_batch(LEGACY_ROWS[column], after, batch_size)
+
+        return await reseal_columns(
+            batch, upgrade=upgrade, batch_size=batch_size, mark_plaintext_free=mark
+        )
 
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:
@@ -561,7 +599,7 @@ class PostgresStore:
         try:
             if locked:
                 await connection.execute(_UNLOCK_ID, vaulting_request_id)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        except (asyncpg.PostgresError, *CONNECTION_LOST):
             # The session cannot be trusted to have unlocked: end it, which releases its locks.
             log.warning("creation lock release failed; closing its connection", exc_info=True)
             # Raises InterfaceError when the connection has closed already (the pool then
@@ -590,7 +628,27 @@ class PostgresStore:
                 keys, olds, news = (list(values) for values in zip(*plan.swaps, strict=True))
                 status = await connection.execute(swap, keys, olds, news)
                 swapped = int(status.rpartition(" ")[2])  # "UPDATE <rows>"
-        return ResealedBatch(len(rows), rows[-1]["key"] if rows else None, swapped, plan)
+        last = rows[-1]["key"] if rows else None
+        return ResealedBatch(len(rows), last, len(plan.swaps), swapped, plan.unreadable)
+
+    async def _upgrade_batch(
+        self, legacy: LegacyRows, after: object, batch_size: int
+    ) -> ResealedBatch:
+        select, update = _upgrade_statements(legacy)
+        async with self._connection() as connection:
+            rows = await connection.fetch(select, after, batch_size)
+            plan = plan_upgrade(
+                self._keys,
+                legacy,
+                ((row[0], row[1], tuple(row[2:])) for row in rows),
+            )
+            swapped = 0
+            for key, values, sealed in plan.writes:
+                # One statement a row: a rotation is rare and an upgrade happens once.
+                status = await connection.execute(update, key, *values, sealed)
+                swapped += int(status.rpartition(" ")[2])  # "UPDATE <rows>"
+        last = rows[-1][0] if rows else None
+        return ResealedBatch(len(rows), last, len(plan.writes), swapped, plan.unreadable)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -623,7 +681,11 @@ class PostgresStore:
     async def _acquire(self, pool: Pool[asyncpg.Record]) -> Connection:
         self._check_open()
         try:
-            return await pool.acquire()
+            return await pool.acquire(timeout=self._acquire_timeout)
+        except TimeoutError:
+            raise StoreBusyError(
+                f"no database connection became free within {self._acquire_timeout:g} s"
+            ) from None
         except asyncpg.InterfaceError:
             # The pool is closing: a call raced close().
             self._check_open()
@@ -804,6 +866,22 @@ def _reseal_statements(column: SealedColumn) -> tuple[str, str]:
         f"WHERE t.{column.key} = v.key AND t.{column.column} = v.old"
     )
     return select, swap
+
+
+def _upgrade_statements(legacy: LegacyRows) -> tuple[str, str]:
+    """A batch read of ``legacy``'s rows in key order, and the write-back of one, which only
+    takes if the row is still legacy (a replica rewrote it otherwise)."""
+    table, key, sealed = legacy.sealed.table, legacy.sealed.key, legacy.sealed.column
+    # Names come from the constant LEGACY_ROWS, never from input.
+    select = (
+        f"SELECT {key}, vaulting_request_id, {', '.join(legacy.columns)} FROM {table} "  # noqa: S608
+        f"WHERE {key} > $1 AND {sealed} IS NULL ORDER BY {key} LIMIT $2"
+    )
+    assignments = ", ".join(
+        f"{column} = ${n}" for n, column in enumerate((*legacy.columns, sealed), start=2)
+    )
+    update = f"UPDATE {table} SET {assignments} WHERE {key} = $1 AND {sealed} IS NULL"  # noqa: S608
+    return select, update
 
 
 def _record_parameters(row: RecordRow) -> list[object]:

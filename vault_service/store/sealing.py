@@ -1,8 +1,9 @@
 """Which stored columns hold card data, and how each value is bound to its row when sealed.
 
-Three columns carry a card token: ``records.card_token``, ``events.card_token``, and the raw
-notifyVaulting body of an orphan notification (``orphan_notifications.body``, whose
-``paymentMethodDetail`` holds the token). Every backend seals them with the same
+Five columns carry card data: ``records.card_token`` and ``events.card_token`` (the card
+token), ``records.sealed`` and ``events.sealed`` (the JSON document of every other sealed field,
+:mod:`vault_service.store.sealed_fields` says which and why), and the raw notifyVaulting body
+of an orphan notification (``orphan_notifications.body``). Every backend seals them with the same
 :class:`~vault_service.store.data_keys.DataKeyRing` calls and the same contexts, so the stored
 form stays independent of the backend, like the rest of :mod:`vault_service.store.codec`.
 
@@ -11,6 +12,10 @@ ciphertext copied into another request's row, or into another column, fails to a
 and reads as :class:`~vault_service.store.base.CorruptDataError` instead of handing one
 buyer's card to another session. An event is bound to its request, not its id, because the id
 is drawn inside the insert that stores the ciphertext.
+
+Rows written before the sealed fields were split off (schema version 1) have no ``sealed``
+value and hold those fields in their clear JSON columns: they are legacy plaintext too, and a
+rotation moves their fields into a sealed document (:data:`LEGACY_ROWS`).
 
 Values written before encryption (legacy plaintext) still read as they are, until the database
 records that it holds none: ``meta`` key :data:`PLAINTEXT_STATE_KEY` = :data:`NO_PLAINTEXT`,
@@ -29,17 +34,22 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from vault_service.store.base import CorruptDataError
-from vault_service.store.codec import RecordRow
+from vault_service.domain import VaultingRecord
+from vault_service.store.base import CorruptDataError, UnreadableRecord
+from vault_service.store.codec import (
+    RecordRow,
+    record_from_row,
+    split_legacy_record,
+    split_legacy_snapshot,
+)
 from vault_service.store.data_keys import (
     ENVELOPE_PREFIX,
     DataKeyRing,
     UnknownDataKeyError,
     is_envelope,
 )
+from vault_service.store.migrations import PLAINTEXT_STATE_KEY
 
-PLAINTEXT_STATE_KEY: Final = "plaintext_card_data"
-"""The ``meta`` key whose value :data:`NO_PLAINTEXT` says that no card value is plaintext."""
 NO_PLAINTEXT: Final = "none"
 SELECT_PLAINTEXT_STATE: Final = f"SELECT value FROM meta WHERE key = '{PLAINTEXT_STATE_KEY}'"  # noqa: S608
 MARK_NEW_DATABASE: Final = (
@@ -66,13 +76,15 @@ class PlaintextCardDataError(CorruptDataError):
 class SealedColumn:
     """A column holding sealed card data: ``key`` orders its table for batched rotation and
     ``first`` is below every key; ``binary`` says whether the column holds bytes (the body) or
-    text (a token)."""
+    text (a token, a JSON document); ``required`` that every row this build writes has a
+    value (a row without one is a legacy row)."""
 
     table: str
     key: str
     column: str
     first: str | int
     binary: bool
+    required: bool = False
 
     @property
     def name(self) -> str:
@@ -88,7 +100,44 @@ RECORD_TOKEN: Final = SealedColumn(
 )
 EVENT_TOKEN: Final = SealedColumn("events", "id", "card_token", first=0, binary=False)
 ORPHAN_BODY: Final = SealedColumn("orphan_notifications", "id", "body", first=0, binary=True)
-SEALED_COLUMNS: Final = (RECORD_TOKEN, EVENT_TOKEN, ORPHAN_BODY)
+RECORD_SEALED: Final = SealedColumn(
+    "records", "vaulting_request_id", "sealed", first="", binary=False, required=True
+)
+EVENT_SEALED: Final = SealedColumn("events", "id", "sealed", first=0, binary=False, required=True)
+SEALED_COLUMNS: Final = (RECORD_TOKEN, EVENT_TOKEN, ORPHAN_BODY, RECORD_SEALED, EVENT_SEALED)
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyRows:
+    """The rows of ``sealed``'s table written before the split (no ``sealed`` value), and how
+    one is rewritten: ``split`` takes the stored text of ``columns`` and returns their new
+    values and the plaintext sealed document."""
+
+    sealed: SealedColumn
+    columns: tuple[str, ...]
+    split: Callable[[tuple[str | None, ...]], tuple[tuple[str | None, ...], str]]
+
+
+def _split_record(values: tuple[str | None, ...]) -> tuple[tuple[str | None, ...], str]:
+    card, acquirer_info = values
+    if acquirer_info is None:
+        raise CorruptDataError("acquirer_info is missing")
+    card, acquirer_info, sealed = split_legacy_record(card, acquirer_info)
+    return (card, acquirer_info), sealed
+
+
+def _split_event(values: tuple[str | None, ...]) -> tuple[tuple[str | None, ...], str]:
+    (snapshot,) = values
+    if snapshot is None:
+        raise CorruptDataError("the snapshot is missing")
+    snapshot, sealed = split_legacy_snapshot(snapshot)
+    return (snapshot,), sealed
+
+
+LEGACY_ROWS: Final = {
+    RECORD_SEALED: LegacyRows(RECORD_SEALED, ("card", "acquirer_info"), _split_record),
+    EVENT_SEALED: LegacyRows(EVENT_SEALED, ("snapshot",), _split_event),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +195,10 @@ def mark_plaintext_free_sql(as_bytes: str) -> str:
     text_prefix = f"'{ENVELOPE_PREFIX}'"
     binary_prefix = as_bytes.format(text_prefix)
     plaintext = [
-        f"NOT EXISTS (SELECT 1 FROM {column.table} WHERE substr({column.column}, 1, "  # noqa: S608
-        f"{len(ENVELOPE_PREFIX)}) <> {binary_prefix if column.binary else text_prefix})"
+        f"NOT EXISTS (SELECT 1 FROM {column.table} WHERE "  # noqa: S608
+        + (f"{column.column} IS NULL OR " if column.required else "")
+        + f"substr({column.column}, 1, {len(ENVELOPE_PREFIX)}) <> "
+        f"{binary_prefix if column.binary else text_prefix})"
         for column in SEALED_COLUMNS
     ]
     return (
@@ -194,6 +245,21 @@ def open_token(
         raise CorruptDataError(f"a sealed card token in {column.name} is not UTF-8") from None
 
 
+def open_sealed_document(
+    keys: DataKeyRing,
+    column: SealedColumn,
+    vaulting_request_id: str,
+    stored: str | None,
+    *,
+    plaintext: bool,
+) -> str | None:
+    """The sealed-fields document of a row (``None``: a legacy row, which reads only while
+    the database may hold plaintext, as :func:`open_token`)."""
+    if stored is None and not plaintext:
+        raise PlaintextCardDataError(column, vaulting_request_id)
+    return open_token(keys, column, vaulting_request_id, stored, plaintext=plaintext)
+
+
 def seal_body(keys: DataKeyRing, vaulting_request_id: str, body: bytes) -> bytes:
     """The stored form of an orphan notification's body: its envelope as ASCII bytes."""
     return keys.seal(body, ORPHAN_BODY.context(vaulting_request_id)).encode("ascii")
@@ -213,19 +279,34 @@ def open_body(
 
 
 def seal_record_row(keys: DataKeyRing, row: RecordRow) -> RecordRow:
-    """``row`` as stored: its card token sealed."""
+    """``row`` as stored: its card token and sealed document sealed."""
     return row._replace(
-        card_token=seal_token(keys, RECORD_TOKEN, row.vaulting_request_id, row.card_token)
+        card_token=seal_token(keys, RECORD_TOKEN, row.vaulting_request_id, row.card_token),
+        sealed=seal_token(keys, RECORD_SEALED, row.vaulting_request_id, row.sealed),
     )
 
 
 def open_record_row(keys: DataKeyRing, row: RecordRow, *, plaintext: bool) -> RecordRow:
-    """A stored ``records`` row with its card token in plaintext, for the codec."""
+    """A stored ``records`` row with its card token and sealed document in plaintext, for
+    the codec."""
+    rid = row.vaulting_request_id
     return row._replace(
-        card_token=open_token(
-            keys, RECORD_TOKEN, row.vaulting_request_id, row.card_token, plaintext=plaintext
-        )
+        card_token=open_token(keys, RECORD_TOKEN, rid, row.card_token, plaintext=plaintext),
+        sealed=open_sealed_document(keys, RECORD_SEALED, rid, row.sealed, plaintext=plaintext),
     )
+
+
+def read_claimed_row(
+    keys: DataKeyRing, row: RecordRow, *, plaintext: bool
+) -> VaultingRecord | UnreadableRecord:
+    """A row ``claim_due`` claimed, decoded; one that does not decode is reported in its
+    place instead of failing the claim of every row claimed with it."""
+    try:
+        return record_from_row(open_record_row(keys, row, plaintext=plaintext))
+    except (CorruptDataError, UnknownDataKeyError) as exc:
+        return UnreadableRecord(
+            row.vaulting_request_id, type(exc).__name__, getattr(exc, "key_id", None)
+        )
 
 
 def reseal(
@@ -301,38 +382,76 @@ def plan_reseal(
 
 
 @dataclass(frozen=True, slots=True)
+class UpgradePlan:
+    """What one batch of legacy rows needs: ``writes`` as (row key, new values of the
+    layout's columns, sealed document), and the rows that could not be split."""
+
+    writes: list[tuple[str | int, tuple[str | None, ...], str]]
+    unreadable: list[UnreadableValue]
+
+
+def plan_upgrade(
+    keys: DataKeyRing,
+    legacy: LegacyRows,
+    rows: Iterable[tuple[str | int, str, tuple[str | None, ...]]],
+) -> UpgradePlan:
+    """The writes and reports for legacy ``rows`` of (row key, vaulting request id, stored
+    text of ``legacy.columns``): each split, its sealed document sealed under the active key."""
+    plan = UpgradePlan([], [])
+    for key, vaulting_request_id, values in rows:
+        try:
+            new_values, document = legacy.split(values)
+        except CorruptDataError as exc:
+            plan.unreadable.append(
+                UnreadableValue(legacy.sealed, key, vaulting_request_id, str(exc))
+            )
+            continue
+        sealed = keys.seal(document.encode(), legacy.sealed.context(vaulting_request_id))
+        plan.writes.append((key, new_values, sealed))
+    return plan
+
+
+@dataclass(frozen=True, slots=True)
 class ResealedBatch:
     """One batch as a backend carried it out: how many rows it read (fewer than the batch
-    size ends the column), the last row's key, how many swaps took, and the plan."""
+    size ends the column), the last row's key, how many writes it planned and how many took
+    (compare and swap), and the values it could not open."""
 
     rows: int
     last_key: object
+    planned: int
     swapped: int
-    plan: ResealPlan
+    unreadable: list[UnreadableValue]
+
+
+Batch = Callable[[SealedColumn, object], Awaitable[ResealedBatch]]
 
 
 async def reseal_columns(
-    batch: Callable[[SealedColumn, object], Awaitable[ResealedBatch]],
+    batch: Batch,
     *,
+    upgrade: Batch,
     batch_size: int,
     mark_plaintext_free: Callable[[], Awaitable[bool]],
 ) -> Rotation:
     """Every sealed column, batch by batch from its first key, through the backend's
-    ``batch(column, after_key)``; the database is marked plaintext-free only after a pass
+    ``batch(column, after_key)``, after its legacy rows (:data:`LEGACY_ROWS`) through
+    ``upgrade(column, after_key)``; the database is marked plaintext-free only after a pass
     that left nothing unreadable."""
     counts = []
     for column in SEALED_COLUMNS:
-        after: object = column.first
         rewritten = changed = 0
         unreadable: list[UnreadableValue] = []
-        while True:
-            done = await batch(column, after)
-            rewritten += done.swapped
-            changed += len(done.plan.swaps) - done.swapped
-            unreadable += done.plan.unreadable
-            if done.rows < batch_size:
-                break
-            after = done.last_key
+        for run in (upgrade, batch) if column in LEGACY_ROWS else (batch,):
+            after: object = column.first
+            while True:
+                done = await run(column, after)
+                rewritten += done.swapped
+                changed += done.planned - done.swapped
+                unreadable += done.unreadable
+                if done.rows < batch_size:
+                    break
+                after = done.last_key
         counts.append(ResealCount(column, rewritten, changed, tuple(unreadable)))
     if any(count.unreadable for count in counts):
         return Rotation(tuple(counts), plaintext_free=False)

@@ -66,6 +66,7 @@ from vault_service.store.base import (
     SchemaVersionError,
     StoreClosedError,
     StoreError,
+    UnreadableRecord,
     check_lease,
     check_limit,
 )
@@ -85,9 +86,12 @@ from vault_service.store.event_rows import SELECT_EVENTS, EventRow, ReportedEven
 from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import SQLITE_MIGRATIONS, Migration, check_schema_version
 from vault_service.store.sealing import (
+    EVENT_SEALED,
     EVENT_TOKEN,
+    LEGACY_ROWS,
     MARK_NEW_DATABASE,
     SELECT_PLAINTEXT_STATE,
+    LegacyRows,
     ResealedBatch,
     Rotation,
     SealedColumn,
@@ -96,6 +100,8 @@ from vault_service.store.sealing import (
     open_body,
     open_record_row,
     plan_reseal,
+    plan_upgrade,
+    read_claimed_row,
     reseal_columns,
     seal_body,
     seal_record_row,
@@ -132,8 +138,9 @@ _SELECT_DUE: Final = (
 )
 _LEASE: Final = "UPDATE records SET next_check_at = ? WHERE vaulting_request_id = ?"
 _INSERT_EVENT: Final = (
-    "INSERT INTO events (vaulting_request_id, owner, source, occurred_at, snapshot, card_token) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events "
+    "(vaulting_request_id, owner, source, occurred_at, snapshot, card_token, sealed) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 _MARK_PLAINTEXT_FREE: Final = mark_plaintext_free_sql("CAST({} AS BLOB)")
 # (absolute database path, vaulting request id): shared by every store of this process.
@@ -281,10 +288,14 @@ class SQLiteStore:
     async def last_event_id(self) -> int:
         return await self._run(self._last_event_id)
 
-    async def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[VaultingRecord]:
+    async def claim_due(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> list[VaultingRecord | UnreadableRecord]:
         check_limit(limit)
         check_lease(lease)
-        return await self._run(self._claim_due, now, limit, lease)
+        rows = await self._run(self._claim_due, now, limit, lease)
+        # Decoded after the lease committed: a row that does not decode must not roll it back.
+        return [read_claimed_row(self._keys, row, plaintext=self._plaintext) for row in rows]
 
     async def reschedule(self, vaulting_request_id: str, next_check_at: datetime) -> None:
         await self._run(self._reschedule, vaulting_request_id, next_check_at)
@@ -305,10 +316,15 @@ class SQLiteStore:
         async def batch(column: SealedColumn, after: object) -> ResealedBatch:
             return await self._run(self._reseal_batch, column, after, batch_size)
 
+        async def upgrade(column: SealedColumn, after: object) -> ResealedBatch:
+            return await self._run(self._upgrade_batch, LEGACY_ROWS[column], after, batch_size)
+
         async def mark() -> bool:
             return await self._run(_mark_plaintext_free, self._connection)
 
-        return await reseal_columns(batch, batch_size=batch_size, mark_plaintext_free=mark)
+        return await reseal_columns(
+            batch, upgrade=upgrade, batch_size=batch_size, mark_plaintext_free=mark
+        )
 
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:
@@ -379,7 +395,7 @@ class SQLiteStore:
                 _UPDATE_RECORD,
                 (*row[1:], changed.reconciled, occurred_at, row.vaulting_request_id),
             )
-            snapshot, card_token = encode_snapshot(changed)
+            snapshot, card_token, sealed = encode_snapshot(changed)
             cursor = connection.execute(
                 _INSERT_EVENT,
                 (
@@ -389,6 +405,7 @@ class SQLiteStore:
                     occurred_at,
                     snapshot,
                     seal_token(self._keys, EVENT_TOKEN, vaulting_request_id, card_token),
+                    seal_token(self._keys, EVENT_SEALED, vaulting_request_id, sealed),
                 ),
             )
             assert cursor.lastrowid is not None
@@ -454,18 +471,15 @@ class SQLiteStore:
         last: int = _scalar(self._connection, "SELECT coalesce(max(id), 0) FROM events")
         return last
 
-    def _claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[VaultingRecord]:
+    def _claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[RecordRow]:
         due_at, leased_until = encode_instant(now), encode_instant(now + lease)
 
-        def work(connection: sqlite3.Connection) -> list[VaultingRecord]:
+        def work(connection: sqlite3.Connection) -> list[RecordRow]:
             rows = [RecordRow(*row) for row in connection.execute(_SELECT_DUE, (due_at, limit))]
             connection.executemany(
                 _LEASE, [(leased_until, row.vaulting_request_id) for row in rows]
             )
-            return [
-                record_from_row(open_record_row(self._keys, row, plaintext=self._plaintext))
-                for row in rows
-            ]
+            return rows
 
         return _transaction(self._connection, work)
 
@@ -497,7 +511,33 @@ class SQLiteStore:
             swapped = sum(
                 connection.execute(update, (new, key, old)).rowcount for key, old, new in plan.swaps
             )
-            return ResealedBatch(len(rows), rows[-1][0] if rows else None, swapped, plan)
+            last = rows[-1][0] if rows else None
+            return ResealedBatch(len(rows), last, len(plan.swaps), swapped, plan.unreadable)
+
+        return _transaction(self._connection, work)
+
+    def _upgrade_batch(self, legacy: LegacyRows, after: object, limit: int) -> ResealedBatch:
+        table, key, sealed = legacy.sealed.table, legacy.sealed.key, legacy.sealed.column
+        # Names come from the constant LEGACY_ROWS, never from input.
+        select = (
+            f"SELECT {key}, vaulting_request_id, {', '.join(legacy.columns)} FROM {table} "  # noqa: S608
+            f"WHERE {key} > ? AND {sealed} IS NULL ORDER BY {key} LIMIT ?"
+        )
+        update = (
+            f"UPDATE {table} SET "  # noqa: S608
+            + ", ".join(f"{column} = ?" for column in (*legacy.columns, sealed))
+            + f" WHERE {key} = ? AND {sealed} IS NULL"
+        )
+
+        def work(connection: sqlite3.Connection) -> ResealedBatch:
+            rows = connection.execute(select, (after, limit)).fetchall()
+            plan = plan_upgrade(self._keys, legacy, ((r[0], r[1], tuple(r[2:])) for r in rows))
+            swapped = sum(
+                connection.execute(update, (*values, new, row_key)).rowcount
+                for row_key, values, new in plan.writes
+            )
+            last = rows[-1][0] if rows else None
+            return ResealedBatch(len(rows), last, len(plan.writes), swapped, plan.unreadable)
 
         return _transaction(self._connection, work)
 
