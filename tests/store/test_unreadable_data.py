@@ -514,7 +514,6 @@ async def test_one_undecodable_due_record_does_not_stop_reconciliation(
     reconciler = Reconciler(
         store,
         service,
-        EventHub(),
         interval=1.0,
         min_delay=timedelta(seconds=30),
         max_delay=timedelta(minutes=15),

@@ -128,7 +128,7 @@ def rich_status(exc: Exception) -> status_pb2.Status:
             return _status(
                 code_pb2.UNAVAILABLE,
                 f"{exc}; resume from ErrorInfo.metadata['resume_token'] on another server, or"
-                " here once its VAULT_DATA_KEY_FILE holds the key",
+                " here once its VAULT_DATA_KEY_FILE holds the key and is reloaded",
                 _retry_info(),
                 error_details_pb2.ErrorInfo(
                     reason=DATA_KEY_MISSING_REASON,

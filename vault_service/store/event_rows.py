@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 _UNREADABLE_MESSAGE: Final = {
     Unreadable.MISSING_KEY: (
         "an event of the log is sealed under a data key this process lacks: the streams it"
-        " belongs to end UNAVAILABLE before it until this process runs with the key in"
-        " VAULT_DATA_KEY_FILE"
+        " belongs to end UNAVAILABLE before it until the key is in VAULT_DATA_KEY_FILE and"
+        " the file is reloaded (SIGHUP or a restart)"
     ),
     Unreadable.CORRUPT: (
         "an event of the log does not decode: the streams it belongs to report it as"
