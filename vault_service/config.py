@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
+from vault_service.database_url import DatabaseURL, parse_database_url
 from vault_service.errors import VaultError
 
 DEFAULT_GRPC_LISTEN: Final = "127.0.0.1:50051"
@@ -129,7 +130,7 @@ class Settings:
     grpc_listen: Listen
     http_listen: Listen
     health_listen: Listen | None
-    database_url: str = field(repr=False)  # may carry a password
+    database_url: DatabaseURL
     auto_migrate: bool
     sqlite_synchronous: Literal["NORMAL", "FULL"]
     data_key_file: Path
@@ -317,12 +318,13 @@ class Settings:
         return f"http://{Listen(self.http_listen.host, bound_http_port)}{DEFAULT_NOTIFY_PATH}"
 
 
-def database_url_from_env(env: Mapping[str, str]) -> str:
-    """The database URL alone, for commands that need nothing else (``vault-service migrate``).
-
-    The store factory parses it (and says what is wrong with it): the backends know their URLs.
-    """
-    return _Reader(env).text("VAULT_DATABASE_URL", DEFAULT_DATABASE_URL)
+def database_url_from_env(env: Mapping[str, str]) -> DatabaseURL:
+    """The database URL alone, for commands that need nothing else (``vault-service migrate``)."""
+    url = _Reader(env).text("VAULT_DATABASE_URL", DEFAULT_DATABASE_URL)
+    try:
+        return parse_database_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"VAULT_DATABASE_URL: {exc}") from None
 
 
 def data_key_file_from_env(env: Mapping[str, str]) -> Path:

@@ -20,6 +20,7 @@ import pytest
 
 from tests.store.backends import BACKEND_AT, Backend
 from tests.store.strategies import T0, full_card, new_record, observe
+from vault_service.database_url import parse_database_url
 from vault_service.domain import Event, VaultingStatus
 from vault_service.store import CorruptDataError, Store
 from vault_service.store.data_keys import (
@@ -207,7 +208,8 @@ async def test_rotation_reseals_everything_under_the_new_key(
     )
     ring = await asyncio.to_thread(read_data_key_file, new_key_file)
 
-    rotation = await rotate_data_key(backend.url, ring, batch_size=1)  # many batches
+    database = parse_database_url(backend.url)
+    rotation = await rotate_data_key(database, ring, batch_size=1)  # many batches
     counts = rotation.counts
     assert {c.column.name: c.rewritten for c in counts} == {
         "records.card_token": 2,
@@ -218,7 +220,7 @@ async def test_rotation_reseals_everything_under_the_new_key(
     values = await raw_values(backend)
     assert all(as_text(value).startswith("v1:k2:") for value in values)
 
-    again = await rotate_data_key(backend.url, ring)
+    again = await rotate_data_key(database, ring)
     assert sum(c.rewritten for c in again.counts) == 0
     assert await raw_values(backend) == values
 
@@ -283,7 +285,7 @@ async def test_postgres_rotation_never_overwrites_a_concurrent_write(
 
     monkeypatch.setattr(asyncpg.Connection, "execute", execute_after_a_replica)
     ring = await asyncio.to_thread(read_data_key_file, new_key_file)
-    counts = (await rotate_data_key(backend.url, ring)).counts
+    counts = (await rotate_data_key(parse_database_url(backend.url), ring)).counts
     monkeypatch.undo()
     assert writes, "the rotation never wrote records back"
 
@@ -292,7 +294,7 @@ async def test_postgres_rotation_never_overwrites_a_concurrent_write(
     assert await backend.query(
         "SELECT card_token FROM records WHERE vaulting_request_id = 'a'"
     ) == [(concurrent,)]
-    again = await rotate_data_key(backend.url, ring)
+    again = await rotate_data_key(parse_database_url(backend.url), ring)
     assert [c.rewritten for c in again.counts] == [1, 0, 0]
     assert all(as_text(value).startswith("v1:k2:") for value in await raw_values(backend))
 

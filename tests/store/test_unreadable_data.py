@@ -27,6 +27,7 @@ from tests.store.test_data_at_rest import (
     save_card,
     token,
 )
+from vault_service.database_url import parse_database_url
 from vault_service.domain import Event
 from vault_service.events import EventHub
 from vault_service.service.streaming import (
@@ -215,7 +216,7 @@ async def test_a_rotation_without_plaintext_left_makes_plaintext_corrupt(
     finally:
         await legacy.close()
 
-    rotation = await rotate_data_key(backend.url, backend.data_keys)
+    rotation = await rotate_data_key(parse_database_url(backend.url), backend.data_keys)
     assert rotation.plaintext_free
     assert sum(count.rewritten for count in rotation.counts) == 1
     assert await backend.query(PLAINTEXT_STATE) == [(NO_PLAINTEXT,)]
@@ -227,7 +228,7 @@ async def test_a_rotation_without_plaintext_left_makes_plaintext_corrupt(
             await enforcing.get("a")
     finally:
         await enforcing.close()
-    again = await rotate_data_key(backend.url, backend.data_keys)
+    again = await rotate_data_key(parse_database_url(backend.url), backend.data_keys)
     assert [str(value) for value in again.unreadable] == [
         "records.card_token at vaulting_request_id 'a' (vaulting request 'a'): "
         "records.card_token of vaulting request 'a' is not encrypted, but this database "
@@ -264,7 +265,7 @@ async def test_a_rotation_reports_what_it_cannot_decrypt_and_rotates_the_rest(
     assert sum(not value.startswith("v1:k2:") for value in values) == 1
     assert await backend.query(PLAINTEXT_STATE) == []
     ring = await asyncio.to_thread(read_data_key_file, key_file)
-    assert not (await rotate_data_key(backend.url, ring)).plaintext_free
+    assert not (await rotate_data_key(parse_database_url(backend.url), ring)).plaintext_free
 
 
 async def copy_event(backend: Backend, event_id: int, copies: int, card_token: str) -> list[int]:
@@ -331,7 +332,9 @@ async def open_upgraded(backend: Backend, how: Literal["migrate", "auto-migrate"
     if how == "migrate":
         await backend.migrate()
     return await open_store(
-        backend.url, auto_migrate=how == "auto-migrate", data_keys=backend.data_keys
+        parse_database_url(backend.url),
+        auto_migrate=how == "auto-migrate",
+        data_keys=backend.data_keys,
     )
 
 
