@@ -103,9 +103,8 @@ def serve() -> int:
 
 def run_migrations() -> int:
     try:
-        url = database_url_from_env(os.environ)
-        database = app.database_of(url)
-        applied = asyncio.run(migrate(url))
+        database = database_url_from_env(os.environ)
+        applied = asyncio.run(migrate(database))
     except (ConfigError, StoreError) as exc:
         return _fail(str(exc))
     except OSError as exc:

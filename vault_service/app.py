@@ -38,20 +38,13 @@ from vault_service.service.reconciler import Reconciler
 from vault_service.service.streaming import ResultStreams
 from vault_service.service.vaulting import VaultingService
 from vault_service.store.data_keys import DataKeyFileError, DataKeyRing, read_data_key_file
-from vault_service.store.factory import DatabaseURL, open_store, parse_database_url
+from vault_service.store.factory import open_store
 from vault_service.store.postgres import EVENTS_CHANNEL
 from vault_service.webhook import bind, build_webhook_app, serve_webhook
 
 log = logging.getLogger(__name__)
 
 RECONCILE_MAX_DELAY = timedelta(minutes=15)
-
-
-def database_of(url: str) -> DatabaseURL:
-    try:
-        return parse_database_url(url)
-    except ValueError as exc:
-        raise ConfigError(f"VAULT_DATABASE_URL: {exc}") from None
 
 
 async def load_data_keys(path: Path) -> DataKeyRing:
@@ -191,7 +184,6 @@ async def start(settings: Settings) -> RunningService:
     )
     data_keys = await load_data_keys(settings.data_key_file)
     async with contextlib.AsyncExitStack() as resources:
-        database = database_of(settings.database_url)
         store = await open_store(
             settings.database_url,
             auto_migrate=settings.auto_migrate,
@@ -212,9 +204,9 @@ async def start(settings: Settings) -> RunningService:
         http_port = int(sock.getsockname()[1])
         notify_url = settings.notify_url_for(http_port)
         hub = EventHub()
-        if database.backend == "postgresql":
+        if settings.database_url.backend == "postgresql":
             # Several replicas share the database: learn about their events through NOTIFY.
-            wakeups = PostgresWakeups(database.location, hub, channel=EVENTS_CHANNEL)
+            wakeups = PostgresWakeups(settings.database_url.reveal(), hub, channel=EVENTS_CHANNEL)
             try:
                 await wakeups.start()
             except ListenUnavailableError as exc:

@@ -1,123 +1,95 @@
 """Settings from the environment (12-factor), checked once at start.
 
-Every setting is read here, with its default and its meaning in :data:`SETTINGS_HELP` (shown by
-``vault-service serve --help`` and the README). A missing or malformed setting raises
-:class:`ConfigError` naming the variable, which the CLI prints as one line before exiting.
+Every setting is one row of :class:`Settings`: its variable, the parser that reads it, its
+default and its ``--help`` text (:func:`setting`). :meth:`Settings.from_env` and
+:data:`SETTINGS_HELP` (shown by ``vault-service serve --help`` and the README) are both built
+from those rows, so a default is written once and the help cannot disagree with the code. A
+missing or malformed setting raises :class:`ConfigError` naming the variable, which the CLI
+prints as one line before exiting with code 2.
+
+Why a table of our own rather than ``pydantic-settings`` (2.16, checked): it reads only
+``os.environ`` (``from_env`` reads any mapping, as tests and replicas need), decodes collection
+settings as JSON, and reports a missing or malformed value as a multi-line ``ValidationError``
+in its own words. Keeping our one-line messages would take a validator per field that replaces
+pydantic's parsing, a translation of its errors and a subclassed environment source: the
+library would contribute only the ``os.environ`` look-up, at the cost of two dependencies and a
+table whose types are stated twice (annotation and validator).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Generic, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
+from vault_service.database_url import DatabaseURL, parse_database_url
 from vault_service.errors import VaultError
 
-DEFAULT_GRPC_LISTEN: Final = "127.0.0.1:50051"
-DEFAULT_HTTP_LISTEN: Final = "127.0.0.1:8080"
-DEFAULT_DATABASE_URL: Final = "sqlite:///vault-service.db"
 DEFAULT_NOTIFY_PATH: Final = "/antom/vaulting/notify"
 
-SETTINGS_HELP: Final = f"""\
-environment:
-  VAULT_GRPC_LISTEN                gRPC address (default {DEFAULT_GRPC_LISTEN})
-  VAULT_HTTP_LISTEN                webhook address for Antom's notifyVaulting
-                                   (default {DEFAULT_HTTP_LISTEN})
-  VAULT_DATABASE_URL               sqlite:///relative/path.db or sqlite:////absolute/path.db for
-                                   one replica (default {DEFAULT_DATABASE_URL}, in the working
-                                   directory); postgresql://user:password@host:5432/db for any
-                                   number of replicas sharing one database (reached directly or
-                                   through a session-mode pool: LISTEN needs a session)
-  VAULT_AUTO_MIGRATE               1 to apply database migrations at start (default 0: run
-                                   `vault-service migrate` first)
-  VAULT_SQLITE_SYNCHRONOUS         NORMAL (default: survives a crash or SIGKILL, not power loss)
-                                   or FULL (also survives power loss, slower)
-  VAULT_PG_POOL_SIZE               PostgreSQL connections of one replica for its short units of
-                                   work (default 10)
-  VAULT_PG_LOCK_POOL_SIZE          further PostgreSQL connections, one per CreateSession in
-                                   flight (held while it calls Antom): the most sessions one
-                                   replica creates at once (default 20)
-  VAULT_PG_ACQUIRE_TIMEOUT         seconds a call waits for a free PostgreSQL connection before
-                                   it fails UNAVAILABLE, to be retried (default 5)
-  VAULT_DATA_KEY_FILE              JSON key ring that encrypts card data at rest (AES-256-GCM):
-                                   {{"active": ID, "keys": {{ID: base64 of 32 bytes, ...}}}}
-                                   (required; `vault-service add-data-key FILE` makes one;
-                                   SIGHUP re-reads it, keeping the old ring if it is broken)
-  VAULT_ANTOM_BASE_URL             Antom gateway, e.g. https://open-sea-global.alipay.com, or
-                                   the emulator's http://127.0.0.1:8090 (required)
-  VAULT_ANTOM_CLIENT_ID            merchant client id; SANDBOX_... selects Antom's sandbox
-                                   paths (required)
-  VAULT_MERCHANT_PRIVATE_KEY_FILE  merchant RSA private key, PEM or bare base64 (required)
-  VAULT_ANTOM_PUBLIC_KEY_FILE      Antom's RSA public key, PEM or bare base64 (required); checks
-                                   signatures whose keyVersion is the next setting's
-  VAULT_ANTOM_PUBLIC_KEY_VERSION   Antom's keyVersion of that key (default 1)
-  VAULT_ANTOM_NEXT_PUBLIC_KEY_FILE Antom's second public key during a key rotation (optional);
-                                   signatures naming any other keyVersion are refused
-  VAULT_ANTOM_NEXT_PUBLIC_KEY_VERSION
-                                   keyVersion of that second key (required with it, and
-                                   different from VAULT_ANTOM_PUBLIC_KEY_VERSION)
-  VAULT_ANTOM_KEY_VERSION          keyVersion sent in request signatures: the version under
-                                   which the merchant public key is registered (default 1)
-                                   (SIGHUP re-reads the merchant key and Antom key files)
-  VAULT_ANTOM_ALLOW_HTTP           1 to allow a plain-http gateway that is not on loopback
-                                   (an emulator in a test cluster); loopback is always allowed
-  VAULT_ANTOM_TIMEOUT              seconds one Antom call may take, retries included, when the
-                                   caller set no deadline (default 15)
-  VAULT_NOTIFY_URL                 public https URL Antom posts notifications to; the webhook
-                                   serves its path (required unless the gateway is on loopback,
-                                   where it defaults to http://<VAULT_HTTP_LISTEN>{DEFAULT_NOTIFY_PATH})
-  VAULT_AUTH_TOKENS_FILE           JSON file of callers and SHA-256 digests of their bearer
-                                   tokens, reloaded when it changes (see the README)
-  VAULT_GRPC_TLS_CERT_FILE         PEM certificate chain of the gRPC port (with the key: TLS);
-                                   both are re-read on SIGHUP
-  VAULT_GRPC_TLS_KEY_FILE          PEM private key of that certificate
-  VAULT_GRPC_TLS_CLIENT_CA_FILE    PEM CA bundle for client certificates: mTLS, every client
-                                   must present a certificate it signed, whose URI SAN, else
-                                   DNS SAN, else common name is the caller name (which the
-                                   token file, if any, must list)
-  VAULT_HEALTH_LISTEN              optional plaintext address serving the gRPC health service
-                                   alone, for probes that cannot present a client certificate
-                                   (Kubernetes' gRPC probes, with mTLS on VAULT_GRPC_LISTEN)
-  VAULT_PUBLIC_HEALTH              0 to require credentials for the gRPC health service
-                                   (default 1: probes need none)
-  VAULT_PUBLIC_REFLECTION          0 to require credentials for server reflection (default 1)
-  VAULT_INSECURE                   1 to let gRPC listen beyond loopback with no caller identity
-                                   configured (every caller then sees every session), or with
-                                   tokens but no TLS (a service mesh encrypts); both are warned
-  VAULT_GRPC_MAX_CONNECTION_AGE    seconds after which a client connection is closed (calls in
-                                   flight get up to 30 s more; streams end UNAVAILABLE and
-                                   resume), so streams spread over new replicas and a
-                                   connection's certificate is checked again (default 1800)
-  VAULT_CHECKPOINT_INTERVAL        seconds between StreamResults checkpoints (default 30)
-  VAULT_RECONCILE_INTERVAL         seconds between reconciler passes (default 5)
-  VAULT_RECONCILE_AFTER            seconds before a session without result is first inquired
-                                   (default 60); later inquiries back off up to 15 minutes
-  VAULT_EXPIRY_GRACE               seconds after a session's expiry before it is marked EXPIRED
-                                   (default 300)
-  VAULT_SHUTDOWN_GRACE             seconds to finish calls on SIGTERM (default 20)
-  VAULT_WEBHOOK_FAILURE_LIMIT      failed signature checks one source address may make before
-                                   the webhook answers it 429 (default 20); IPv6 sources count
-                                   per /64
-  VAULT_WEBHOOK_FAILURE_WINDOW     seconds over which that budget refills (default 60)
-  VAULT_WEBHOOK_HEADER_TIMEOUT     seconds a webhook connection may take to send a complete
-                                   request head, after it opens or after its last answer,
-                                   before it is closed (default 15)
-  VAULT_WEBHOOK_MAX_CONNECTIONS    webhook connections open at once; a connection beyond them
-                                   is answered 503 and closed unread (default 256)
-  VAULT_WEBHOOK_TRUSTED_PROXIES    comma-separated CIDRs of the proxies in front of the webhook,
-                                   e.g. 10.0.0.0/8,fd00::/8 (default none); from a peer inside
-                                   them the source is the rightmost X-Forwarded-For address
-                                   that is not itself inside them. Without it every sender
-                                   behind a proxy shares the proxy's failure budget
-  VAULT_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (default INFO)
-"""
+T = TypeVar("T")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+Parse = Callable[[str, str], T]
+"""Reads a setting: ``(variable name, stripped value)`` to a value, or :class:`ConfigError`
+naming the variable. The value is ``""`` only for a variable that is unset (or blank) and has no
+default."""
+
+_HELP_NAME_WIDTH: Final = 33
+"""Columns for the variable name in ``--help``; a longer name gets a line of its own."""
+
+_DEFAULT: Final = "{default}"
 
 
 class ConfigError(VaultError):
     """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setting(Generic[T]):
+    """One environment variable: its name, how it is read, its default and its help.
+
+    ``default`` is written as an operator would set the variable and is parsed like any value,
+    so the help shows exactly what leaving it unset means. ``None`` means there is no default
+    value: the variable is required, or its absence means something of its own (the parser is
+    given ``""``). ``help`` is the text beside the name in ``serve --help``, its lines as they
+    are shown, with ``{default}`` where the default goes: exactly when there is one.
+    """
+
+    name: str
+    parse: Parse[T]
+    default: str | None
+    help: str
+
+    def __post_init__(self) -> None:
+        if (self.default is not None) != (self.help.count(_DEFAULT) == 1):
+            raise ValueError(
+                f"{self.name}: the help must show {_DEFAULT} once if there is a default, else not"
+            )
+
+    def read(self, env: Mapping[str, str]) -> T:
+        return self.parse(self.name, env.get(self.name, "").strip() or self.default or "")
+
+    @property
+    def help_lines(self) -> list[str]:
+        return self.help.replace(_DEFAULT, self.default or "").splitlines()
+
+
+def setting(name: str, parse: Parse[T], help: str, *, default: str | None = None) -> T:
+    """A :class:`Settings` field read from the variable ``name`` (see :class:`Setting`).
+
+    Typed as the value it parses to, like :func:`dataclasses.field`, so mypy checks the
+    parser against the field's annotation.
+    """
+    return cast(T, field(metadata={Setting: Setting(name, parse, default, help)}))
+
+
+def _setting_of(settings_field: Field[Any]) -> Setting[Any]:
+    row: Setting[Any] = settings_field.metadata[Setting]
+    return row
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,104 +109,402 @@ class Listen:
         return f"{host}:{self.port}"
 
 
+def _optional(parse: Parse[T]) -> Parse[T | None]:
+    """``parse`` for a variable that may be unset (``None``)."""
+
+    def parse_optional(name: str, value: str) -> T | None:
+        return parse(name, value) if value else None
+
+    return parse_optional
+
+
+def _required(name: str, value: str) -> str:
+    if not value:
+        raise ConfigError(f"{name} is not set")
+    return value
+
+
+def _flag(name: str, value: str) -> bool:
+    value = value.lower()
+    if value in {"0", "false", "no"}:
+        return False
+    if value in {"1", "true", "yes"}:
+        return True
+    raise ConfigError(f"{name} must be 1 or 0, got {value!r}")
+
+
+def _one_of(*allowed: str) -> Parse[str]:
+    def parse_choice(name: str, value: str) -> str:
+        value = value.upper()
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(sorted(allowed))}, got {value!r}")
+        return value
+
+    return parse_choice
+
+
+def _sqlite_synchronous(name: str, value: str) -> Literal["NORMAL", "FULL"]:
+    return "FULL" if _one_of("NORMAL", "FULL")(name, value) == "FULL" else "NORMAL"
+
+
+def _seconds(name: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
+    if not seconds > 0:
+        raise ConfigError(f"{name} must be positive, got {value!r}")
+    return seconds
+
+
+def _count(name: str, value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return int(value)
+
+
+def _key_version(name: str, value: str) -> str:
+    if not (value.isascii() and value.isdigit()):
+        raise ConfigError(f"{name} must be a number (Antom's keyVersion), got {value!r}")
+    return value
+
+
+def _readable_file(name: str, value: str) -> Path:
+    path = Path(_required(name, value))
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
+    return path
+
+
+def _database_url(name: str, value: str) -> DatabaseURL:
+    try:
+        return parse_database_url(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _notify_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc or not parts.path:
+        raise ConfigError(f"{name} must be an absolute http(s) URL with a path, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(
+            f"{name} must not have a query or fragment: Antom's signature covers the path only"
+        )
+    return value
+
+
+def _networks(name: str, value: str) -> tuple[Network, ...]:
+    """Comma-separated CIDRs (a bare address is its /32 or /128). Host bits are refused rather
+    than masked, since ``10.1.2.3/8`` is more likely a typo than a wish to trust all of 10/8;
+    so is a /0, which would let any sender pick its own source."""
+    networks = []
+    for item in value.split(","):
+        text = item.strip()
+        if not text:
+            continue
+        try:
+            network = ipaddress.ip_network(text)
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be comma-separated CIDRs such as 10.0.0.0/8 (no host bits"
+                f" set), got {text!r}"
+            ) from None
+        if network.prefixlen == 0:
+            raise ConfigError(f"{name} must not trust every address, got {text!r}")
+        networks.append(network)
+    return tuple(networks)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
-    grpc_listen: Listen
-    http_listen: Listen
-    health_listen: Listen | None
-    database_url: str = field(repr=False)  # may carry a password
-    auto_migrate: bool
-    sqlite_synchronous: Literal["NORMAL", "FULL"]
-    pg_pool_size: int
-    pg_lock_pool_size: int
-    pg_acquire_timeout: float
-    data_key_file: Path
-    antom_base_url: str
-    antom_client_id: str
-    antom_allow_http: bool
-    antom_key_version: str
-    antom_timeout: float
-    merchant_private_key_file: Path
-    antom_public_key_file: Path
-    antom_public_key_version: str
-    antom_next_public_key_file: Path | None
-    antom_next_public_key_version: str | None
-    notify_url: str | None
-    grpc_max_connection_age: float
-    checkpoint_interval: float
-    reconcile_interval: float
-    reconcile_after: float
-    expiry_grace: float
-    shutdown_grace: float
-    webhook_failure_limit: int
-    webhook_failure_window: float
-    webhook_header_timeout: float
-    webhook_max_connections: int
-    webhook_trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-    log_level: str
-    auth_tokens_file: Path | None
-    grpc_tls_cert_file: Path | None
-    grpc_tls_key_file: Path | None
-    grpc_tls_client_ca_file: Path | None
-    public_health: bool
-    public_reflection: bool
-    insecure: bool
+    """Every setting, in ``--help`` order. A new setting is one more row here."""
+
+    grpc_listen: Listen = setting(
+        "VAULT_GRPC_LISTEN",
+        Listen.parse,
+        "gRPC address (default {default})",
+        default="127.0.0.1:50051",
+    )
+    http_listen: Listen = setting(
+        "VAULT_HTTP_LISTEN",
+        Listen.parse,
+        "webhook address for Antom's notifyVaulting\n(default {default})",
+        default="127.0.0.1:8080",
+    )
+    database_url: DatabaseURL = setting(
+        "VAULT_DATABASE_URL",
+        _database_url,
+        "sqlite:///relative/path.db or sqlite:////absolute/path.db for\n"
+        "one replica (default {default}, in the working\n"
+        "directory); postgresql://user:password@host:5432/db for any\n"
+        "number of replicas sharing one database (reached directly or\n"
+        "through a session-mode pool: LISTEN needs a session)",
+        default="sqlite:///vault-service.db",
+    )
+    auto_migrate: bool = setting(
+        "VAULT_AUTO_MIGRATE",
+        _flag,
+        "1 to apply database migrations at start (default {default}: run\n"
+        "`vault-service migrate` first)",
+        default="0",
+    )
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = setting(
+        "VAULT_SQLITE_SYNCHRONOUS",
+        _sqlite_synchronous,
+        "{default} (default: survives a crash or SIGKILL, not power loss)\n"
+        "or FULL (also survives power loss, slower)",
+        default="NORMAL",
+    )
+    pg_pool_size: int = setting(
+        "VAULT_PG_POOL_SIZE",
+        _count,
+        "PostgreSQL connections of one replica for its short units of\nwork (default {default})",
+        default="10",
+    )
+    pg_lock_pool_size: int = setting(
+        "VAULT_PG_LOCK_POOL_SIZE",
+        _count,
+        "further PostgreSQL connections, one per CreateSession in\n"
+        "flight (held while it calls Antom): the most sessions one\n"
+        "replica creates at once (default {default})",
+        default="20",
+    )
+    pg_acquire_timeout: float = setting(
+        "VAULT_PG_ACQUIRE_TIMEOUT",
+        _seconds,
+        "seconds a call waits for a free PostgreSQL connection before\n"
+        "it fails UNAVAILABLE, to be retried (default {default})",
+        default="5",
+    )
+    data_key_file: Path = setting(
+        "VAULT_DATA_KEY_FILE",
+        _readable_file,
+        "JSON key ring that encrypts card data at rest (AES-256-GCM):\n"
+        '{"active": ID, "keys": {ID: base64 of 32 bytes, ...}}\n'
+        "(required; `vault-service add-data-key FILE` makes one;\n"
+        "SIGHUP re-reads it, keeping the old ring if it is broken)",
+    )
+    antom_base_url: str = setting(
+        "VAULT_ANTOM_BASE_URL",
+        _required,
+        "Antom gateway, e.g. https://open-sea-global.alipay.com, or\n"
+        "the emulator's http://127.0.0.1:8090 (required)",
+    )
+    antom_client_id: str = setting(
+        "VAULT_ANTOM_CLIENT_ID",
+        _required,
+        "merchant client id; SANDBOX_... selects Antom's sandbox\npaths (required)",
+    )
+    merchant_private_key_file: Path = setting(
+        "VAULT_MERCHANT_PRIVATE_KEY_FILE",
+        _readable_file,
+        "merchant RSA private key, PEM or bare base64 (required)",
+    )
+    antom_public_key_file: Path = setting(
+        "VAULT_ANTOM_PUBLIC_KEY_FILE",
+        _readable_file,
+        "Antom's RSA public key, PEM or bare base64 (required); checks\n"
+        "signatures whose keyVersion is the next setting's",
+    )
+    antom_public_key_version: str = setting(
+        "VAULT_ANTOM_PUBLIC_KEY_VERSION",
+        _key_version,
+        "Antom's keyVersion of that key (default {default})",
+        default="1",
+    )
+    antom_next_public_key_file: Path | None = setting(
+        "VAULT_ANTOM_NEXT_PUBLIC_KEY_FILE",
+        _optional(_readable_file),
+        "Antom's second public key during a key rotation (optional);\n"
+        "signatures naming any other keyVersion are refused",
+    )
+    antom_next_public_key_version: str | None = setting(
+        "VAULT_ANTOM_NEXT_PUBLIC_KEY_VERSION",
+        _optional(_key_version),
+        "keyVersion of that second key (required with it, and\n"
+        "different from VAULT_ANTOM_PUBLIC_KEY_VERSION)",
+    )
+    antom_key_version: str = setting(
+        "VAULT_ANTOM_KEY_VERSION",
+        _key_version,
+        "keyVersion sent in request signatures: the version under\n"
+        "which the merchant public key is registered (default {default})\n"
+        "(SIGHUP re-reads the merchant key and Antom key files)",
+        default="1",
+    )
+    antom_allow_http: bool = setting(
+        "VAULT_ANTOM_ALLOW_HTTP",
+        _flag,
+        "1 to allow a plain-http gateway that is not on loopback\n"
+        "(an emulator in a test cluster); loopback is always allowed\n"
+        "(default {default})",
+        default="0",
+    )
+    antom_timeout: float = setting(
+        "VAULT_ANTOM_TIMEOUT",
+        _seconds,
+        "seconds one Antom call may take, retries included, when the\n"
+        "caller set no deadline (default {default})",
+        default="15",
+    )
+    notify_url: str | None = setting(
+        "VAULT_NOTIFY_URL",
+        _optional(_notify_url),
+        "public https URL Antom posts notifications to; the webhook\n"
+        "serves its path (required unless the gateway is on loopback,\n"
+        f"where it defaults to http://<VAULT_HTTP_LISTEN>{DEFAULT_NOTIFY_PATH})",
+    )
+    auth_tokens_file: Path | None = setting(
+        "VAULT_AUTH_TOKENS_FILE",
+        _optional(_readable_file),
+        "JSON file of callers and SHA-256 digests of their bearer\n"
+        "tokens, reloaded when it changes (see the README)",
+    )
+    grpc_tls_cert_file: Path | None = setting(
+        "VAULT_GRPC_TLS_CERT_FILE",
+        _optional(_readable_file),
+        "PEM certificate chain of the gRPC port (with the key: TLS);\nboth are re-read on SIGHUP",
+    )
+    grpc_tls_key_file: Path | None = setting(
+        "VAULT_GRPC_TLS_KEY_FILE",
+        _optional(_readable_file),
+        "PEM private key of that certificate",
+    )
+    grpc_tls_client_ca_file: Path | None = setting(
+        "VAULT_GRPC_TLS_CLIENT_CA_FILE",
+        _optional(_readable_file),
+        "PEM CA bundle for client certificates: mTLS, every client\n"
+        "must present a certificate it signed, whose URI SAN, else\n"
+        "DNS SAN, else common name is the caller name (which the\n"
+        "token file, if any, must list)",
+    )
+    health_listen: Listen | None = setting(
+        "VAULT_HEALTH_LISTEN",
+        _optional(Listen.parse),
+        "optional plaintext address serving the gRPC health service\n"
+        "alone, for probes that cannot present a client certificate\n"
+        "(Kubernetes' gRPC probes, with mTLS on VAULT_GRPC_LISTEN)",
+    )
+    public_health: bool = setting(
+        "VAULT_PUBLIC_HEALTH",
+        _flag,
+        "0 to require credentials for the gRPC health service\n"
+        "(default {default}: probes need none)",
+        default="1",
+    )
+    public_reflection: bool = setting(
+        "VAULT_PUBLIC_REFLECTION",
+        _flag,
+        "0 to require credentials for server reflection (default {default})",
+        default="1",
+    )
+    insecure: bool = setting(
+        "VAULT_INSECURE",
+        _flag,
+        "1 to let gRPC listen beyond loopback with no caller identity\n"
+        "configured (every caller then sees every session), or with\n"
+        "tokens but no TLS (a service mesh encrypts); both are warned\n"
+        "(default {default})",
+        default="0",
+    )
+    grpc_max_connection_age: float = setting(
+        "VAULT_GRPC_MAX_CONNECTION_AGE",
+        _seconds,
+        "seconds after which a client connection is closed (calls in\n"
+        "flight get up to 30 s more; streams end UNAVAILABLE and\n"
+        "resume), so streams spread over new replicas and a\n"
+        "connection's certificate is checked again (default {default})",
+        default="1800",
+    )
+    checkpoint_interval: float = setting(
+        "VAULT_CHECKPOINT_INTERVAL",
+        _seconds,
+        "seconds between StreamResults checkpoints (default {default})",
+        default="30",
+    )
+    reconcile_interval: float = setting(
+        "VAULT_RECONCILE_INTERVAL",
+        _seconds,
+        "seconds between reconciler passes (default {default})",
+        default="5",
+    )
+    reconcile_after: float = setting(
+        "VAULT_RECONCILE_AFTER",
+        _seconds,
+        "seconds before a session without result is first inquired\n"
+        "(default {default}); later inquiries back off up to 15 minutes",
+        default="60",
+    )
+    expiry_grace: float = setting(
+        "VAULT_EXPIRY_GRACE",
+        _seconds,
+        "seconds after a session's expiry before it is marked EXPIRED\n(default {default})",
+        default="300",
+    )
+    shutdown_grace: float = setting(
+        "VAULT_SHUTDOWN_GRACE",
+        _seconds,
+        "seconds to finish calls on SIGTERM (default {default})",
+        default="20",
+    )
+    webhook_failure_limit: int = setting(
+        "VAULT_WEBHOOK_FAILURE_LIMIT",
+        _count,
+        "failed signature checks one source address may make before\n"
+        "the webhook answers it 429 (default {default}); IPv6 sources count\n"
+        "per /64",
+        default="20",
+    )
+    webhook_failure_window: float = setting(
+        "VAULT_WEBHOOK_FAILURE_WINDOW",
+        _seconds,
+        "seconds over which that budget refills (default {default})",
+        default="60",
+    )
+    webhook_header_timeout: float = setting(
+        "VAULT_WEBHOOK_HEADER_TIMEOUT",
+        _seconds,
+        "seconds a webhook connection may take to send a complete\n"
+        "request head, after it opens or after its last answer,\n"
+        "before it is closed (default {default})",
+        default="15",
+    )
+    webhook_max_connections: int = setting(
+        "VAULT_WEBHOOK_MAX_CONNECTIONS",
+        _count,
+        "webhook connections open at once; a connection beyond them\n"
+        "is answered 503 and closed unread (default {default})",
+        default="256",
+    )
+    webhook_trusted_proxies: tuple[Network, ...] = setting(
+        "VAULT_WEBHOOK_TRUSTED_PROXIES",
+        _networks,
+        "comma-separated CIDRs of the proxies in front of the webhook,\n"
+        "e.g. 10.0.0.0/8,fd00::/8 (default none); from a peer inside\n"
+        "them the source is the rightmost X-Forwarded-For address\n"
+        "that is not itself inside them. Without it every sender\n"
+        "behind a proxy shares the proxy's failure budget",
+    )
+    log_level: str = setting(
+        "VAULT_LOG_LEVEL",
+        _one_of("DEBUG", "INFO", "WARNING", "ERROR"),
+        "DEBUG, INFO, WARNING or ERROR (default {default})",
+        default="INFO",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        reader = _Reader(env)
-        settings = cls(
-            grpc_listen=Listen.parse(
-                "VAULT_GRPC_LISTEN", reader.text("VAULT_GRPC_LISTEN", DEFAULT_GRPC_LISTEN)
-            ),
-            http_listen=Listen.parse(
-                "VAULT_HTTP_LISTEN", reader.text("VAULT_HTTP_LISTEN", DEFAULT_HTTP_LISTEN)
-            ),
-            health_listen=reader.optional_listen("VAULT_HEALTH_LISTEN"),
-            database_url=database_url_from_env(env),
-            auto_migrate=reader.flag("VAULT_AUTO_MIGRATE"),
-            sqlite_synchronous="FULL"
-            if reader.choice("VAULT_SQLITE_SYNCHRONOUS", "NORMAL", {"NORMAL", "FULL"}) == "FULL"
-            else "NORMAL",
-            pg_pool_size=reader.count("VAULT_PG_POOL_SIZE", 10),
-            pg_lock_pool_size=reader.count("VAULT_PG_LOCK_POOL_SIZE", 20),
-            pg_acquire_timeout=reader.seconds("VAULT_PG_ACQUIRE_TIMEOUT", 5.0),
-            data_key_file=data_key_file_from_env(env),
-            antom_base_url=reader.required("VAULT_ANTOM_BASE_URL"),
-            antom_client_id=reader.required("VAULT_ANTOM_CLIENT_ID"),
-            antom_allow_http=reader.flag("VAULT_ANTOM_ALLOW_HTTP"),
-            antom_key_version=reader.key_version("VAULT_ANTOM_KEY_VERSION", "1"),
-            antom_timeout=reader.seconds("VAULT_ANTOM_TIMEOUT", 15.0),
-            merchant_private_key_file=reader.readable_file("VAULT_MERCHANT_PRIVATE_KEY_FILE"),
-            antom_public_key_file=reader.readable_file("VAULT_ANTOM_PUBLIC_KEY_FILE"),
-            antom_public_key_version=reader.key_version("VAULT_ANTOM_PUBLIC_KEY_VERSION", "1"),
-            antom_next_public_key_file=reader.optional_file("VAULT_ANTOM_NEXT_PUBLIC_KEY_FILE"),
-            antom_next_public_key_version=reader.optional_key_version(
-                "VAULT_ANTOM_NEXT_PUBLIC_KEY_VERSION"
-            ),
-            notify_url=reader.optional_url("VAULT_NOTIFY_URL"),
-            grpc_max_connection_age=reader.seconds("VAULT_GRPC_MAX_CONNECTION_AGE", 1800.0),
-            checkpoint_interval=reader.seconds("VAULT_CHECKPOINT_INTERVAL", 30.0),
-            reconcile_interval=reader.seconds("VAULT_RECONCILE_INTERVAL", 5.0),
-            reconcile_after=reader.seconds("VAULT_RECONCILE_AFTER", 60.0),
-            expiry_grace=reader.seconds("VAULT_EXPIRY_GRACE", 300.0),
-            shutdown_grace=reader.seconds("VAULT_SHUTDOWN_GRACE", 20.0),
-            webhook_failure_limit=reader.count("VAULT_WEBHOOK_FAILURE_LIMIT", 20),
-            webhook_failure_window=reader.seconds("VAULT_WEBHOOK_FAILURE_WINDOW", 60.0),
-            webhook_header_timeout=reader.seconds("VAULT_WEBHOOK_HEADER_TIMEOUT", 15.0),
-            webhook_max_connections=reader.count("VAULT_WEBHOOK_MAX_CONNECTIONS", 256),
-            webhook_trusted_proxies=reader.networks("VAULT_WEBHOOK_TRUSTED_PROXIES"),
-            log_level=reader.choice(
-                "VAULT_LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR"}
-            ),
-            auth_tokens_file=reader.optional_file("VAULT_AUTH_TOKENS_FILE"),
-            grpc_tls_cert_file=reader.optional_file("VAULT_GRPC_TLS_CERT_FILE"),
-            grpc_tls_key_file=reader.optional_file("VAULT_GRPC_TLS_KEY_FILE"),
-            grpc_tls_client_ca_file=reader.optional_file("VAULT_GRPC_TLS_CLIENT_CA_FILE"),
-            public_health=reader.flag("VAULT_PUBLIC_HEALTH", default=True),
-            public_reflection=reader.flag("VAULT_PUBLIC_REFLECTION", default=True),
-            insecure=reader.flag("VAULT_INSECURE"),
-        )
+        """Each field read by its row; :func:`setting` has already checked, where the row is
+        written, that the row's parser gives the field's type."""
+        values: dict[str, Any] = {
+            settings_field.name: _setting_of(settings_field).read(env)
+            for settings_field in fields(cls)
+        }
+        settings = cls(**values)
         settings.check_exposure()
         settings.check_antom_public_keys()
         return settings
@@ -340,18 +610,44 @@ class Settings:
         return f"http://{Listen(self.http_listen.host, bound_http_port)}{DEFAULT_NOTIFY_PATH}"
 
 
-def database_url_from_env(env: Mapping[str, str]) -> str:
-    """The database URL alone, for commands that need nothing else (``vault-service migrate``).
+SETTINGS: Final[tuple[Setting[Any], ...]] = tuple(
+    _setting_of(settings_field) for settings_field in fields(Settings)
+)
+"""Every setting, in ``--help`` order."""
 
-    The store factory parses it (and says what is wrong with it): the backends know their URLs.
-    """
-    return _Reader(env).text("VAULT_DATABASE_URL", DEFAULT_DATABASE_URL)
+
+def _help(settings: tuple[Setting[Any], ...]) -> str:
+    lines = ["environment:"]
+    for row in settings:
+        text = row.help_lines
+        if len(row.name) < _HELP_NAME_WIDTH:
+            lines.append(f"  {row.name.ljust(_HELP_NAME_WIDTH)}{text.pop(0)}")
+        else:
+            lines.append(f"  {row.name}")
+        lines.extend(" " * (2 + _HELP_NAME_WIDTH) + line for line in text)
+    return "\n".join(lines) + "\n"
+
+
+SETTINGS_HELP: Final = _help(SETTINGS)
+"""The ``environment:`` section of ``vault-service serve --help``."""
+
+
+def _read_alone(env: Mapping[str, str], name: str) -> Any:
+    (row,) = (row for row in SETTINGS if row.name == name)
+    return row.read(env)
+
+
+def database_url_from_env(env: Mapping[str, str]) -> DatabaseURL:
+    """The database URL alone, for commands that need nothing else (``vault-service migrate``)."""
+    url: DatabaseURL = _read_alone(env, "VAULT_DATABASE_URL")
+    return url
 
 
 def data_key_file_from_env(env: Mapping[str, str]) -> Path:
     """The data key file alone, for ``vault-service rotate-data-key``; its contents are checked
     when the key ring is loaded (:mod:`vault_service.store.data_keys`)."""
-    return _Reader(env).readable_file("VAULT_DATA_KEY_FILE")
+    path: Path = _read_alone(env, "VAULT_DATA_KEY_FILE")
+    return path
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -363,116 +659,3 @@ def _is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-class _Reader:
-    """Reads typed values from the environment, naming the variable in every error."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def text(self, name: str, default: str) -> str:
-        return self._env.get(name, "").strip() or default
-
-    def required(self, name: str) -> str:
-        value = self._env.get(name, "").strip()
-        if not value:
-            raise ConfigError(f"{name} is not set")
-        return value
-
-    def flag(self, name: str, *, default: bool = False) -> bool:
-        value = self._env.get(name, "").strip().lower()
-        if not value:
-            return default
-        if value in {"0", "false", "no"}:
-            return False
-        if value in {"1", "true", "yes"}:
-            return True
-        raise ConfigError(f"{name} must be 1 or 0, got {value!r}")
-
-    def choice(self, name: str, default: str, allowed: set[str]) -> str:
-        value = self.text(name, default).upper()
-        if value not in allowed:
-            raise ConfigError(f"{name} must be one of {', '.join(sorted(allowed))}, got {value!r}")
-        return value
-
-    def seconds(self, name: str, default: float) -> float:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-        if not value > 0:
-            raise ConfigError(f"{name} must be positive, got {raw!r}")
-        return value
-
-    def readable_file(self, name: str) -> Path:
-        path = Path(self.required(name))
-        try:
-            with path.open("rb"):
-                pass
-        except OSError as exc:
-            raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
-        return path
-
-    def count(self, name: str, default: int) -> int:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
-        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
-            raise ConfigError(f"{name} must be a whole number of at least 1, got {raw!r}")
-        return int(raw)
-
-    def key_version(self, name: str, default: str) -> str:
-        value = self.text(name, default)
-        if not (value.isascii() and value.isdigit()):
-            raise ConfigError(f"{name} must be a number (Antom's keyVersion), got {value!r}")
-        return value
-
-    def networks(self, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        """Comma-separated CIDRs (a bare address is its /32 or /128). Host bits are refused
-        rather than masked, since ``10.1.2.3/8`` is more likely a typo than a wish to trust
-        all of 10/8; so is a /0, which would let any sender pick its own source."""
-        networks = []
-        for item in self._env.get(name, "").split(","):
-            text = item.strip()
-            if not text:
-                continue
-            try:
-                network = ipaddress.ip_network(text)
-            except ValueError:
-                raise ConfigError(
-                    f"{name} must be comma-separated CIDRs such as 10.0.0.0/8 (no host bits"
-                    f" set), got {text!r}"
-                ) from None
-            if network.prefixlen == 0:
-                raise ConfigError(f"{name} must not trust every address, got {text!r}")
-            networks.append(network)
-        return tuple(networks)
-
-    def optional_key_version(self, name: str) -> str | None:
-        return self.key_version(name, "") if self._env.get(name, "").strip() else None
-
-    def optional_listen(self, name: str) -> Listen | None:
-        value = self._env.get(name, "").strip()
-        return None if not value else Listen.parse(name, value)
-
-    def optional_file(self, name: str) -> Path | None:
-        if not self._env.get(name, "").strip():
-            return None
-        return self.readable_file(name)
-
-    def optional_url(self, name: str) -> str | None:
-        value = self._env.get(name, "").strip()
-        if not value:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.netloc or not parts.path:
-            raise ConfigError(f"{name} must be an absolute http(s) URL with a path, got {value!r}")
-        if parts.query or parts.fragment:
-            raise ConfigError(
-                f"{name} must not have a query or fragment: Antom's signature covers the path only"
-            )
-        return value

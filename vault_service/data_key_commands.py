@@ -23,6 +23,7 @@ from pathlib import Path
 
 from vault_service import app
 from vault_service.config import ConfigError, data_key_file_from_env, database_url_from_env
+from vault_service.database_url import DatabaseURL
 from vault_service.store.base import StoreError
 from vault_service.store.data_keys import DataKeyFileError, add_data_key
 from vault_service.store.factory import rotate_data_key
@@ -83,10 +84,9 @@ def run_add(args: argparse.Namespace, fail: Fail) -> int:
 
 def run_rotate(fail: Fail) -> int:
     try:
-        url = database_url_from_env(os.environ)
-        database = app.database_of(url)
+        database = database_url_from_env(os.environ)
         key_file = data_key_file_from_env(os.environ)
-        rotation, active = asyncio.run(_rotate(url, key_file))
+        rotation, active = asyncio.run(_rotate(database, key_file))
     except (ConfigError, StoreError) as exc:
         return fail(str(exc))
     except OSError as exc:
@@ -120,6 +120,6 @@ def run_rotate(fail: Fail) -> int:
     return 1
 
 
-async def _rotate(url: str, key_file: Path) -> tuple[Rotation, str]:
+async def _rotate(database: DatabaseURL, key_file: Path) -> tuple[Rotation, str]:
     keys = await app.load_data_keys(key_file)
-    return await rotate_data_key(url, keys), keys.active_key_id
+    return await rotate_data_key(database, keys), keys.active_key_id

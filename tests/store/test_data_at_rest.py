@@ -24,6 +24,7 @@ from tests.store.backends import BACKEND_AT, Backend
 from tests.store.strategies import T0, full_card, new_record, observe
 from vault_service.antom.client import AntomClient
 from vault_service.antom.models import VaultingNotification
+from vault_service.database_url import parse_database_url
 from vault_service.domain import Event, VaultingStatus
 from vault_service.events import EventHub
 from vault_service.service.vaulting import VaultingService
@@ -226,7 +227,8 @@ async def test_rotation_reseals_everything_under_the_new_key(
     )
     ring = await asyncio.to_thread(read_data_key_file, new_key_file)
 
-    rotation = await rotate_data_key(backend.url, ring, batch_size=1)  # many batches
+    database = parse_database_url(backend.url)
+    rotation = await rotate_data_key(database, ring, batch_size=1)  # many batches
     counts = rotation.counts
     assert {c.column.name: c.rewritten for c in counts} == {
         "records.card_token": 2,
@@ -239,7 +241,7 @@ async def test_rotation_reseals_everything_under_the_new_key(
     values = await raw_values(backend)
     assert all(as_text(value).startswith("v1:k2:") for value in values)
 
-    again = await rotate_data_key(backend.url, ring)
+    again = await rotate_data_key(database, ring)
     assert sum(c.rewritten for c in again.counts) == 0
     assert await raw_values(backend) == values
 
@@ -304,7 +306,7 @@ async def test_postgres_rotation_never_overwrites_a_concurrent_write(
 
     monkeypatch.setattr(asyncpg.Connection, "execute", execute_after_a_replica)
     ring = await asyncio.to_thread(read_data_key_file, new_key_file)
-    counts = (await rotate_data_key(backend.url, ring)).counts
+    counts = (await rotate_data_key(parse_database_url(backend.url), ring)).counts
     monkeypatch.undo()
     assert writes, "the rotation never wrote records back"
 
@@ -313,7 +315,7 @@ async def test_postgres_rotation_never_overwrites_a_concurrent_write(
     assert await backend.query(
         "SELECT card_token FROM records WHERE vaulting_request_id = 'a'"
     ) == [(concurrent,)]
-    again = await rotate_data_key(backend.url, ring)
+    again = await rotate_data_key(parse_database_url(backend.url), ring)
     assert [c.rewritten for c in again.counts] == [1, 0, 0, 0, 0]
     assert all(as_text(value).startswith("v1:k2:") for value in await raw_values(backend))
 
@@ -510,7 +512,7 @@ async def test_rotation_seals_rows_written_before_the_sealed_fields(
         await reopened.close()
 
     ring = await asyncio.to_thread(read_data_key_file, new_key_file)
-    rotation = await rotate_data_key(backend.url, ring, batch_size=1)
+    rotation = await rotate_data_key(parse_database_url(backend.url), ring, batch_size=1)
     assert rotation.plaintext_free
     assert {c.column.name: c.rewritten for c in rotation.counts}["records.sealed"] == 2
 

@@ -32,6 +32,7 @@ from tests.store.test_data_at_rest import (
     token,
 )
 from vault_service.antom.client import AntomClient
+from vault_service.database_url import parse_database_url
 from vault_service.domain import Event, SessionParameters, decode_resume_token
 from vault_service.emulator import EmulatorServer
 from vault_service.events import EventHub
@@ -352,7 +353,7 @@ async def test_a_rotation_without_plaintext_left_makes_plaintext_corrupt(
     finally:
         await legacy.close()
 
-    rotation = await rotate_data_key(backend.url, backend.data_keys)
+    rotation = await rotate_data_key(parse_database_url(backend.url), backend.data_keys)
     assert rotation.plaintext_free
     assert sum(count.rewritten for count in rotation.counts) == 1
     assert await backend.query(PLAINTEXT_STATE) == [(NO_PLAINTEXT,)]
@@ -364,7 +365,7 @@ async def test_a_rotation_without_plaintext_left_makes_plaintext_corrupt(
             await enforcing.get("a")
     finally:
         await enforcing.close()
-    again = await rotate_data_key(backend.url, backend.data_keys)
+    again = await rotate_data_key(parse_database_url(backend.url), backend.data_keys)
     assert [str(value) for value in again.unreadable] == [
         "records.card_token at vaulting_request_id 'a' (vaulting request 'a'): "
         "records.card_token of vaulting request 'a' is not encrypted, but this database "
@@ -401,7 +402,7 @@ async def test_a_rotation_reports_what_it_cannot_decrypt_and_rotates_the_rest(
     assert sum(not value.startswith("v1:k2:") for value in values) == 1
     assert await backend.query(PLAINTEXT_STATE) == []
     ring = await asyncio.to_thread(read_data_key_file, key_file)
-    assert not (await rotate_data_key(backend.url, ring)).plaintext_free
+    assert not (await rotate_data_key(parse_database_url(backend.url), ring)).plaintext_free
 
 
 def test_the_memory_of_logged_events_is_bounded() -> None:
@@ -423,7 +424,9 @@ async def open_upgraded(backend: Backend, how: Literal["migrate", "auto-migrate"
     if how == "migrate":
         await backend.migrate()
     return await open_store(
-        backend.url, auto_migrate=how == "auto-migrate", data_keys=backend.data_keys
+        parse_database_url(backend.url),
+        auto_migrate=how == "auto-migrate",
+        data_keys=backend.data_keys,
     )
 
 

@@ -1,9 +1,5 @@
-"""Backend selection: ``VAULT_DATABASE_URL`` names the backend by its scheme.
-
-* ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: the embedded SQLite
-  backend (one replica).
-* ``postgresql://user:password@host:port/database?sslmode=...`` (or ``postgres://``): the
-  PostgreSQL backend, shared by any number of replicas; the URL is passed to asyncpg as is.
+"""Backend selection: a :class:`~vault_service.database_url.DatabaseURL` names the backend,
+and its location is revealed here, to the backend that connects.
 
 A module of its own rather than the package's ``__init__``, so that importing the contract
 (``vault_service.store``) does not import both drivers.
@@ -12,52 +8,21 @@ A module of its own rather than the package's ``__init__``, so that importing th
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
+from vault_service.database_url import DatabaseURL
 from vault_service.store import postgres, sqlite
 from vault_service.store.base import Store
 from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.sealing import Rotation
 
-SQLITE_PREFIX: Final = "sqlite:///"
 ROTATION_BATCH_SIZE: Final = 500
-POSTGRES_SCHEMES: Final = ("postgresql://", "postgres://")
-
-Backend = Literal["sqlite", "postgresql"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class DatabaseURL:
-    """A parsed database URL: which backend, and where (a file path or a DSN)."""
-
-    backend: Backend
-    location: str
-
-    def __str__(self) -> str:
-        """The URL for messages and logs, without a password."""
-        if self.backend == "sqlite":
-            return f"{SQLITE_PREFIX}{self.location}"
-        return postgres.redact_dsn(self.location)
-
-
-def parse_database_url(url: str) -> DatabaseURL:
-    """``url`` as a backend and a location; :class:`ValueError` for anything else."""
-    if url.startswith(SQLITE_PREFIX) and len(url) > len(SQLITE_PREFIX):
-        return DatabaseURL("sqlite", url[len(SQLITE_PREFIX) :])
-    if url.startswith(POSTGRES_SCHEMES) and len(url) > len(url.partition("://")[0]) + 3:
-        return DatabaseURL("postgresql", url)
-    shown = postgres.redact_dsn(url) if "://" in url else url
-    raise ValueError(
-        f"unsupported database URL {shown!r}: expected sqlite:///PATH or "
-        "postgresql://[user[:password]@]host[:port]/database"
-    )
-
-
 async def open_store(
-    url: str,
+    database: DatabaseURL,
     *,
     auto_migrate: bool,
     data_keys: DataKeyRing,
@@ -66,11 +31,10 @@ async def open_store(
     postgres_lock_pool_size: int = 20,
     postgres_acquire_timeout: float = postgres.DEFAULT_ACQUIRE_TIMEOUT,
 ) -> Store:
-    """Open the store ``url`` names, migrating it first when ``auto_migrate``.
+    """Open the store ``database`` names, migrating it first when ``auto_migrate``.
 
-    Raises :class:`ValueError` for an unsupported URL,
-    :class:`~vault_service.store.base.SchemaVersionError` for a database this build cannot use
-    as is (the message says what to do), and
+    Raises :class:`~vault_service.store.base.SchemaVersionError` for a database this build
+    cannot use as is (the message says what to do), and
     :class:`~vault_service.store.base.DatabaseUnavailableError` for a PostgreSQL server that
     cannot be reached. Card data is sealed with ``data_keys``. ``sqlite_synchronous`` only
     applies to SQLite, the pool sizes and the acquire timeout only to PostgreSQL (the lock
@@ -81,7 +45,7 @@ async def open_store(
     ``rotate-data-key`` finds none left (:mod:`vault_service.store.sealing`).
     """
     store = await _open(
-        parse_database_url(url),
+        database,
         auto_migrate=auto_migrate,
         data_keys=data_keys,
         sqlite_synchronous=sqlite_synchronous,
@@ -111,13 +75,13 @@ async def _open(
     """The backend ``database`` names, opened."""
     if database.backend == "sqlite":
         return await sqlite.SQLiteStore.open(
-            database.location,
+            database.reveal(),
             auto_migrate=auto_migrate,
             data_keys=data_keys,
             synchronous=sqlite_synchronous,
         )
     return await postgres.PostgresStore.open(
-        database.location,
+        database.reveal(),
         auto_migrate=auto_migrate,
         data_keys=data_keys,
         max_size=postgres_pool_size,
@@ -127,7 +91,7 @@ async def _open(
 
 
 async def rotate_data_key(
-    url: str, data_keys: DataKeyRing, *, batch_size: int = ROTATION_BATCH_SIZE
+    database: DatabaseURL, data_keys: DataKeyRing, *, batch_size: int = ROTATION_BATCH_SIZE
 ) -> Rotation:
     """Seal every stored card value that is not under ``data_keys``' active key again under it.
 
@@ -138,7 +102,7 @@ async def rotate_data_key(
     pass: it is reported in the result, which then does not mark the database plaintext-free.
     """
     store = await _open(
-        parse_database_url(url),
+        database,
         auto_migrate=False,
         data_keys=data_keys,
         postgres_pool_size=1,
@@ -150,13 +114,12 @@ async def rotate_data_key(
         await store.close()
 
 
-async def migrate(url: str) -> list[int]:
-    """Apply the migrations the database at ``url`` lacks; the versions applied, oldest first.
+async def migrate(database: DatabaseURL) -> list[int]:
+    """Apply the migrations ``database`` lacks; the versions applied, oldest first.
 
     Backs ``vault-service migrate``; safe to run again and concurrently (also from several
     replicas on one PostgreSQL database). Raises as :func:`open_store` does.
     """
-    database = parse_database_url(url)
     if database.backend == "sqlite":
-        return await sqlite.migrate(database.location)
-    return await postgres.migrate(database.location)
+        return await sqlite.migrate(database.reveal())
+    return await postgres.migrate(database.reveal())

@@ -73,11 +73,11 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Final, NamedTuple, TypeAlias
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg.pool import Pool, PoolConnectionProxy
 
+from vault_service.database_url import redact_dsn
 from vault_service.domain import (
     Event,
     Observation,
@@ -257,23 +257,6 @@ class _Opened(NamedTuple):
     log_id: str
     applied: list[int]
     plaintext: bool
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` without its password (in the user info or a ``password`` query parameter), for
-    messages and logs."""
-    parts = urlsplit(dsn)
-    netloc = parts.netloc
-    if "@" in netloc:
-        user_info, _, hosts = netloc.rpartition("@")
-        netloc = f"{user_info.partition(':')[0]}@{hosts}"
-    query = urlencode(
-        [
-            (key, "redacted" if key.lower() == "password" else value)
-            for key, value in parse_qsl(parts.query, keep_blank_values=True)
-        ]
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 class PostgresStore:
