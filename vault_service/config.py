@@ -1,7 +1,7 @@
 """Settings from the environment (12-factor), checked once at start.
 
 Every setting is read here, with its default and its meaning in :data:`SETTINGS_HELP` (shown by
-``vault-service serve --help`` and the README). A missing or malformed setting raises
+``vault-service serve --help`` and docs/operations.md). A missing or malformed setting raises
 :class:`ConfigError` naming the variable, which the CLI prints as one line before exiting.
 """
 
@@ -62,7 +62,7 @@ environment:
                                    serves its path (required unless the gateway is on loopback,
                                    where it defaults to http://<VAULT_HTTP_LISTEN>{DEFAULT_NOTIFY_PATH})
   VAULT_AUTH_TOKENS_FILE           JSON file of callers and SHA-256 digests of their bearer
-                                   tokens, reloaded when it changes (see the README)
+                                   tokens, reloaded when it changes (see docs/security.md)
   VAULT_GRPC_TLS_CERT_FILE         PEM certificate chain of the gRPC port (with the key: TLS);
                                    both are re-read on SIGHUP
   VAULT_GRPC_TLS_KEY_FILE          PEM private key of that certificate
