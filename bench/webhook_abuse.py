@@ -18,12 +18,12 @@ so that work the server does after answering (draining an unread body) is counte
 probe calls ``GetResult`` every 20 ms, on its own and while another 100 bombs arrive, and
 reports its latency (in separate windows, so that the probe's CPU is not in the figures above).
 
-It reuses ``bench/service.py``'s processes and meters: ``vault-service serve`` and
+It reuses the processes and meters of ``bench/service/``: ``vault-service serve`` and
 ``vault-service emulator`` run as subprocesses configured through the environment, CPU comes
 from ``/proc/<pid>/stat``, and "cores busy (others)" must be ~0 for a run to count. Run from
 the repository root::
 
-    .venv/bin/python bench/webhook_abuse.py [--requests 100] [--concurrency 10]
+    .venv/bin/python -m bench.webhook_abuse [--requests 100] [--concurrency 10]
 
 To measure another commit: ``git archive COMMIT | tar -x -C DIR`` and run this script with
 ``PYTHONPATH=DIR`` (the children run the ``vault_service`` this process imports).
@@ -37,16 +37,24 @@ import contextlib
 import statistics
 import time
 import zlib
+from typing import TYPE_CHECKING
 
 import aiohttp
-import service as service_bench  # bench/service.py, beside this script
 
+from bench.service.access import Access
+from bench.service.measure import Meter, drive
+from bench.service.processes import Service, emulator, service, workdir
+from bench.service.report import Report, add_row, ms, positive, source, versions
+from bench.service.webhook import signed_notifications
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 from vault_service.antom.keys import read_private_key_file
 from vault_service.antom.signing import Signer
 from vault_service.config import DEFAULT_NOTIFY_PATH
 from vault_service.webhook import ACKNOWLEDGEMENT
+
+if TYPE_CHECKING:
+    from vault_service._proto.vault.v1.vault_service_pb2_grpc import VaultServiceAsyncStub
 
 MIB = 1024 * 1024
 BOMB_REQUEST = ({"Content-Type": "application/json", "Content-Encoding": "gzip"}, b"")
@@ -62,7 +70,7 @@ def gzip_bomb(mib: int) -> bytes:
 
 
 async def probe_get_result(
-    stub: pb_grpc.VaultServiceStub, vaulting_request_id: str, stop: asyncio.Event
+    stub: VaultServiceAsyncStub, vaulting_request_id: str, stop: asyncio.Event
 ) -> list[float]:
     """``GetResult`` every ``PROBE_INTERVAL`` seconds until ``stop``; the latency of each."""
     latencies = []
@@ -79,9 +87,7 @@ async def probe_get_result(
 class Target:
     """The running service and what is sent to it."""
 
-    def __init__(
-        self, args: argparse.Namespace, svc: service_bench.Service, signed: Signed
-    ) -> None:
+    def __init__(self, args: argparse.Namespace, svc: Service, signed: Signed) -> None:
         self.url = f"http://127.0.0.1:{svc.http_port}{DEFAULT_NOTIFY_PATH}"
         self.signed = signed
         self.bomb = gzip_bomb(args.bomb_mib)
@@ -91,7 +97,7 @@ class Target:
             "Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
             f"Content-Length: {len(self.bomb)}\r\n\r\n"
         ).encode()
-        self.meter = service_bench.Meter({"service": svc.pid})
+        self.meter = Meter({"service": svc.pid})
         self.args = args
 
     async def send(self, kind: str) -> tuple[dict[str, str], dict[str, float], float]:
@@ -115,9 +121,9 @@ class Target:
                 answers[key] = answers.get(key, 0) + 1
 
             before, wall = self.meter.take(), time.perf_counter()
-            await service_bench.drive(self.meter, args.requests, args.concurrency, post)
+            await drive(self.meter, args.requests, args.concurrency, post)
             await asyncio.sleep(args.settle)
-            cpu = service_bench.Meter.since(before, self.meter.take())
+            cpu = Meter.since(before, self.meter.take())
             wall = time.perf_counter() - wall
         counted = {key: f"{count} x {key}" for key, count in sorted(answers.items())}
         return counted, cpu, wall
@@ -140,7 +146,7 @@ class Target:
         return answer[9:12].decode() or "closed unanswered"
 
 
-async def bench(args: argparse.Namespace, report: service_bench.Report) -> None:
+async def bench(args: argparse.Namespace, report: Report) -> None:
     cpu_rows = report.table(
         f"### Service CPU, {args.requests} requests at concurrency {args.concurrency}",
         [
@@ -156,21 +162,21 @@ async def bench(args: argparse.Namespace, report: service_bench.Report) -> None:
         f"### GetResult every {PROBE_INTERVAL * 1e3:.0f} ms, on its own and during the bombs",
         ["while", "GetResult calls", "p50 ms", "max ms"],
     )
-    with service_bench.workdir() as tmp:
-        access = service_bench.Access("none")
+    with workdir() as tmp:
+        access = Access("none")
         async with (
-            service_bench.emulator(tmp) as emu,
-            service_bench.service(tmp, emu, "abuse", access) as svc,
+            emulator(tmp) as emu,
+            service(tmp, emu, "abuse", access) as svc,
             access.channel(svc.grpc_port) as channel,
         ):
-            stub = pb_grpc.VaultServiceStub(channel)
+            stub: VaultServiceAsyncStub = pb_grpc.VaultServiceStub(channel)
             ids = [f"abuse-{n}" for n in range(args.requests)]
             for vaulting_request_id in ids:
                 await stub.CreateSession(
                     pb.CreateSessionRequest(vaulting_request_id=vaulting_request_id), timeout=30
                 )
             signer = Signer(read_private_key_file(emu.dev_dir / "antom-private-key.pem"))
-            target = Target(args, svc, service_bench.signed_notifications(signer, ids))
+            target = Target(args, svc, signed_notifications(signer, ids))
             bomb_label = f"gzip bombs ({len(target.bomb) / 1000:.0f} KB → {args.bomb_mib} MiB)"
             anchor_cpu = 0.0
             for label, kind in (
@@ -181,7 +187,7 @@ async def bench(args: argparse.Namespace, report: service_bench.Report) -> None:
                 answers, cpu, wall = await target.send(kind)
                 used = cpu["service"]
                 anchor_cpu = anchor_cpu or used
-                service_bench.add_row(
+                add_row(
                     cpu_rows,
                     f"{args.requests} {label}",
                     ", ".join(answers.values()),
@@ -203,27 +209,27 @@ async def bench(args: argparse.Namespace, report: service_bench.Report) -> None:
                     await target.send(load)
                 stop.set()
                 latencies = await probe
-                service_bench.add_row(
+                add_row(
                     latency_rows,
                     label,
                     len(latencies),
-                    service_bench.ms(statistics.median(latencies)),
-                    service_bench.ms(max(latencies)),
+                    ms(statistics.median(latencies)),
+                    ms(max(latencies)),
                 )
-            if complaints := service_bench.service_complaints(svc):
+            if complaints := svc.complaints():
                 print("service log (first lines):", *complaints, sep="\n  ")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=service_bench.positive, default=100)
-    parser.add_argument("--concurrency", type=service_bench.positive, default=10)
-    parser.add_argument("--bomb-mib", type=service_bench.positive, default=60)
+    parser.add_argument("--requests", type=positive, default=100)
+    parser.add_argument("--concurrency", type=positive, default=10)
+    parser.add_argument("--bomb-mib", type=positive, default=60)
     parser.add_argument("--settle", type=float, default=2.5, help="s counted after the last answer")
     args = parser.parse_args()
-    print(service_bench.versions(), flush=True)
-    print(service_bench.source(), flush=True)
-    report = service_bench.Report()
+    print(versions(), flush=True)
+    print(source(), flush=True)
+    report = Report()
     asyncio.run(bench(args, report))
     print(f"\n{report.render()}")
 

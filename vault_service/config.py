@@ -2,9 +2,9 @@
 
 Every setting is one row of :class:`Settings`: its variable, the parser that reads it, its
 default and its ``--help`` text (:func:`setting`). :meth:`Settings.from_env` and
-:data:`SETTINGS_HELP` (shown by ``vault-service serve --help`` and the README) are both built
-from those rows, so a default is written once and the help cannot disagree with the code. A
-missing or malformed setting raises :class:`ConfigError` naming the variable, which the CLI
+:data:`SETTINGS_HELP` (shown by ``vault-service serve --help`` and docs/operations.md) are
+both built from those rows, so a default is written once and the help cannot disagree with the
+code. A missing or malformed setting raises :class:`ConfigError` naming the variable, which the CLI
 prints as one line before exiting with code 2.
 
 Why a table of our own rather than ``pydantic-settings`` (2.16, checked): it reads only
@@ -362,7 +362,7 @@ class Settings:
         "VAULT_AUTH_TOKENS_FILE",
         _optional(_readable_file),
         "JSON file of callers and SHA-256 digests of their bearer\n"
-        "tokens, reloaded when it changes (see the README)",
+        "tokens, reloaded when it changes (see docs/security.md)",
     )
     grpc_tls_cert_file: Path | None = setting(
         "VAULT_GRPC_TLS_CERT_FILE",

@@ -1,7 +1,7 @@
 """The data-key commands of the CLI: ``add-data-key`` and ``rotate-data-key``.
 
-Rotating the key that encrypts card data at rest is an operator procedure (README, "Card data
-at rest"): add a key and make it active, restart the service so new writes use it, run
+Rotating the key that encrypts card data at rest is an operator procedure
+(docs/data-keys.md): add a key and make it active, restart the service so new writes use it, run
 ``rotate-data-key`` to re-encrypt what is stored under older keys (and legacy plaintext), then
 remove the old key. Both commands fail with one line and exit code 2, like ``migrate``.
 

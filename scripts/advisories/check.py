@@ -20,7 +20,9 @@ from typing import TextIO
 from scripts.advisories.osv import AdvisoryError
 from scripts.advisories.snapshot import DEFAULT_PATH, Snapshot, SnapshotError, load, normalise
 
-REFRESH_HINT = "refresh it with scripts/update-advisories (see README, 'Dependency audit')"
+REFRESH_HINT = (
+    "refresh it with scripts/update-advisories (see docs/development.md, 'Dependency audit')"
+)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """The async Antom client: signs each request, verifies each answer, retries what may be retried.
 
 One ``httpx.AsyncClient`` with a bounded pool serves every call. Its transport is aiohttp's
-(``httpx-aiohttp``): measured in ``bench/antom_client.py``, httpx's own transport costs several
-times more CPU per POST. Retries reuse the exact request (same ``vaultingRequestId``, same
-parameters) with a fresh ``Request-Time`` and signature, and never outlive the caller's budget.
+(``httpx-aiohttp``): httpx's own transport costs several times more CPU per POST (see
+``bench/results/antom_client.md``). Retries reuse the exact request (same ``vaultingRequestId``,
+same parameters) with a fresh ``Request-Time`` and signature, and never outlive the caller's budget.
 """
 
 from __future__ import annotations

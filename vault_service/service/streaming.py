@@ -2,9 +2,9 @@
 
 Live subscribers share one read of the log per wake-up: :class:`LogTail` keeps the newest events
 of this replica's view of the log in a bounded buffer, refreshed by whichever subscriber wakes
-first, and every caught-up subscriber filters that buffer in memory. (Measured before it
-existed: two queries per stream per event made one event cost 186 ms of CPU with 1,000 streams
-open.) A subscriber behind the buffer — resuming from an old token, or too slow to keep up —
+first, and every caught-up subscriber filters that buffer in memory. (Before it existed, every
+stream ran two queries per event: see "After the shared log tail" in bench/results/service.md.)
+A subscriber behind the buffer — resuming from an old token, or too slow to keep up —
 reads the log itself, in pages, at its own pace, until it is caught up. Either way a subscriber
 owns nothing but its cursor, so a slow client never stalls the others and never grows memory,
 and a cancelled stream just stops. Checkpoints carry the newest position the subscriber has
