@@ -46,12 +46,14 @@ def client_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(CLIENT_DIR, source, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
     venv.EnvBuilder(with_pip=True).create(home / "venv")
     python = home / "venv" / "bin" / "python"
-    subprocess.run(
+    installed = subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", source],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=300,
+        check=False,
     )
+    assert installed.returncode == 0, f"pip install ./clients/python failed:\n{installed.stderr}"
     return python
 
 
