@@ -5,16 +5,26 @@ library. The acceptance test runs it with the interpreter of a fresh virtualenv 
     scenario.py TARGET create PREFIX COUNT          one JSON line per session created
     scenario.py TARGET consume CURSOR OUT [STOP]    append one JSON line per event to OUT;
                                                     after STOP events, leave cleanly
+    scenario.py TARGET consume-async CURSOR OUT     the same with the asyncio client
     scenario.py TARGET error invalid|antom RID|unavailable RID
                                                     one JSON line describing the error raised
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+from typing import TextIO
 
-from vault_client import FileCursorStore, RetryPolicy, VaultClient, VaultError, pb
+from vault_client import (
+    AsyncVaultClient,
+    FileCursorStore,
+    RetryPolicy,
+    VaultClient,
+    VaultError,
+    pb,
+)
 
 
 def create(client: VaultClient, prefix: str, count: int) -> None:
@@ -25,6 +35,16 @@ def create(client: VaultClient, prefix: str, count: int) -> None:
         )
 
 
+def record(sink: TextIO, event: pb.ResultEvent) -> None:
+    line = {
+        "token": event.resume_token,
+        "rid": event.result.vaulting_request_id,
+        "status": pb.VaultingStatus.Name(event.result.status),
+    }
+    sink.write(json.dumps(line) + "\n")
+    sink.flush()
+
+
 def consume(client: VaultClient, cursor: str, out: str, stop_after: int | None) -> None:
     received = 0
     with (
@@ -32,16 +52,19 @@ def consume(client: VaultClient, cursor: str, out: str, stop_after: int | None) 
         client.results(FileCursorStore(cursor)) as events,
     ):
         for event in events:
-            line = {
-                "token": event.resume_token,
-                "rid": event.result.vaulting_request_id,
-                "status": pb.VaultingStatus.Name(event.result.status),
-            }
-            sink.write(json.dumps(line) + "\n")
-            sink.flush()
+            record(sink, event)
             received += 1
             if received == stop_after:
                 break
+
+
+async def consume_async(target: str, cursor: str, sink: TextIO) -> None:
+    async with (
+        AsyncVaultClient(target) as client,
+        client.results(FileCursorStore(cursor)) as events,
+    ):
+        async for event in events:
+            record(sink, event)
 
 
 def describe(error: VaultError) -> dict[str, object]:
@@ -68,6 +91,10 @@ def error(client: VaultClient, kind: str, rid: str) -> None:
 
 def main() -> None:
     target, command, *args = sys.argv[1:]
+    if command == "consume-async":
+        with open(args[1], "a", encoding="utf-8") as sink:
+            asyncio.run(consume_async(target, args[0], sink))
+        return
     # One attempt, so that an UNAVAILABLE reaches the caller instead of being retried.
     retry = RetryPolicy(max_attempts=1) if command == "error" else RetryPolicy()
     with VaultClient(target, retry=retry) as client:

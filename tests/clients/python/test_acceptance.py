@@ -9,6 +9,7 @@ import itertools
 import json
 import signal
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -62,9 +63,10 @@ async def test_results_are_delivered_exactly_once_through_server_and_consumer_re
 ) -> None:
     """A consumer follows ``results()`` with a file cursor store while 200 sessions complete;
     meanwhile the server is SIGKILLed and restarted, then SIGTERMed and restarted, and the
-    consumer process itself leaves halfway and a new one resumes from the saved cursor.
-    Guards: across the two consumer processes every event of the log arrives exactly once, in
-    log order (tokens decode to the log's ids), and every session reaches its final status."""
+    consumer process itself leaves halfway and a new one (on the asyncio API) resumes from the
+    saved cursor. Guards: across the two consumer processes every event of the log arrives
+    exactly once, in log order (tokens decode to the log's ids), and every session reaches its
+    final status."""
     server, target = serve_process
     scenario = scenarios(target)
     cursor, out = tmp_path / "consumer" / "cursor", tmp_path / "events.jsonl"
@@ -80,7 +82,7 @@ async def test_results_are_delivered_exactly_once_through_server_and_consumer_re
         async with asyncio.timeout(60):
             assert await first.wait() == 0, "the first consumer process failed"
         assert len(received(out)) == CONSUMER_STOPS_AFTER
-        second.append(await scenario.spawn("consume", str(cursor), str(out)))
+        second.append(await scenario.spawn("consume-async", str(cursor), str(out)))
 
     consumer_restart = asyncio.create_task(restart_consumer())
     for n, (session, card) in enumerate(zip(sessions, itertools.cycle(CARDS), strict=False)):
@@ -153,3 +155,24 @@ async def test_errors_expose_field_violations_antom_reason_and_retry_delay(
         emulator.state.faults.update({"http_5xx": 0})
     assert (down["type"], down["code"]) == ("UnavailableError", "UNAVAILABLE")
     assert down["retry_delay"] == 1.0
+
+
+def test_the_fresh_virtualenv_holds_only_the_client_and_its_runtime_dependencies(
+    client_python: Path,
+) -> None:
+    """What a calling team installs: the client, grpcio, protobuf and the google.rpc protos;
+    nothing of the service or its development tools."""
+    listed = subprocess.run(
+        [str(client_python), "-m", "pip", "list", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    installed = {entry["name"].lower().replace("_", "-") for entry in json.loads(listed.stdout)}
+    assert installed - {"pip", "setuptools"} == {
+        "vault-client",
+        "grpcio",
+        "protobuf",
+        "googleapis-common-protos",
+        "typing-extensions",  # grpcio's
+    }
