@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -134,13 +134,24 @@ _BY_CODE: Final[dict[grpc.StatusCode, type[VaultError]]] = {
 }
 
 
+class _FailedCall(Protocol):
+    """What every ``RpcError`` a call raises also is (sync calls' are ``grpc.Call`` objects,
+    ``grpc.aio.AioRpcError`` has the same methods), though the types do not say so."""
+
+    def code(self) -> grpc.StatusCode: ...
+
+    def details(self) -> str | None: ...
+
+    def trailing_metadata(self) -> Iterable[tuple[str, str | bytes]] | None: ...
+
+
 def from_rpc_error(error: grpc.RpcError) -> VaultError:
     """The typed error for a failed call (sync ``grpc.RpcError`` or ``grpc.aio.AioRpcError``).
 
     A StreamResults refusal naming ``resume_token`` becomes :class:`ResumeTokenRejectedError`,
     keyed on the ``BadRequest`` field violation: the most specific signal the contract gives.
     """
-    call: grpc.Call = error  # type: ignore[assignment]  # every RpcError raised by a call is one
+    call = cast(_FailedCall, error)
     code = call.code()
     message = call.details() or ""
     details = decode_details(call.trailing_metadata(), code)
