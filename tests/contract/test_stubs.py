@@ -1,6 +1,8 @@
-"""The protobuf contract (protos/) and its committed Python stubs (vault_service/_proto/).
+"""The protobuf contract (protos/) and its committed generated code (vault_service/_proto/ and
+every client's copy).
 
-* The committed stubs are exactly what scripts/gen-proto generates from protos/ now (drift test).
+* Every committed target of scripts/gen-proto is exactly what it generates from protos/ now
+  (drift test).
 * The service has the three RPCs with the right types and streaming flags.
 * The contract keeps its conventions: prefixed enums with an ``_UNSPECIFIED`` zero value,
   timestamps as ``google.protobuf.Timestamp``, and a comment on every element (the same rule as
@@ -23,7 +25,6 @@ from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = ROOT / "vault_service" / "_proto"
 PROTO = "vault/v1/vault_service.proto"
 
 
@@ -40,20 +41,34 @@ def _gen_env() -> dict[str, str]:
     return {**os.environ, "GEN_PROTO_PYTHON": sys.executable}
 
 
+def _targets() -> list[str]:
+    listed = subprocess.run(
+        [str(ROOT / "scripts" / "gen-proto"), "--list-targets"],
+        check=True,
+        env=_gen_env(),
+        capture_output=True,
+        text=True,
+    )
+    return listed.stdout.split()
+
+
+def test_gen_proto_covers_the_service_and_the_python_client() -> None:
+    assert {"vault_service/_proto", "clients/python/src/vault_client/_proto"} <= set(_targets())
+
+
 def test_committed_stubs_are_exactly_what_gen_proto_generates(tmp_path: Path) -> None:
-    out = tmp_path / "_proto"
     subprocess.run(
-        [str(ROOT / "scripts" / "gen-proto"), "--out", str(out)],
+        [str(ROOT / "scripts" / "gen-proto"), "--out", str(tmp_path)],
         check=True,
         env=_gen_env(),
         capture_output=True,
     )
 
-    committed, regenerated = _tree(COMMITTED), _tree(out)
-
-    assert sorted(committed) == sorted(regenerated), "run scripts/gen-proto: files differ"
-    stale = [name for name in committed if committed[name] != regenerated[name]]
-    assert not stale, f"run scripts/gen-proto: {stale} differ from protos/"
+    for target in _targets():
+        committed, regenerated = _tree(ROOT / target), _tree(tmp_path / target)
+        assert sorted(committed) == sorted(regenerated), f"run scripts/gen-proto: {target} differs"
+        stale = [name for name in committed if committed[name] != regenerated[name]]
+        assert not stale, f"run scripts/gen-proto: {target}: {stale} differ from protos/"
 
 
 def test_stubs_import_under_their_package_and_keep_the_proto_file_name() -> None:
