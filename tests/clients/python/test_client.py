@@ -130,7 +130,7 @@ async def test_an_unknown_kind_of_stream_message_is_skipped() -> None:
             resume_token="t-2", result=pb.VaultingResult(vaulting_request_id="known")
         )
     ).SerializeToString()
-    unknown_member = b"\x1a\x07\x0a\x05t-new"  # field 3 (a message holding a token)
+    unknown_member = b"\x7a\x07\x0a\x05t-new"  # field 15 (a message holding a token)
 
     async def stream(request: bytes, context: object) -> AsyncIterator[bytes]:
         yield pb.StreamResultsResponse(
@@ -159,6 +159,48 @@ async def test_an_unknown_kind_of_stream_message_is_skipped() -> None:
     finally:
         await server.stop(None)
     assert received.result.vaulting_request_id == "known"
+    assert store.token == "t-2"
+
+
+async def test_an_unreadable_event_is_handed_over_in_its_place() -> None:
+    """Regression (issue 9 #2 reached the contract): a server that cannot read an event (a
+    corrupt row) sends an UnreadableEvent in its place. The client used to skip it as an
+    unknown kind, so the consumer never learnt to re-read that request; it is now handed over
+    like an event, and its token saved only once the consumer is done with it."""
+    unreadable = pb.StreamResultsResponse(
+        unreadable_event=pb.UnreadableEvent(
+            resume_token="t-2", vaulting_request_id="damaged", reason="corrupt"
+        )
+    ).SerializeToString()
+
+    async def stream(request: bytes, context: object) -> AsyncIterator[bytes]:
+        yield pb.StreamResultsResponse(
+            checkpoint=pb.Checkpoint(resume_token="t-1")
+        ).SerializeToString()
+        yield unreadable
+        await asyncio.Event().wait()
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "vault.v1.VaultService",
+                {"StreamResults": grpc.unary_stream_rpc_method_handler(stream)},
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with AsyncVaultClient(f"127.0.0.1:{port}") as client:
+            store = MemoryCursorStore()
+            async with client.results(store) as items:
+                received = await anext(items)
+                assert store.token == "t-1"  # handed over, not yet done with
+    finally:
+        await server.stop(None)
+    assert isinstance(received, pb.UnreadableEvent)
+    assert received.vaulting_request_id == "damaged"
     assert store.token == "t-2"
 
 

@@ -7,6 +7,7 @@ contract's messages and enums are in :mod:`vault_client.pb`.
 """
 
 from vault_client import pb
+from vault_client._core import StreamItem
 from vault_client.aio import AsyncResultStream, AsyncVaultClient
 from vault_client.credentials import TokenFile, mtls, mtls_from_files, tls
 from vault_client.cursor import (
@@ -55,6 +56,7 @@ __all__ = [
     "ResultStream",
     "ResumeTokenRejectedError",
     "RetryPolicy",
+    "StreamItem",
     "TokenFile",
     "UnauthenticatedError",
     "UnavailableError",

@@ -38,6 +38,11 @@ def create_session_request(
     return request
 
 
+StreamItem = pb.ResultEvent | pb.UnreadableEvent
+"""What ``results()`` yields: an event, or in its place an event the server could not read
+(``vaulting_request_id`` and ``reason``; re-read that request with ``get_result``)."""
+
+
 class StreamPosition:
     """Where one ``results()`` iteration stands.
 
@@ -69,12 +74,11 @@ class StreamPosition:
         token, self._unfinished = self._unfinished, None
         return token
 
-    def receive(
-        self, message: pb.StreamResultsResponse
-    ) -> tuple[pb.ResultEvent | None, str | None]:
-        """The event to hand to the consumer (if ``message`` is one) and a token to save now
-        (a checkpoint's). A kind of message this client does not know (a newer server's) is
-        skipped: the next event or checkpoint moves the cursor past it."""
+    def receive(self, message: pb.StreamResultsResponse) -> tuple[StreamItem | None, str | None]:
+        """The item to hand to the consumer (if ``message`` is an event, or an event the server
+        could not read) and a token to save now (a checkpoint's). A kind of message this client
+        does not know (a newer server's) is skipped: the next event or checkpoint moves the
+        cursor past it."""
         self._messages_on_call += 1
         # A stream that delivers more than its opening checkpoint is healthy again.
         if self._messages_on_call > 1:
@@ -84,6 +88,12 @@ class StreamPosition:
             self._failures = 0
             self.token = self._unfinished = message.event.resume_token
             return message.event, None
+        if kind == "unreadable_event":
+            # Handed over like an event, so that its token is saved only once the consumer
+            # has dealt with it (re-read that vaulting request with GetResult).
+            self._failures = 0
+            self.token = self._unfinished = message.unreadable_event.resume_token
+            return message.unreadable_event, None
         if kind == "checkpoint":
             self.token = message.checkpoint.resume_token
             return None, self.token

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeAlias
 import grpc
 import grpc.aio
 
-from vault_client._core import StreamPosition, create_session_request
+from vault_client._core import StreamItem, StreamPosition, create_session_request
 from vault_client._proto.vault.v1 import vault_service_pb2 as pb
 from vault_client._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 from vault_client.credentials import TokenSource, authorization_metadata
@@ -190,7 +190,7 @@ class AsyncResultStream:
             self._call.cancel()
             self._call = None
 
-    async def __anext__(self) -> pb.ResultEvent:
+    async def __anext__(self) -> StreamItem:
         if self._closed:
             raise StopAsyncIteration
         await self._save(self._position.finished())

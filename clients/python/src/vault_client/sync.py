@@ -9,7 +9,7 @@ from typing import Protocol
 
 import grpc
 
-from vault_client._core import StreamPosition, create_session_request
+from vault_client._core import StreamItem, StreamPosition, create_session_request
 from vault_client._proto.vault.v1 import vault_service_pb2 as pb
 from vault_client._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 from vault_client.credentials import TokenSource, authorization_metadata
@@ -164,8 +164,10 @@ class VaultClient:
 
 
 class ResultStream:
-    """An endless iterator of :class:`ResultEvent` messages, each exactly once and in order,
-    across reconnects and (with a persistent cursor store) restarts of the consumer.
+    """An endless iterator of :class:`ResultEvent` messages (and, in the place of an event the
+    server could not read, an :class:`UnreadableEvent`: see :data:`StreamItem`), each exactly
+    once and in order, across reconnects and (with a persistent cursor store) restarts of the
+    consumer.
 
     The stream reopens by itself when it ends with UNAVAILABLE (jittered backoff, see
     :class:`~vault_client.policy.ReconnectPolicy`) from the newest token it holds. The cursor
@@ -217,7 +219,7 @@ class ResultStream:
             self._call.cancel()
             self._call = None
 
-    def __next__(self) -> pb.ResultEvent:
+    def __next__(self) -> StreamItem:
         if self._closed:
             raise StopIteration
         self._save(self._position.finished())

@@ -426,6 +426,7 @@ class StreamResultsResponse(_message.Message):
 
     EVENT_FIELD_NUMBER: _builtins.int
     CHECKPOINT_FIELD_NUMBER: _builtins.int
+    UNREADABLE_EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> Global___ResultEvent:
         """A change of one vaulting request's result."""
@@ -434,17 +435,22 @@ class StreamResultsResponse(_message.Message):
     def checkpoint(self) -> Global___Checkpoint:
         """A cursor-only message: nothing new matched, here is where the stream stands."""
 
+    @_builtins.property
+    def unreadable_event(self) -> Global___UnreadableEvent:
+        """In place of an event that is corrupt for good: the result it carried cannot be sent."""
+
     def __init__(
         self,
         *,
         event: Global___ResultEvent | None = ...,
         checkpoint: Global___Checkpoint | None = ...,
+        unreadable_event: Global___UnreadableEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "event", b"event", "kind", b"kind"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "event", b"event", "kind", b"kind", "unreadable_event", b"unreadable_event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "event", b"event", "kind", b"kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "event", b"event", "kind", b"kind", "unreadable_event", b"unreadable_event"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["event", "checkpoint"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["event", "checkpoint", "unreadable_event"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -489,6 +495,42 @@ class ResultEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResultEvent: _TypeAlias = ResultEvent  # noqa: Y015
+
+@_typing.final
+class UnreadableEvent(_message.Message):
+    """UnreadableEvent stands in for an event of this stream whose stored data is corrupt (for
+    example, altered outside the service): the service cannot send its result, and no replica could. The
+    change it recorded did happen; read the request's current result with GetResult (which
+    reads the request's own record, not this event), then carry on with the stream.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    VAULTING_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    resume_token: _builtins.str
+    """The opaque cursor of the unreadable event, like ResultEvent.resume_token: resuming from it
+    delivers every later event. Store it once the client has dealt with this message.
+    """
+    vaulting_request_id: _builtins.str
+    """The vaulting request the unreadable event belongs to."""
+    reason: _builtins.str
+    """Why the event cannot be read, in words for an operator (not meant to be parsed)."""
+    def __init__(
+        self,
+        *,
+        resume_token: _builtins.str = ...,
+        vaulting_request_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "resume_token", b"resume_token", "vaulting_request_id", b"vaulting_request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnreadableEvent: _TypeAlias = UnreadableEvent  # noqa: Y015
 
 @_typing.final
 class Checkpoint(_message.Message):
@@ -557,12 +599,20 @@ class VaultingResult(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     FINAL_TIME_FIELD_NUMBER: _builtins.int
+    ANTOM_VAULTING_STATUS_FIELD_NUMBER: _builtins.int
     vaulting_request_id: _builtins.str
     """The caller's id of the vaulting request."""
     status: Global___VaultingStatus.ValueType
     """Where the vaulting request stands."""
     vaulting_session_id: _builtins.str
     """Antom's id of the vaulting session (`vaultingSessionId`)."""
+    antom_vaulting_status: _builtins.str
+    """Antom's own `vaultingStatus` word as last reported (`SUCCESS`, `FAIL`, `PROCESSING`, or a
+    value Antom added since this contract was written); empty when Antom reported none (a
+    notification without the field, or nothing yet). A word the service does not know moves no
+    `status`: the request keeps its last known status (SESSION_CREATED or PROCESSING), shows
+    Antom's word here, and still expires like any request without an outcome.
+    """
     @_builtins.property
     def card(self) -> Global___Card:
         """The saved card: set when `status` is VAULTING_STATUS_SUCCEEDED. It may also be set,
@@ -615,10 +665,11 @@ class VaultingResult(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         final_time: _timestamp_pb2.Timestamp | None = ...,
+        antom_vaulting_status: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["acquirer_info", b"acquirer_info", "antom_result", b"antom_result", "card", b"card", "create_time", b"create_time", "final_time", b"final_time", "session_expire_time", b"session_expire_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquirer_info", b"acquirer_info", "antom_result", b"antom_result", "card", b"card", "create_time", b"create_time", "final_time", b"final_time", "labels", b"labels", "session_expire_time", b"session_expire_time", "status", b"status", "update_time", b"update_time", "vaulting_request_id", b"vaulting_request_id", "vaulting_session_id", b"vaulting_session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acquirer_info", b"acquirer_info", "antom_result", b"antom_result", "antom_vaulting_status", b"antom_vaulting_status", "card", b"card", "create_time", b"create_time", "final_time", b"final_time", "labels", b"labels", "session_expire_time", b"session_expire_time", "status", b"status", "update_time", b"update_time", "vaulting_request_id", b"vaulting_request_id", "vaulting_session_id", b"vaulting_session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -108,6 +108,20 @@ class VaultServiceStub:
 
     The server ends a stream with UNAVAILABLE when it drains or rebalances connections; the
     client reconnects with the last `resume_token` it received and loses nothing.
+
+    An event this server cannot read is never passed over in silence, and no resume token moves
+    past it unannounced:
+    * If the server lacks the data key the event is encrypted under (a replica with an
+      incomplete key file: a fault of that server, fixed by giving it the key), the stream ends
+      with UNAVAILABLE, `google.rpc.RetryInfo` and `google.rpc.ErrorInfo{domain: "vault",
+      reason: "DATA_KEY_MISSING"}` whose `metadata["resume_token"]` is the position just
+      before that event. Reconnect from it (another replica, or this one once fixed, delivers
+      the event); never skip it.
+    * If the event is corrupt for good (its stored data fails its integrity check or does not
+      decode, wherever it is read), the stream sends an UnreadableEvent in its place and goes
+      on.
+    Either is sent only to streams that would have received the event: its owner's (or an
+    admin's), matching the filter.
     """
 
 @_typing.type_check_only
@@ -179,6 +193,20 @@ class VaultServiceAsyncStub(VaultServiceStub):
 
     The server ends a stream with UNAVAILABLE when it drains or rebalances connections; the
     client reconnects with the last `resume_token` it received and loses nothing.
+
+    An event this server cannot read is never passed over in silence, and no resume token moves
+    past it unannounced:
+    * If the server lacks the data key the event is encrypted under (a replica with an
+      incomplete key file: a fault of that server, fixed by giving it the key), the stream ends
+      with UNAVAILABLE, `google.rpc.RetryInfo` and `google.rpc.ErrorInfo{domain: "vault",
+      reason: "DATA_KEY_MISSING"}` whose `metadata["resume_token"]` is the position just
+      before that event. Reconnect from it (another replica, or this one once fixed, delivers
+      the event); never skip it.
+    * If the event is corrupt for good (its stored data fails its integrity check or does not
+      decode, wherever it is read), the stream sends an UnreadableEvent in its place and goes
+      on.
+    Either is sent only to streams that would have received the event: its owner's (or an
+    admin's), matching the filter.
     """
 
 class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -265,6 +293,20 @@ class VaultServiceServicer(metaclass=_abc_1.ABCMeta):
 
         The server ends a stream with UNAVAILABLE when it drains or rebalances connections; the
         client reconnects with the last `resume_token` it received and loses nothing.
+
+        An event this server cannot read is never passed over in silence, and no resume token moves
+        past it unannounced:
+        * If the server lacks the data key the event is encrypted under (a replica with an
+          incomplete key file: a fault of that server, fixed by giving it the key), the stream ends
+          with UNAVAILABLE, `google.rpc.RetryInfo` and `google.rpc.ErrorInfo{domain: "vault",
+          reason: "DATA_KEY_MISSING"}` whose `metadata["resume_token"]` is the position just
+          before that event. Reconnect from it (another replica, or this one once fixed, delivers
+          the event); never skip it.
+        * If the event is corrupt for good (its stored data fails its integrity check or does not
+          decode, wherever it is read), the stream sends an UnreadableEvent in its place and goes
+          on.
+        Either is sent only to streams that would have received the event: its owner's (or an
+        admin's), matching the filter.
         """
 
 def add_VaultServiceServicer_to_server(servicer: VaultServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
