@@ -203,6 +203,9 @@ var errEndedWithoutStatus = status.Error(codes.Unavailable, "StreamResults ended
 
 type backoff struct {
 	initial, max, step time.Duration
+	// random is seeded per backoff: Go before 1.20 seeds math/rand's global source with 1, which
+	// would bring every client back in lockstep.
+	random *rand.Rand
 }
 
 func newBackoff(initial, max time.Duration) *backoff {
@@ -215,13 +218,13 @@ func newBackoff(initial, max time.Duration) *backoff {
 			max = initial
 		}
 	}
-	return &backoff{initial: initial, max: max, step: initial}
+	return &backoff{initial: initial, max: max, step: initial, random: rand.New(rand.NewSource(time.Now().UnixNano()))}
 }
 
 // next is a delay drawn from the upper half of the current step (so clients cut off together
 // do not return in lockstep), at least floor; the step doubles up to max.
 func (b *backoff) next(floor time.Duration) time.Duration {
-	delay := b.step/2 + time.Duration(rand.Int63n(int64(b.step/2)+1))
+	delay := b.step/2 + time.Duration(b.random.Int63n(int64(b.step/2)+1))
 	if b.step *= 2; b.step > b.max {
 		b.step = b.max
 	}
