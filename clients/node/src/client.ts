@@ -17,6 +17,7 @@ import {
   type ResultEvent,
   type StreamResultsResponse,
   StreamResultsRequest,
+  type UnreadableEvent,
   VaultService,
   type VaultingResult,
 } from "./gen/vault/v1/vault_service";
@@ -74,7 +75,7 @@ export interface ResultsOptions {
   readonly cursor?: CursorStore | string;
   /** Only events of these vaulting requests (at most 100); empty or absent means all. */
   readonly vaultingRequestIds?: readonly string[];
-  /** Ends the iteration cleanly: the event last handed out counts as processed. */
+  /** Ends the iteration cleanly: the item last handed out counts as processed. */
   readonly signal?: AbortSignal;
   /** Backoff between reconnects (a server's RetryInfo delay is the floor). */
   readonly reconnectBackoff?: BackoffOptions;
@@ -83,6 +84,19 @@ export interface ResultsOptions {
   /** Called before each reconnect with the error that ended the stream and the delay. */
   readonly onReconnect?: (error: VaultError, delayMs: number) => void;
 }
+
+/**
+ * What {@link VaultClient.results} hands out, in the stream's order: an `event`, or, in the
+ * place of an event the service cannot read (its stored data is corrupt), an `unreadable` with
+ * that event's `vaultingRequestId` and `reason`: the change it recorded did happen, so re-read
+ * that request with {@link VaultClient.getResult}. Both count the same for the cursor: the token
+ * is saved once the loop body is done with the item. Test `kind`: TypeScript then knows which
+ * field is there. A union rather than the generated `StreamResultsResponse.kind`, so that a member
+ * the contract adds later does not widen what consumers must handle before this client knows it.
+ */
+export type StreamItem =
+  | { readonly kind: "event"; readonly event: ResultEvent }
+  | { readonly kind: "unreadable"; readonly unreadable: UnreadableEvent };
 
 const SERVICE = VaultService.typeName;
 
@@ -216,12 +230,14 @@ export class VaultClient {
   /**
    * Every result event, in order, resuming by itself: when the stream ends with UNAVAILABLE
    * (a replica drains, a connection ages out, a replica dies) it reconnects after a jittered
-   * backoff from the last token, so each event is handed out exactly once.
+   * backoff from the last token, so each event is handed out exactly once. Each is a
+   * {@link StreamItem}: `{ kind: "event", event }`, or `{ kind: "unreadable", unreadable }` in
+   * the place of an event the service cannot read (re-read its request with {@link getResult}).
    *
-   * The token of an event is saved to the cursor store when the loop asks for the next event,
+   * The token of an item is saved to the cursor store when the loop asks for the next item,
    * that is once the loop body has finished with it; checkpoints move it forward while nothing
-   * matches. Stop with `signal`: the iteration then ends cleanly with the last event counted as
-   * processed. Leaving the loop with `break`, `return` or an exception leaves the last event
+   * matches. Stop with `signal`: the iteration then ends cleanly with the last item counted as
+   * processed. Leaving the loop with `break`, `return` or an exception leaves the last item
    * unsaved, so the next run hands it out again (at least once, never lost).
    *
    * A message kind newer than this client is skipped without moving the cursor.
@@ -231,7 +247,7 @@ export class VaultClient {
    * @throws {VaultError} any other status that is not UNAVAILABLE, or UNAVAILABLE after
    *   `maxReconnects` reconnects in a row without receiving anything.
    */
-  async *results(options: ResultsOptions = {}): AsyncGenerator<ResultEvent, void, undefined> {
+  async *results(options: ResultsOptions = {}): AsyncGenerator<StreamItem, void, undefined> {
     const { signal } = options;
     const store = cursorStore(options.cursor);
     const backoff = new Backoff(options.reconnectBackoff);
@@ -253,8 +269,13 @@ export class VaultClient {
           backoff.reset();
           const kind = message.kind;
           if (kind.oneofKind === "event") {
-            yield kind.event;
+            yield { kind: "event", event: kind.event };
             token = kind.event.resumeToken;
+          } else if (kind.oneofKind === "unreadableEvent") {
+            // Handed out like an event, so that its token is saved only once the consumer has
+            // dealt with it (re-read that request): skipping it would lose the change it recorded.
+            yield { kind: "unreadable", unreadable: kind.unreadableEvent };
+            token = kind.unreadableEvent.resumeToken;
           } else if (kind.oneofKind === "checkpoint") {
             token = kind.checkpoint.resumeToken;
           } else {

@@ -7,6 +7,7 @@ export {
   DEFAULT_CREATE_SESSION_ATTEMPTS,
   DEFAULT_DEADLINES,
   type ResultsOptions,
+  type StreamItem,
   VaultClient,
   type VaultClientOptions,
 } from "./client";

@@ -15,6 +15,7 @@ import {
   NotFoundError,
   type ResultEvent,
   ResumeTokenRefusedError,
+  type StreamItem,
   UnauthenticatedError,
   UnavailableError,
   VaultClient,
@@ -25,6 +26,14 @@ import { LiveService } from "./live-service";
 const SESSIONS = 30;
 const WAIT_STEP_MS = 20;
 const FAST_RECONNECTS = { initialDelayMs: 50, maxDelayMs: 500 };
+
+/** The event of an item: a healthy service's stream has no unreadable events. */
+function eventOf(item: StreamItem): ResultEvent {
+  if (item.kind !== "event") {
+    assert.fail(`an unreadable event of ${item.unreadable.vaultingRequestId}: ${item.unreadable.reason}`);
+  }
+  return item.event;
+}
 
 async function waitUntil(condition: () => boolean | Promise<boolean>, what: string, withinMs = 60_000): Promise<void> {
   const deadline = Date.now() + withinMs;
@@ -68,13 +77,13 @@ describe("VaultClient against a live vault-service", () => {
       const consumer = connect();
       const stop = new AbortController();
       try {
-        for await (const event of consumer.results({
+        for await (const item of consumer.results({
           cursor: cursorFile,
           signal: stop.signal,
           reconnectBackoff: FAST_RECONNECTS,
           onReconnect: (error) => reconnects.push(error.message),
         })) {
-          received.push(event);
+          received.push(eventOf(item));
           if (received.length >= stopAt) {
             stop.abort();
           }
@@ -110,8 +119,8 @@ describe("VaultClient against a live vault-service", () => {
 
     // The reference order: the log read again from where the consumer started, in one stream.
     const reference: ResultEvent[] = [];
-    for await (const event of client.results({ cursor: new MemoryCursorStore(startToken.trim()) })) {
-      reference.push(event);
+    for await (const item of client.results({ cursor: new MemoryCursorStore(startToken.trim()) })) {
+      reference.push(eventOf(item));
       if (reference.length === SESSIONS) {
         break;
       }

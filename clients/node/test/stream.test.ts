@@ -4,11 +4,20 @@ import { test } from "node:test";
 
 import * as grpc from "@grpc/grpc-js";
 
-import { MemoryCursorStore, ResultEvent, StreamResultsRequest, StreamResultsResponse, VaultClient, VaultingStatus } from "../src";
+import {
+  MemoryCursorStore,
+  ResultEvent,
+  type StreamItem,
+  StreamResultsRequest,
+  StreamResultsResponse,
+  UnreadableEvent,
+  VaultClient,
+  VaultingStatus,
+} from "../src";
 
-/** A StreamResultsResponse whose oneof holds a member this client does not know (field 3), as
- * a newer server would send. */
-const NEWER_KIND = Buffer.from([0x1a, 0x02, 0x0a, 0x00]);
+/** A StreamResultsResponse whose oneof holds a member this client does not know (field 4, an
+ * empty message), as a newer server would send. */
+const NEWER_KIND = Buffer.from([0x22, 0x00]);
 
 const checkpoint = (token: string): StreamResultsResponse =>
   StreamResultsResponse.create({ kind: { oneofKind: "checkpoint", checkpoint: { resumeToken: token } } });
@@ -16,6 +25,13 @@ const event = (token: string, id: string): StreamResultsResponse =>
   StreamResultsResponse.create({
     kind: { oneofKind: "event", event: ResultEvent.create({ resumeToken: token, result: { vaultingRequestId: id, status: VaultingStatus.SUCCEEDED } }) },
   });
+const unreadable = (token: string, id: string): StreamResultsResponse =>
+  StreamResultsResponse.create({
+    kind: { oneofKind: "unreadableEvent", unreadableEvent: UnreadableEvent.create({ resumeToken: token, vaultingRequestId: id, reason: "corrupt" }) },
+  });
+
+/** The resume token of an item, whatever its kind. */
+const tokenOf = (item: StreamItem): string => (item.kind === "event" ? item.event.resumeToken : item.unreadable.resumeToken);
 
 type Script = (call: grpc.ServerWritableStream<StreamResultsRequest, StreamResultsResponse | Buffer>) => void;
 
@@ -72,7 +88,7 @@ test("results() resumes after UNAVAILABLE from the last event's token and skips 
   const cursor = new MemoryCursorStore();
   const reconnects: string[] = [];
 
-  const received: ResultEvent[] = [];
+  const received: StreamItem[] = [];
   for await (const item of client.results({
     cursor,
     vaultingRequestIds: ["vr-1", "vr-2"],
@@ -85,7 +101,7 @@ test("results() resumes after UNAVAILABLE from the last event's token and skips 
     }
   }
 
-  assert.deepEqual(received.map((item) => item.resumeToken), ["t1", "t2"]);
+  assert.deepEqual(received.map(tokenOf), ["t1", "t2"]);
   assert.deepEqual(requests.map((request) => request.resumeToken), ["", "t1"]);
   assert.deepEqual(requests[1]?.vaultingRequestIds, ["vr-1", "vr-2"]);
   assert.deepEqual(reconnects, ["draining"]);
@@ -104,11 +120,48 @@ test("results() ends cleanly on its signal, counting the last event as processed
   t.after(() => client.close());
   const cursor = new MemoryCursorStore();
   const stop = new AbortController();
-  const received: ResultEvent[] = [];
+  const received: StreamItem[] = [];
   for await (const item of client.results({ cursor, signal: stop.signal })) {
     received.push(item);
     stop.abort();
   }
   assert.equal(received.length, 1);
   assert.equal(await cursor.load(), "t1");
+});
+
+test("Regression: results() skipped an UnreadableEvent as an unknown kind, so the consumer never learned to re-read that request; it is handed out in the event's place and saved only once handled", async (t) => {
+  const script = (call: grpc.ServerWritableStream<StreamResultsRequest, StreamResultsResponse | Buffer>): void => {
+    call.write(checkpoint("t0"));
+    call.write(unreadable("t1", "vr-1"));
+    call.write(event("t2", "vr-2"));
+  };
+  const { address, requests, server } = await streamServer([script, script]);
+  t.after(() => server.forceShutdown());
+  const client = new VaultClient({ address });
+  t.after(() => client.close());
+  const cursor = new MemoryCursorStore();
+
+  // A consumer that fails while handling the unreadable event: its token must not be saved.
+  for await (const item of client.results({ cursor })) {
+    assert.deepEqual(item, { kind: "unreadable", unreadable: UnreadableEvent.create({ resumeToken: "t1", vaultingRequestId: "vr-1", reason: "corrupt" }) });
+    break;
+  }
+  assert.equal(await cursor.load(), "t0", "an unreadable event left unhandled is not counted as processed");
+
+  // The next run gets it again, in the same place, then the event after it.
+  const received: StreamItem[] = [];
+  const cursorWhenReceived: (string | undefined)[] = [];
+  for await (const item of client.results({ cursor })) {
+    received.push(item);
+    cursorWhenReceived.push(await cursor.load());
+    if (received.length === 2) {
+      break;
+    }
+  }
+  assert.deepEqual(
+    received.map((item) => (item.kind === "event" ? `event ${item.event.result?.vaultingRequestId}` : `unreadable ${item.unreadable.vaultingRequestId}`)),
+    ["unreadable vr-1", "event vr-2"],
+  );
+  assert.deepEqual(cursorWhenReceived, ["t0", "t1"], "the unreadable event's token is saved once the loop body is done with it");
+  assert.deepEqual(requests.map((request) => request.resumeToken), ["", "t0"]);
 });
