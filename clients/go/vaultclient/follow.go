@@ -3,6 +3,7 @@ package vaultclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/ioutil"
 	"math/rand"
@@ -92,6 +93,25 @@ type FollowOptions struct {
 	OnOpen func()
 	// OnReconnect, if set, is called before each reconnect with the error and the delay.
 	OnReconnect func(err error, delay time.Duration)
+	// OnUnreadable handles, in its place in the stream, an event the service cannot read (its
+	// stored data is corrupt): the change it recorded did happen, so re-read the request's
+	// current result with GetResult(event.GetVaultingRequestId()). It counts like an event for
+	// the cursor: its token is saved after OnUnreadable returned nil, and an error is returned
+	// by Follow as is. Left nil, Follow stops with an *UnreadableEventError instead of skipping
+	// the change (the cursor stays before it): set it in every consumer.
+	OnUnreadable func(*vaultv1.UnreadableEvent) error
+}
+
+// UnreadableEventError is what Follow returns when the stream sends an UnreadableEvent and
+// FollowOptions.OnUnreadable is nil. The cursor stays before that event, so the next Follow
+// (with OnUnreadable set) gets it again.
+type UnreadableEventError struct {
+	Event *vaultv1.UnreadableEvent
+}
+
+func (e *UnreadableEventError) Error() string {
+	return fmt.Sprintf("vaultclient: an event of vaulting request %q cannot be read (%s) and FollowOptions.OnUnreadable is not set to re-read it",
+		e.Event.GetVaultingRequestId(), e.Event.GetReason())
 }
 
 // Follow calls handle for every result event, in order, until ctx ends (it then returns
@@ -101,9 +121,12 @@ type FollowOptions struct {
 // token after a jittered backoff, so each event reaches handle exactly once.
 //
 // An event's token is saved after handle returned nil for it; checkpoints move the cursor
-// while nothing matches. A token the server refuses (INVALID_ARGUMENT on resume_token: too
-// old or unknown) means events may have been missed: re-read them with GetResult, then clear
-// the cursor. Message kinds newer than this package are skipped without moving the cursor.
+// while nothing matches. In the place of an event the service cannot read, Follow calls
+// opts.OnUnreadable instead of handle (a second handler rather than one taking either kind, so
+// that handle keeps its type). A token the server refuses (INVALID_ARGUMENT on resume_token:
+// too old or unknown) means events may have been missed: re-read them with GetResult, then
+// clear the cursor. Message kinds newer than this package are skipped without moving the
+// cursor.
 func Follow(ctx context.Context, client vaultv1.VaultServiceClient, opts FollowOptions, handle func(*vaultv1.ResultEvent) error) error {
 	cursor := opts.Cursor
 	if cursor == nil {
@@ -183,6 +206,16 @@ func followOnce(ctx context.Context, client vaultv1.VaultServiceClient, opts Fol
 				return received, err
 			}
 			next = kind.Event.GetResumeToken()
+		case *vaultv1.StreamResultsResponse_UnreadableEvent:
+			// Handed over like an event, so that its token is saved only once the consumer has
+			// dealt with it: skipping it would lose the change it recorded.
+			if opts.OnUnreadable == nil {
+				return received, &UnreadableEventError{Event: kind.UnreadableEvent}
+			}
+			if err := opts.OnUnreadable(kind.UnreadableEvent); err != nil {
+				return received, err
+			}
+			next = kind.UnreadableEvent.GetResumeToken()
 		case *vaultv1.StreamResultsResponse_Checkpoint:
 			next = kind.Checkpoint.GetResumeToken()
 		default:

@@ -41,6 +41,31 @@ func event(token string) *vaultv1.StreamResultsResponse {
 	return &vaultv1.StreamResultsResponse{Kind: &vaultv1.StreamResultsResponse_Event{Event: &vaultv1.ResultEvent{ResumeToken: token}}}
 }
 
+func unreadable(token, id string) *vaultv1.StreamResultsResponse {
+	return &vaultv1.StreamResultsResponse{Kind: &vaultv1.StreamResultsResponse_UnreadableEvent{
+		UnreadableEvent: &vaultv1.UnreadableEvent{ResumeToken: token, VaultingRequestId: id, Reason: "corrupt"},
+	}}
+}
+
+// serve runs server on a loopback port for the test's duration and returns a client of it.
+func serve(t *testing.T, server vaultv1.VaultServiceServer) vaultv1.VaultServiceClient {
+	t.Helper()
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcServer := grpc.NewServer()
+	vaultv1.RegisterVaultServiceServer(grpcServer, server)
+	go grpcServer.Serve(listener)
+	t.Cleanup(grpcServer.Stop)
+	conn, err := grpc.Dial(listener.Addr().String(), grpc.WithInsecure())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return vaultv1.NewVaultServiceClient(conn)
+}
+
 func TestFollowResumesAfterUnavailableFromTheLastHandledEvent(t *testing.T) {
 	server := &scriptedServer{scripts: []func(vaultv1.VaultService_StreamResultsServer) error{
 		func(stream vaultv1.VaultService_StreamResultsServer) error {
@@ -55,19 +80,7 @@ func TestFollowResumesAfterUnavailableFromTheLastHandledEvent(t *testing.T) {
 			return nil
 		},
 	}}
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	grpcServer := grpc.NewServer()
-	vaultv1.RegisterVaultServiceServer(grpcServer, server)
-	go grpcServer.Serve(listener)
-	defer grpcServer.Stop()
-	conn, err := grpc.Dial(listener.Addr().String(), grpc.WithInsecure())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	client := serve(t, server)
 
 	cursor := &MemoryCursor{}
 	stop := errors.New("stop")
@@ -75,7 +88,7 @@ func TestFollowResumesAfterUnavailableFromTheLastHandledEvent(t *testing.T) {
 	reconnects := 0
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err = Follow(ctx, vaultv1.NewVaultServiceClient(conn), FollowOptions{
+	err := Follow(ctx, client, FollowOptions{
 		Cursor:         cursor,
 		InitialBackoff: 10 * time.Millisecond,
 		MaxBackoff:     20 * time.Millisecond,
@@ -99,5 +112,65 @@ func TestFollowResumesAfterUnavailableFromTheLastHandledEvent(t *testing.T) {
 	}
 	if cursor.Token != "t1" {
 		t.Fatalf("cursor %q: an event whose handler failed must not be saved", cursor.Token)
+	}
+}
+
+// Regression: Follow skipped an UnreadableEvent as an unknown message kind, so the consumer never
+// learned that a vaulting request's result changed and never re-read it with GetResult. It is
+// handed to OnUnreadable in the event's place and its token saved only once that returned nil;
+// without OnUnreadable, Follow stops with an UnreadableEventError before it.
+func TestFollowHandsOverAnUnreadableEventInItsPlace(t *testing.T) {
+	script := func(stream vaultv1.VaultService_StreamResultsServer) error {
+		stream.Send(checkpoint("t0"))
+		stream.Send(unreadable("t1", "vr-1"))
+		stream.Send(event("t2"))
+		<-stream.Context().Done()
+		return nil
+	}
+	server := &scriptedServer{scripts: []func(vaultv1.VaultService_StreamResultsServer) error{script, script}}
+	client := serve(t, server)
+	cursor := &MemoryCursor{}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// A consumer written before UnreadableEvent existed: stopped, not silently moved past it.
+	err := Follow(ctx, client, FollowOptions{Cursor: cursor}, func(*vaultv1.ResultEvent) error {
+		t.Fatal("an event after the unreadable one was handled before it")
+		return nil
+	})
+	var unhandled *UnreadableEventError
+	if !errors.As(err, &unhandled) || unhandled.Event.GetVaultingRequestId() != "vr-1" {
+		t.Fatalf("Follow without OnUnreadable returned %v", err)
+	}
+	if cursor.Token != "t0" {
+		t.Fatalf("cursor %q: an unreadable event nobody handled must not be saved", cursor.Token)
+	}
+
+	stop := errors.New("stop")
+	var handled, cursorWhenHandled []string
+	err = Follow(ctx, client, FollowOptions{
+		Cursor: cursor,
+		OnUnreadable: func(event *vaultv1.UnreadableEvent) error {
+			handled = append(handled, "unreadable "+event.GetVaultingRequestId())
+			cursorWhenHandled = append(cursorWhenHandled, cursor.Token)
+			return nil
+		},
+	}, func(event *vaultv1.ResultEvent) error {
+		handled = append(handled, "event "+event.GetResumeToken())
+		cursorWhenHandled = append(cursorWhenHandled, cursor.Token)
+		return stop
+	})
+
+	if err != stop {
+		t.Fatalf("Follow returned %v", err)
+	}
+	if !reflect.DeepEqual(handled, []string{"unreadable vr-1", "event t2"}) {
+		t.Fatalf("handled %v", handled)
+	}
+	if !reflect.DeepEqual(cursorWhenHandled, []string{"t0", "t1"}) {
+		t.Fatalf("cursor when handled %v: the unreadable event's token is saved once OnUnreadable returned", cursorWhenHandled)
+	}
+	if server.requests[0].GetResumeToken() != "" || server.requests[1].GetResumeToken() != "t0" {
+		t.Fatalf("resumed from %q", server.requests[1].GetResumeToken())
 	}
 }

@@ -79,14 +79,26 @@ func main() {
 		OnOpen: func() {
 			opened.Do(func() { fmt.Printf("session_data: %s\n", session.GetSessionData()) })
 		},
-	}, func(event *vaultv1.ResultEvent) error {
-		result := event.GetResult()
-		fmt.Printf("event: %s %s\n", result.GetVaultingRequestId(), result.GetStatus())
-		return errDone
-	})
+		// An event the service cannot read still means the result changed: read it directly.
+		OnUnreadable: func(event *vaultv1.UnreadableEvent) error {
+			getCtx, getCancel := context.WithTimeout(ctx, 10*time.Second)
+			defer getCancel()
+			response, err := client.GetResult(getCtx, &vaultv1.GetResultRequest{VaultingRequestId: event.GetVaultingRequestId()})
+			if err != nil {
+				return err
+			}
+			return printResult(response.GetResult())
+		},
+	}, func(event *vaultv1.ResultEvent) error { return printResult(event.GetResult()) })
 	if err != errDone {
 		fail(err)
 	}
+}
+
+// printResult prints the session's first result and ends the follow.
+func printResult(result *vaultv1.VaultingResult) error {
+	fmt.Printf("event: %s %s\n", result.GetVaultingRequestId(), result.GetStatus())
+	return errDone
 }
 
 func tlsConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
