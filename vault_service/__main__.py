@@ -15,8 +15,9 @@ import sys
 from collections.abc import Sequence
 
 from vault_service import app, data_key_commands, logs
-from vault_service.config import SETTINGS_HELP, ConfigError, Settings, database_url_from_env
+from vault_service.config import SETTINGS_HELP, Settings, database_url_from_env
 from vault_service.emulator import cli as emulator_cli
+from vault_service.errors import ConfigurationError
 from vault_service.store.base import StoreError
 from vault_service.store.factory import migrate
 
@@ -96,7 +97,7 @@ def serve() -> int:
         settings = Settings.from_env(os.environ)
         logs.configure(settings.log_level)
         asyncio.run(_serve(settings))
-    except (ConfigError, StoreError) as exc:
+    except (ConfigurationError, StoreError) as exc:
         return _fail(str(exc))
     return 0
 
@@ -105,7 +106,7 @@ def run_migrations() -> int:
     try:
         database = database_url_from_env(os.environ)
         applied = asyncio.run(migrate(database))
-    except (ConfigError, StoreError) as exc:
+    except (ConfigurationError, StoreError) as exc:
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"VAULT_DATABASE_URL: {exc}")

@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from vault_service.antom.client import AntomClient, AntomClientConfig
@@ -30,14 +29,14 @@ from vault_service.grpc_api.server import (
     stop_grpc_server,
 )
 from vault_service.grpc_api.servicer import VaultServicer
-from vault_service.grpc_api.tls import ServerTls, TlsFiles, TlsFilesError
+from vault_service.grpc_api.tls import ServerTls, TlsFiles
 from vault_service.grpc_api.token_file import TokenFile, describe
-from vault_service.key_files import AntomKeyFiles
-from vault_service.pg_wakeups import ListenUnavailableError, PostgresWakeups
+from vault_service.key_files import AntomKeyFiles, load_data_keys, reload_data_keys
+from vault_service.pg_wakeups import PostgresWakeups
 from vault_service.service.reconciler import Reconciler
 from vault_service.service.streaming import ResultStreams
 from vault_service.service.vaulting import VaultingService
-from vault_service.store.data_keys import DataKeyFileError, DataKeyRing, read_data_key_file
+from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.factory import open_store
 from vault_service.store.postgres import EVENTS_CHANNEL
 from vault_service.webhook import bind, build_webhook_app, serve_webhook
@@ -45,32 +44,6 @@ from vault_service.webhook import bind, build_webhook_app, serve_webhook
 log = logging.getLogger(__name__)
 
 RECONCILE_MAX_DELAY = timedelta(minutes=15)
-
-
-async def load_data_keys(path: Path) -> DataKeyRing:
-    """The card-data key ring (also for ``rotate-data-key``); a bad file is a ConfigError."""
-    try:
-        return await asyncio.to_thread(read_data_key_file, path)
-    except DataKeyFileError as exc:
-        raise ConfigError(f"VAULT_DATA_KEY_FILE: {exc}") from None
-
-
-async def reload_data_keys(ring: DataKeyRing, path: Path) -> bool:
-    """Re-read the data key file (on SIGHUP) and swap its keys into ``ring``, which every
-    store of the process seals and opens with; a file that cannot be read or parsed leaves
-    the old keys in force and says so in one line (the reason names the file and the
-    problem, never key material). Returns whether the keys were swapped."""
-    try:
-        new = await asyncio.to_thread(read_data_key_file, path)
-    except DataKeyFileError as exc:
-        log.error(  # noqa: TRY400 - the message says it all; a traceback adds nothing
-            "data keys not reloaded; the previous key ring stays in use",
-            extra={"reason": f"VAULT_DATA_KEY_FILE: {exc}"},
-        )
-        return False
-    ring.swap(new)
-    log.info("data keys reloaded", extra={"key_id": new.active_key_id})
-    return True
 
 
 async def open_token_file(settings: Settings) -> TokenFile | None:
@@ -86,16 +59,26 @@ async def open_token_file(settings: Settings) -> TokenFile | None:
 
 
 async def load_tls(settings: Settings) -> ServerTls | None:
-    """The gRPC port's TLS material; ``None`` for plaintext."""
+    """The gRPC port's TLS material; ``None`` for plaintext (a file that cannot be used is a
+    :class:`TlsFilesError` naming its setting)."""
     if settings.grpc_tls_cert_file is None or settings.grpc_tls_key_file is None:
         return None
     files = TlsFiles(
         settings.grpc_tls_cert_file, settings.grpc_tls_key_file, settings.grpc_tls_client_ca_file
     )
+    return await ServerTls.load(files)
+
+
+@contextlib.contextmanager
+def _listening(setting: str, address: object) -> Iterator[None]:
+    """Around binding the address ``setting`` names: a failure to listen there (an address in
+    use or not ours; grpc says only that it failed) is the operator's to fix, named by the
+    setting."""
     try:
-        return await ServerTls.load(files)
-    except TlsFilesError as exc:
-        raise ConfigError(str(exc)) from None
+        yield
+    except (OSError, RuntimeError) as exc:
+        why = f": {exc.strerror}" if isinstance(exc, OSError) else ""
+        raise ConfigError(f"{setting}: cannot listen on {address}{why}") from None
 
 
 def authenticator_for(token_file: TokenFile | None, tls: ServerTls | None) -> Authenticator:
@@ -173,7 +156,8 @@ class RunningService:
 
 
 async def start(settings: Settings) -> RunningService:
-    """Open the store, bind both ports, start serving; raise ConfigError on bad settings."""
+    """Open the store, bind both ports, start serving; raise a :class:`ConfigurationError`
+    naming the setting when the settings or the files they name cannot be used."""
     antom_keys = await AntomKeyFiles.load(settings)
     antom_config = AntomClientConfig(
         gateway=settings.antom_base_url,
@@ -194,12 +178,8 @@ async def start(settings: Settings) -> RunningService:
             postgres_acquire_timeout=settings.pg_acquire_timeout,
         )
         resources.push_async_callback(store.close)
-        try:
+        with _listening("VAULT_HTTP_LISTEN", settings.http_listen):
             sock = bind(settings.http_listen.host, settings.http_listen.port)
-        except OSError as exc:
-            raise ConfigError(
-                f"VAULT_HTTP_LISTEN: cannot listen on {settings.http_listen}: {exc.strerror}"
-            ) from None
         resources.callback(sock.close)
         http_port = int(sock.getsockname()[1])
         notify_url = settings.notify_url_for(http_port)
@@ -207,10 +187,7 @@ async def start(settings: Settings) -> RunningService:
         if settings.database_url.backend == "postgresql":
             # Several replicas share the database: learn about their events through NOTIFY.
             wakeups = PostgresWakeups(settings.database_url.reveal(), hub, channel=EVENTS_CHANNEL)
-            try:
-                await wakeups.start()
-            except ListenUnavailableError as exc:
-                raise ConfigError(f"VAULT_DATABASE_URL: {exc}") from None
+            await wakeups.start()
             resources.push_async_callback(wakeups.close)
         antom = AntomClient(antom_config, antom_keys.signer, antom_keys.verifier)
         resources.push_async_callback(antom.aclose)
@@ -249,7 +226,7 @@ async def start(settings: Settings) -> RunningService:
             credentials_version=authenticator.version,
         )
         health = Health()
-        try:
+        with _listening("VAULT_GRPC_LISTEN", settings.grpc_listen):
             server, grpc_port = await build_grpc_server(
                 servicer,
                 listen=str(settings.grpc_listen),
@@ -264,10 +241,6 @@ async def start(settings: Settings) -> RunningService:
                     )
                 ],
             )
-        except RuntimeError:
-            raise ConfigError(
-                f"VAULT_GRPC_LISTEN: cannot listen on {settings.grpc_listen}"
-            ) from None
         health_port = await _start_health_server(settings, health, resources)
         await server.start()
         resources.push_async_callback(
@@ -310,12 +283,8 @@ async def _start_health_server(
     probes see NOT_SERVING for the whole drain."""
     if settings.health_listen is None:
         return None
-    try:
+    with _listening("VAULT_HEALTH_LISTEN", settings.health_listen):
         server, port = await build_health_server(health, listen=str(settings.health_listen))
-    except RuntimeError:
-        raise ConfigError(
-            f"VAULT_HEALTH_LISTEN: cannot listen on {settings.health_listen}"
-        ) from None
     await server.start()
     resources.push_async_callback(server.stop, None)
     return port

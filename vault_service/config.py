@@ -26,7 +26,7 @@ from typing import Any, Final, Generic, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 from vault_service.database_url import DatabaseURL, parse_database_url
-from vault_service.errors import VaultError
+from vault_service.errors import ConfigurationError
 
 DEFAULT_NOTIFY_PATH: Final = "/antom/vaulting/notify"
 
@@ -44,7 +44,7 @@ _HELP_NAME_WIDTH: Final = 33
 _DEFAULT: Final = "{default}"
 
 
-class ConfigError(VaultError):
+class ConfigError(ConfigurationError):
     """A setting is missing or malformed; the message names it."""
 
 

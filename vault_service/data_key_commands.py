@@ -21,9 +21,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from vault_service import app
-from vault_service.config import ConfigError, data_key_file_from_env, database_url_from_env
+from vault_service.config import data_key_file_from_env, database_url_from_env
 from vault_service.database_url import DatabaseURL
+from vault_service.errors import ConfigurationError
+from vault_service.key_files import load_data_keys
 from vault_service.store.base import StoreError
 from vault_service.store.data_keys import DataKeyFileError, add_data_key
 from vault_service.store.factory import rotate_data_key
@@ -87,7 +88,7 @@ def run_rotate(fail: Fail) -> int:
         database = database_url_from_env(os.environ)
         key_file = data_key_file_from_env(os.environ)
         rotation, active = asyncio.run(_rotate(database, key_file))
-    except (ConfigError, StoreError) as exc:
+    except (ConfigurationError, StoreError) as exc:
         return fail(str(exc))
     except OSError as exc:
         return fail(f"VAULT_DATABASE_URL: {exc}")
@@ -121,5 +122,5 @@ def run_rotate(fail: Fail) -> int:
 
 
 async def _rotate(database: DatabaseURL, key_file: Path) -> tuple[Rotation, str]:
-    keys = await app.load_data_keys(key_file)
+    keys = await load_data_keys(key_file)
     return await rotate_data_key(database, keys), keys.active_key_id

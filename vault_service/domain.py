@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final
 
-from vault_service.errors import VaultError
+from vault_service.errors import InvalidArgumentError
 
 MAX_VAULTING_REQUEST_ID_CHARS: Final = 64
 ANONYMOUS_OWNER: Final = "anonymous"
@@ -241,8 +241,16 @@ class Event:
     record: VaultingRecord
 
 
-class InvalidResumeTokenError(VaultError):
-    """A resume token was malformed or was not issued by this event log."""
+class InvalidResumeTokenError(InvalidArgumentError):
+    """A resume token was malformed or was not issued by this event log; the message says
+    which."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__({"resume_token": why}, why)
+
+    @property
+    def public_message(self) -> str:
+        return f"invalid resume_token: {self}"
 
 
 _CURSOR_PREFIX: Final = "v1."

@@ -21,7 +21,7 @@ from typing import Final
 
 import asyncpg
 
-from vault_service.errors import VaultError
+from vault_service.errors import ConfigurationError
 from vault_service.events import EventHub
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,9 @@ PROBE_TIMEOUT: Final = 5.0
 _PROBE_PREFIX: Final = "probe:"
 
 
-class ListenUnavailableError(VaultError):
-    """LISTEN/NOTIFY does not work on this database connection."""
+class ListenUnavailableError(ConfigurationError):
+    """LISTEN/NOTIFY does not work on this database connection; the message names the
+    setting to change."""
 
 
 class PostgresWakeups:
@@ -89,9 +90,9 @@ class PostgresWakeups:
                     await self._probe_seen.wait()
             except TimeoutError:
                 raise ListenUnavailableError(
-                    "PostgreSQL LISTEN/NOTIFY does not deliver on this connection; a pooler in"
-                    " transaction mode cannot carry LISTEN: point VAULT_DATABASE_URL at"
-                    " PostgreSQL directly or at a session-mode pool"
+                    "VAULT_DATABASE_URL: PostgreSQL LISTEN/NOTIFY does not deliver on this"
+                    " connection; a pooler in transaction mode cannot carry LISTEN: point"
+                    " VAULT_DATABASE_URL at PostgreSQL directly or at a session-mode pool"
                 ) from None
         except BaseException:
             await _close_quietly(connection)

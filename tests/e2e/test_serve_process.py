@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -106,6 +107,29 @@ async def test_bad_configuration_is_one_line_and_exit_2(
     assert message in err
     assert len(err.strip().splitlines()) == 1, err
     assert "hunter2" not in err
+
+
+@pytest.mark.parametrize(
+    "setting", ["VAULT_HTTP_LISTEN", "VAULT_GRPC_LISTEN", "VAULT_HEALTH_LISTEN"]
+)
+async def test_a_port_in_use_is_one_line_naming_its_setting(
+    service_env: ServiceEnv, setting: str
+) -> None:
+    """Guards the wiring's one translation of a failure to listen: the operator is told which
+    setting names an address that cannot be bound, with exit code 2."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        code, err = await run("serve", env={**os.environ, **service_env, setting: address})
+    assert code == 2
+    # gRPC's core logs its own line about the bind first; ours is the last, and no traceback.
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(f"vault-service: error: {setting}: cannot listen on {address}")
+    )
+    assert "Traceback" not in err
 
 
 async def test_an_unreadable_key_is_one_line_and_exit_2(

@@ -23,6 +23,7 @@ from vault_service.antom.models import VaultingNotification
 from vault_service.antom.signing import SignatureHeader, Signer, Verifier
 from vault_service.domain import VaultingStatus
 from vault_service.logs import formatter
+from vault_service.store.base import StoreBusyError
 from vault_service.webhook import ACKNOWLEDGEMENT, build_webhook_app
 
 from .conftest import (
@@ -377,6 +378,37 @@ async def test_storage_failure_is_500_not_an_ack(
     reply = await caller.post(notification("vr-any"))
     assert (reply.status, reply.body) == (500, b'{"error":"internal error"}')
     assert sink.calls == 1
+
+
+class _BusySink:
+    """A store whose connection pool is exhausted."""
+
+    async def record_notification(self, notification: VaultingNotification, raw: bytes) -> None:
+        raise StoreBusyError("no connection to db.internal:5432 became free within 2.0 s")
+
+
+async def test_a_storage_outage_is_500_and_a_warning_in_public_words(
+    serve: ServeFactory,
+    http: aiohttp.ClientSession,
+    antom_key: PrivateKey,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Guards the webhook's mapping by category: an outage (the unavailable category) is
+    answered 500 like any storage failure, so Antom retries, and logged as a warning in the
+    error's public words, without the driver's text or a traceback."""
+    caller = WebhookCaller(http, await serve(_BusySink()), antom_key)
+    with caplog.at_level(logging.INFO, logger="vault_service.webhook"):
+        reply = await caller.post(notification("vr-any"))
+    assert (reply.status, reply.body) == (500, b'{"error":"internal error"}')
+    [record] = [r for r in caplog.records if r.name.startswith("vault_service.webhook")]
+    line = json.loads(formatter().format(record))
+    assert (line["level"], line["outcome"], line["reason"]) == (
+        "warning",
+        "failed",
+        "every database connection is busy; retry later",
+    )
+    assert record.exc_info is None
+    assert "db.internal" not in caplog.text
 
 
 async def test_one_log_line_per_request_without_secrets(

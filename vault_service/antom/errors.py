@@ -1,15 +1,28 @@
 """Errors raised at the Antom boundary.
 
 They carry Antom's own ``resultCode`` / ``resultStatus`` / ``resultMessage`` when Antom gave one,
-and say whether repeating the same request (same ``vaultingRequestId``) could help, so the
-service layer can map them to gRPC codes without parsing messages.
+and say whether the client may repeat the same request (same ``vaultingRequestId``) within its
+time budget (``retryable``). Each also belongs to a category of :mod:`vault_service.errors`,
+which is all the transport edges look at: what a caller is told and Antom's reason
+(``ErrorInfo`` in the ``antom`` domain) are written here, beside the error.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from vault_service.errors import VaultError
+from vault_service.errors import (
+    ConfigurationError,
+    ErrorInfo,
+    RejectedError,
+    UnavailableError,
+    VaultError,
+)
+
+ANTOM_DOMAIN: Final = "antom"
+"""The :attr:`ErrorInfo.domain` of Antom's result codes (and of our verdict on its signatures)."""
+SIGNATURE_INVALID_REASON: Final = "ANTOM_SIGNATURE_INVALID"
+_UNREACHABLE: Final = "Antom could not be reached or answered badly; retry later"
 
 GATEWAY_REFUSAL_CODES: Final = frozenset(
     {
@@ -30,7 +43,7 @@ _CLIENT_CODES: Final = frozenset({"ACCESS_DENIED", "INVALID_CLIENT", "CLIENT_INV
 
 
 class AntomError(VaultError):
-    """Anything that went wrong talking to Antom.
+    """Anything that went wrong talking to Antom (a family: each subclass has its category).
 
     ``retryable`` says whether sending the same request again (same ``vaultingRequestId``) may
     succeed; the client retries those within its time budget and re-raises the last one.
@@ -39,8 +52,20 @@ class AntomError(VaultError):
     retryable: bool = False
 
 
-class SignatureError(AntomError):
-    """A signature was missing, malformed or did not verify."""
+class SignatureError(AntomError, UnavailableError):
+    """A signature was missing, malformed or did not verify.
+
+    The webhook decides on these itself (401). From the client they mean Antom's answer cannot
+    be trusted, so the call is unavailable until a verifiable answer comes.
+    """
+
+    @property
+    def public_message(self) -> str:
+        return "Antom's answer failed signature verification; retry later"
+
+    @property
+    def error_info(self) -> ErrorInfo:
+        return ErrorInfo(ANTOM_DOMAIN, SIGNATURE_INVALID_REASON)
 
 
 class MalformedSignatureHeaderError(SignatureError):
@@ -60,7 +85,7 @@ class MissingSignatureError(SignatureError):
 
 
 class AntomResultError(AntomError):
-    """Antom answered with a non-success ``result``."""
+    """Antom answered with a non-success ``result`` (a family: each subclass has its category)."""
 
     def __init__(self, result_code: str, result_status: str, result_message: str) -> None:
         super().__init__(f"Antom answered {result_status}/{result_code}: {result_message}")
@@ -68,16 +93,33 @@ class AntomResultError(AntomError):
         self.result_status = result_status
         self.result_message = result_message
 
+    @property
+    def error_info(self) -> ErrorInfo:
+        """Antom's result, as Antom worded it."""
+        return ErrorInfo(
+            ANTOM_DOMAIN,
+            self.result_code,
+            {"result_status": self.result_status, "result_message": self.result_message},
+        )
 
-class AntomRejectedError(AntomResultError):
+
+class AntomRejectedError(AntomResultError, RejectedError):
     """A definitive failure (``resultStatus`` F): repeating the request will not help.
 
     Antom's signed word about this request, so the reconciler may count it as an answer
     (and expire a lapsed session); compare :class:`AntomConfigurationError`.
     """
 
+    @property
+    def public_message(self) -> str:
+        return f"Antom refused the call with {self.result_code}"
 
-class AntomConfigurationError(AntomResultError):
+    @property
+    def about_arguments(self) -> bool:
+        return self.result_code == "PARAM_ILLEGAL"
+
+
+class AntomConfigurationError(AntomResultError, ConfigurationError):
     """Antom's gateway refused *us*, not the request: our signature, key version, client id or
     endpoint (a code of :data:`GATEWAY_REFUSAL_CODES`, or any ``F`` that came unsigned, which
     the gateway only sends when it cannot tell who is calling).
@@ -105,6 +147,11 @@ class AntomConfigurationError(AntomResultError):
             "VAULT_ANTOM_BASE_URL, VAULT_ANTOM_CLIENT_ID and VAULT_MERCHANT_PRIVATE_KEY_FILE"
         )
 
+    @property
+    def public_message(self) -> str:
+        # Names our settings only: no card data and no Antom free text.
+        return f"{self.hint}; retry later"
+
 
 def failure(
     result_code: str, result_message: str, *, signed: bool
@@ -116,17 +163,29 @@ def failure(
     return AntomRejectedError(result_code, "F", result_message)
 
 
-class AntomUnknownResultError(AntomResultError):
+class AntomUnknownResultError(AntomResultError, UnavailableError):
     """Antom answered ``U`` (outcome unknown) and the retry budget ran out."""
 
     retryable = True
 
+    @property
+    def public_message(self) -> str:
+        return "Antom did not give a definitive answer; retry later"
 
-class AntomUnavailableError(AntomError):
+
+class AntomUnavailableError(AntomError, UnavailableError):
     """Antom could not be reached or answered garbage, and the retry budget ran out."""
 
     retryable = True
 
+    @property
+    def public_message(self) -> str:
+        return _UNREACHABLE
 
-class AntomProtocolError(AntomError):
+
+class AntomProtocolError(AntomError, UnavailableError):
     """Antom's answer broke the protocol: an unexpected HTTP status, or a body we cannot use."""
+
+    @property
+    def public_message(self) -> str:
+        return _UNREACHABLE

@@ -17,12 +17,15 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from vault_service.errors import ConfigurationError
+
 _PEM_ARMOUR = re.compile(rb"-----(BEGIN|END) [A-Z ]+-----")
 MIN_KEY_BITS = 2048
 
 
-class KeyFormatError(ValueError):
-    """A key could not be parsed as an RSA key of an accepted form and size."""
+class KeyFormatError(ConfigurationError):
+    """A key could not be parsed as an RSA key of an accepted form and size: the key file (or
+    the key given) must be replaced."""
 
 
 class PrivateKey:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from vault_service.domain import ANONYMOUS_OWNER
+from vault_service.errors import ConfigurationError
 from vault_service.secret import Secret
 
 Scope = Literal["vault", "admin"]
@@ -45,7 +46,7 @@ _NAME = re.compile(rf"[\x21-\x7e]{{1,{MAX_NAME_LENGTH}}}")  # printable ASCII, n
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
-class CallersFileError(ValueError):
+class CallersFileError(ConfigurationError):
     """The token file is malformed; the message says where, never what a digest is."""
 
 

@@ -2,7 +2,8 @@
 
 Every RPC method is wrapped by :func:`unary_errors` or :func:`stream_errors`, so a method only
 raises and never builds a status itself. :func:`rich_status` holds the whole mapping of the
-contract's error section. Status messages are fixed texts or our own validation wording: they
+contract's error section, from the categories of :mod:`vault_service.errors` (never from another
+package's classes). Status messages are fixed texts or our own validation wording: they
 never carry a card token, a signature, Antom's free text, or the text of an unexpected
 exception (that goes to the log, with its traceback, and the caller gets a generic INTERNAL).
 ``asyncio.CancelledError`` is not an ``Exception`` and passes through untouched, so a cancelled
@@ -15,6 +16,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from datetime import timedelta
 from typing import Any, Final, NoReturn, TypeVar
 
 import grpc
@@ -23,34 +25,22 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from vault_service.antom.errors import (
-    AntomConfigurationError,
-    AntomProtocolError,
-    AntomRejectedError,
-    AntomResultError,
-    AntomUnavailableError,
-    AntomUnknownResultError,
-    SignatureError,
-)
-from vault_service.domain import InvalidResumeTokenError
 from vault_service.errors import (
+    ConfigurationError,
     ConflictError,
+    DeadlineExceededError,
+    ErrorInfo,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
+    RejectedError,
     UnauthenticatedError,
+    UnavailableError,
     VaultError,
 )
-from vault_service.service.streaming import EventKeyMissingError
-from vault_service.store.base import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
-ANTOM_DOMAIN: Final = "antom"
-VAULT_DOMAIN: Final = "vault"
-DATA_KEY_MISSING_REASON: Final = "DATA_KEY_MISSING"
-SIGNATURE_INVALID_REASON: Final = "ANTOM_SIGNATURE_INVALID"
-RETRY_DELAY_SECONDS: Final = 1
 INTERNAL_MESSAGE: Final = "internal error"
 
 _PLAIN_CODES: Final[tuple[tuple[type[VaultError], int], ...]] = (
@@ -58,6 +48,7 @@ _PLAIN_CODES: Final[tuple[tuple[type[VaultError], int], ...]] = (
     (PermissionDeniedError, code_pb2.PERMISSION_DENIED),
     (NotFoundError, code_pb2.NOT_FOUND),
     (ConflictError, code_pb2.ALREADY_EXISTS),
+    (DeadlineExceededError, code_pb2.DEADLINE_EXCEEDED),
 )
 
 _ACCESS_REFUSALS: Final = frozenset({code_pb2.UNAUTHENTICATED, code_pb2.PERMISSION_DENIED})
@@ -68,85 +59,36 @@ _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
 
 
-class DeadlineExceededError(VaultError):
-    """The caller's deadline leaves no time to call Antom and still answer."""
-
-
 def rich_status(exc: Exception) -> status_pb2.Status:
-    """The ``google.rpc.Status`` (code, message, details) the contract specifies for ``exc``."""
+    """The ``google.rpc.Status`` (code, message, details) the contract specifies for ``exc``:
+    the code and the category's own detail by category, then the error's
+    :attr:`~VaultError.error_info` when it has one, under its :attr:`~VaultError.public_message`.
+    """
+    code: int
+    details: list[Message]
     match exc:
         case InvalidArgumentError(violations=violations):
-            return _status(
-                code_pb2.INVALID_ARGUMENT,
-                f"invalid request: {exc}",
-                _bad_request(violations),
-            )
-        case InvalidResumeTokenError():
-            return _status(
-                code_pb2.INVALID_ARGUMENT,
-                f"invalid resume_token: {exc}",
-                _bad_request({"resume_token": str(exc)}),
-            )
-        case UnauthenticatedError() | PermissionDeniedError() | NotFoundError() | ConflictError():
-            return _status(_plain_code(exc), str(exc))
-        case DeadlineExceededError():
-            return _status(code_pb2.DEADLINE_EXCEEDED, "the deadline leaves no time to call Antom")
-        case AntomRejectedError():
-            code = (
-                code_pb2.INVALID_ARGUMENT
-                if exc.result_code == "PARAM_ILLEGAL"
-                else code_pb2.FAILED_PRECONDITION
-            )
-            return _status(
-                code,
-                f"Antom refused the call with {exc.result_code}",
-                _antom_error_info(exc),
-            )
-        case AntomConfigurationError():
-            # Our configuration, not the caller's request: UNAVAILABLE until an operator
-            # fixes the settings the message names (no card data or Antom text in it).
-            return _status(
-                code_pb2.UNAVAILABLE,
-                f"{exc.hint}; retry later",
-                _retry_info(),
-                _antom_error_info(exc),
-            )
-        case AntomUnknownResultError():
-            return _status(
-                code_pb2.UNAVAILABLE,
-                "Antom did not give a definitive answer; retry later",
-                _retry_info(),
-                _antom_error_info(exc),
-            )
-        case AntomUnavailableError() | AntomProtocolError():
-            return _status(
-                code_pb2.UNAVAILABLE,
-                "Antom could not be reached or answered badly; retry later",
-                _retry_info(),
-            )
-        case EventKeyMissingError():
-            return _status(
-                code_pb2.UNAVAILABLE,
-                f"{exc}; resume from ErrorInfo.metadata['resume_token'] on another server, or"
-                " here once its VAULT_DATA_KEY_FILE holds the key and is reloaded",
-                _retry_info(),
-                error_details_pb2.ErrorInfo(
-                    reason=DATA_KEY_MISSING_REASON,
-                    domain=VAULT_DOMAIN,
-                    metadata={"resume_token": exc.resume_token},
-                ),
-            )
-        case StoreUnavailableError(public_message=message):
-            return _status(code_pb2.UNAVAILABLE, message, _retry_info())
-        case SignatureError():
-            return _status(
-                code_pb2.UNAVAILABLE,
-                "Antom's answer failed signature verification; retry later",
-                _retry_info(),
-                error_details_pb2.ErrorInfo(reason=SIGNATURE_INVALID_REASON, domain=ANTOM_DOMAIN),
-            )
+            code, details = code_pb2.INVALID_ARGUMENT, [_bad_request(violations)]
+        case ConfigurationError(retry_delay=delay) | UnavailableError(retry_delay=delay):
+            # A configuration error is the operator's to fix, not the caller's: until then
+            # the call is unavailable, like any other outage.
+            code, details = code_pb2.UNAVAILABLE, [_retry_info(delay)]
+        case RejectedError(about_arguments=about_arguments):
+            code = code_pb2.INVALID_ARGUMENT if about_arguments else code_pb2.FAILED_PRECONDITION
+            details = []
+        case (
+            UnauthenticatedError()
+            | PermissionDeniedError()
+            | NotFoundError()
+            | ConflictError()
+            | DeadlineExceededError()
+        ):
+            code, details = _plain_code(exc), []
         case _:
             return _status(code_pb2.INTERNAL, INTERNAL_MESSAGE)
+    if exc.error_info is not None:
+        details.append(_error_info(exc.error_info))
+    return _status(code, exc.public_message, *details)
 
 
 async def abort(context: Context, exc: Exception, method: str) -> NoReturn:
@@ -232,13 +174,13 @@ def _bad_request(violations: dict[str, str]) -> error_details_pb2.BadRequest:
     )
 
 
-def _retry_info() -> error_details_pb2.RetryInfo:
-    return error_details_pb2.RetryInfo(retry_delay=Duration(seconds=RETRY_DELAY_SECONDS))
+def _retry_info(delay: timedelta) -> error_details_pb2.RetryInfo:
+    retry_delay = Duration()
+    retry_delay.FromTimedelta(delay)
+    return error_details_pb2.RetryInfo(retry_delay=retry_delay)
 
 
-def _antom_error_info(exc: AntomResultError) -> Message:
+def _error_info(info: ErrorInfo) -> error_details_pb2.ErrorInfo:
     return error_details_pb2.ErrorInfo(
-        reason=exc.result_code,
-        domain=ANTOM_DOMAIN,
-        metadata={"result_status": exc.result_status, "result_message": exc.result_message},
+        reason=info.reason, domain=info.domain, metadata=dict(info.metadata)
     )

@@ -14,16 +14,11 @@ from typing import Final
 
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
-from vault_service.errors import PermissionDeniedError
+from vault_service.errors import DeadlineExceededError, PermissionDeniedError
 from vault_service.grpc_api import mapping, validation
 from vault_service.grpc_api.auth import ANONYMOUS
 from vault_service.grpc_api.callers import VAULT_SCOPE, Caller
-from vault_service.grpc_api.errors import (
-    Context,
-    DeadlineExceededError,
-    stream_errors,
-    unary_errors,
-)
+from vault_service.grpc_api.errors import Context, stream_errors, unary_errors
 from vault_service.service.streaming import ResultStreams, StreamedEvent, StreamItem
 from vault_service.service.vaulting import VaultingService
 
@@ -197,5 +192,5 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
         if remaining is None:
             return None
         if remaining <= self._deadline_margin:
-            raise DeadlineExceededError("no time left to call Antom")
+            raise DeadlineExceededError("the deadline leaves no time to call Antom")
         return time.monotonic() + remaining - self._deadline_margin

@@ -27,13 +27,14 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from vault_service.errors import ConfigurationError
 from vault_service.grpc_api.client_trust import ClientTrust
 
 log = logging.getLogger(__name__)
 
 
-class TlsFilesError(ValueError):
-    """The certificate, key or CA files cannot be used; the message names the file."""
+class TlsFilesError(ConfigurationError):
+    """The certificate, key or CA files cannot be used; the message names the setting."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeGuard
+from typing import Final, TypeGuard
 
 from vault_service.domain import (
     Event,
@@ -35,7 +35,7 @@ from vault_service.domain import (
     decode_resume_token,
     encode_resume_token,
 )
-from vault_service.errors import VaultError
+from vault_service.errors import VAULT_DOMAIN, ErrorInfo, UnavailableError
 from vault_service.events import EventHub
 from vault_service.service.vaulting import Clock, utc_now
 from vault_service.store.base import (
@@ -49,6 +49,7 @@ from vault_service.store.base import (
 
 PAGE_SIZE = 256
 TAIL_CAPACITY = 4096
+DATA_KEY_MISSING_REASON: Final = "DATA_KEY_MISSING"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,7 @@ class UnreadableItem:
 StreamItem = StreamedEvent | Checkpoint | UnreadableItem
 
 
-class EventKeyMissingError(VaultError):
+class EventKeyMissingError(UnavailableError):
     """An event the stream must deliver is sealed under a data key this process lacks.
 
     A fault of this process, not of the event: another replica, or this one restarted with
@@ -88,6 +89,17 @@ class EventKeyMissingError(VaultError):
         )
         self.resume_token = resume_token
         self.key_id = key_id
+
+    @property
+    def public_message(self) -> str:
+        return (
+            f"{self}; resume from ErrorInfo.metadata['resume_token'] on another server, or"
+            " here once its VAULT_DATA_KEY_FILE holds the key and is reloaded"
+        )
+
+    @property
+    def error_info(self) -> ErrorInfo:
+        return ErrorInfo(VAULT_DOMAIN, DATA_KEY_MISSING_REASON, {"resume_token": self.resume_token})
 
 
 class LogTail:

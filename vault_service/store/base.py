@@ -28,14 +28,21 @@ from datetime import datetime, timedelta
 from typing import ClassVar, Protocol
 
 from vault_service.domain import Event, Observation, SessionRequest, VaultingRecord
-from vault_service.errors import VaultError
+from vault_service.errors import (
+    ConfigurationError,
+    ConflictError,
+    InternalError,
+    NotFoundError,
+    UnavailableError,
+    VaultError,
+)
 
 
 class StoreError(VaultError):
-    """Base class of the errors a store raises on purpose."""
+    """Base class of the errors a store raises on purpose (a family: each has its category)."""
 
 
-class RecordExistsError(StoreError):
+class RecordExistsError(StoreError, ConflictError):
     """``insert`` found a record with the same id; ``existing`` is that record.
 
     CreateSession compares the existing record's parameters with the new request to tell a
@@ -47,7 +54,7 @@ class RecordExistsError(StoreError):
         self.existing = existing
 
 
-class RecordNotFoundError(StoreError):
+class RecordNotFoundError(StoreError, NotFoundError):
     """No record has this vaulting request id."""
 
     def __init__(self, vaulting_request_id: str) -> None:
@@ -55,22 +62,22 @@ class RecordNotFoundError(StoreError):
         self.vaulting_request_id = vaulting_request_id
 
 
-class SchemaVersionError(StoreError):
+class SchemaVersionError(StoreError, ConfigurationError):
     """The database's schema is not the one this build works with; the message tells the
     operator what to do (run ``vault-service migrate``, or deploy a newer build)."""
 
 
-class DatabaseUnavailableError(StoreError):
+class DatabaseUnavailableError(StoreError, UnavailableError):
     """The database could not be reached at open (wrong address or credentials, a database
     that does not exist, a server that is down); the message names it, without secrets."""
 
 
-class CorruptDataError(StoreError):
+class CorruptDataError(StoreError, InternalError):
     """Stored data does not decode into domain objects: it was edited outside vault-service,
     or written by an incompatible build. Never raised for data this build wrote itself."""
 
 
-class StoreUnavailableError(StoreError):
+class StoreUnavailableError(StoreError, UnavailableError):
     """The database could not be reached, or the connection was lost during the call (a
     failover, a restart, ``pg_terminate_backend``). A write may or may not have committed;
     repeating the call is safe (writes are idempotent), so callers are told to retry."""
@@ -87,7 +94,7 @@ class StoreBusyError(StoreUnavailableError):
     public_message: ClassVar[str] = "every database connection is busy; retry later"
 
 
-class StoreClosedError(StoreError):
+class StoreClosedError(StoreError, InternalError):
     """The store was used after ``close()``: a shutdown ordering bug in the caller."""
 
 

@@ -34,6 +34,7 @@ from typing import Final, NamedTuple
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from vault_service.errors import ConfigurationError, InternalError
 from vault_service.store.base import CorruptDataError, StoreError
 
 ENVELOPE_VERSION: Final = "v1"
@@ -46,12 +47,12 @@ _KEY_ID_RULE: Final = "1-32 characters of A-Z, a-z, 0-9, '_' and '-'"
 _FILE_MODE: Final = 0o600
 
 
-class DataKeyFileError(ValueError):
+class DataKeyFileError(ConfigurationError):
     """The key file is unreadable or malformed; the message says what is wrong, never what the
     key material is."""
 
 
-class UnknownDataKeyError(StoreError):
+class UnknownDataKeyError(StoreError, InternalError):
     """A stored value was sealed under a key id the ring does not hold (removed too early, or a
     key file from another deployment); the message names the key id only."""
 

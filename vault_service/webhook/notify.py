@@ -20,7 +20,8 @@ costs us as little as possible and learns nothing:
 5. shape: the body must be a notification with ``result`` and ``vaultingRequestId`` (400);
 6. persistence: the sink stores it (record + event, or an orphan for an unknown id); if that
    fails the answer is 500 so that Antom retries — an acknowledgement is only ever sent for
-   what is stored, and the store deduplicates the retries;
+   what is stored, and the store deduplicates the retries (the error's category of
+   :mod:`vault_service.errors` decides only how the failure is logged);
 7. the acknowledgement, byte for byte what Antom documents.
 
 ``request-time`` is required (it is part of the signed content) but never refused for its
@@ -68,6 +69,7 @@ from vault_service.antom.errors import SignatureError, UnknownKeyVersionError
 from vault_service.antom.models import VaultingNotification
 from vault_service.antom.request_time import request_epoch
 from vault_service.antom.signing import Verifier
+from vault_service.errors import UnavailableError
 from vault_service.webhook.limiter import (
     DEFAULT_FAILURE_LIMIT,
     DEFAULT_FAILURE_WINDOW,
@@ -213,16 +215,8 @@ class _NotifyHandler:
         self._warn_if_clock_skewed(request.headers["request-time"], vaulting_request_id)
         try:
             await self._sink.record_notification(notification, raw)
-        except Exception:
-            log.exception(
-                "notifyVaulting not stored; answering 500 so that Antom retries",
-                extra={
-                    "outcome": "failed",
-                    "reason": "storage failure",
-                    "vaulting_request_id": vaulting_request_id,
-                },
-            )
-            return _NOT_STORED.response()
+        except Exception as exc:
+            return _not_stored(exc, vaulting_request_id)
         log.info(
             "notifyVaulting acknowledged",
             extra={
@@ -295,6 +289,24 @@ class _NotifyHandler:
                     "vaulting_request_id": vaulting_request_id,
                 },
             )
+
+
+def _not_stored(exc: Exception, vaulting_request_id: str) -> web.Response:
+    """The answer when a notification could not be stored: 500 whatever the cause, because
+    only the acknowledgement stops Antom's retries (and the store deduplicates them).
+
+    The error's category decides the log line: an outage (:class:`UnavailableError`) is
+    expected and cured by a retry, so it is a warning naming the trouble in the error's public
+    words (never a driver's text); anything else may be a bug and is an error with its
+    traceback.
+    """
+    message = "notifyVaulting not stored; answering 500 so that Antom retries"
+    fields = {"outcome": "failed", "vaulting_request_id": vaulting_request_id}
+    if isinstance(exc, UnavailableError):
+        log.warning(message, extra={**fields, "reason": exc.public_message})
+    else:
+        log.error(message, exc_info=exc, extra={**fields, "reason": "storage failure"})
+    return _NOT_STORED.response()
 
 
 def _single(headers: CIMultiDictProxy[str], name: str) -> str | None:
