@@ -37,9 +37,13 @@ from vault_service.pg_wakeups import ListenUnavailableError, PostgresWakeups
 from vault_service.service.reconciler import Reconciler
 from vault_service.service.streaming import ResultStreams
 from vault_service.service.vaulting import VaultingService
-from vault_service.store.data_keys import DataKeyFileError, DataKeyRing, read_data_key_file
-from vault_service.store.factory import open_store
-from vault_service.store.postgres import EVENTS_CHANNEL
+from vault_service.store import (
+    EVENTS_CHANNEL,
+    DataKeyFileError,
+    DataKeyRing,
+    open_store,
+    read_data_key_file,
+)
 from vault_service.webhook import bind, build_webhook_app, serve_webhook
 
 log = logging.getLogger(__name__)
