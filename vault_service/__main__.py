@@ -18,8 +18,7 @@ from vault_service import app, data_key_commands, logs
 from vault_service.config import SETTINGS_HELP, Settings, database_url_from_env
 from vault_service.emulator import cli as emulator_cli
 from vault_service.errors import ConfigurationError
-from vault_service.store.base import StoreError
-from vault_service.store.factory import migrate
+from vault_service.store import StoreError, migrate
 
 EXIT_USAGE = 2
 

@@ -36,9 +36,7 @@ from vault_service.pg_wakeups import PostgresWakeups
 from vault_service.service.reconciler import Reconciler
 from vault_service.service.streaming import ResultStreams
 from vault_service.service.vaulting import VaultingService
-from vault_service.store.data_keys import DataKeyRing
-from vault_service.store.factory import open_store
-from vault_service.store.postgres import EVENTS_CHANNEL
+from vault_service.store import EVENTS_CHANNEL, DataKeyRing, open_store
 from vault_service.webhook import bind, build_webhook_app, serve_webhook
 
 log = logging.getLogger(__name__)

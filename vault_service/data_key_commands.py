@@ -25,10 +25,13 @@ from vault_service.config import data_key_file_from_env, database_url_from_env
 from vault_service.database_url import DatabaseURL
 from vault_service.errors import ConfigurationError
 from vault_service.key_files import load_data_keys
-from vault_service.store.base import StoreError
-from vault_service.store.data_keys import DataKeyFileError, add_data_key
-from vault_service.store.factory import rotate_data_key
-from vault_service.store.sealing import Rotation
+from vault_service.store import (
+    DataKeyFileError,
+    Rotation,
+    StoreError,
+    add_data_key,
+    rotate_data_key,
+)
 
 ADD_DESCRIPTION = (
     "Add a new random AES-256 key to the data key file FILE (created with mode 0600 if it does "

@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import vault_service
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
-from vault_service.store.data_keys import add_data_key
+from vault_service.store import add_data_key
 
 from .access import Access
 

@@ -23,8 +23,7 @@ from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 from vault_service.antom.keys import PrivateKey
 from vault_service.domain import VaultingStatus
 from vault_service.emulator import EmulatorServer
-from vault_service.store.data_keys import DataKeyRing
-from vault_service.store.sqlite import SQLiteStore
+from vault_service.store import DataKeyRing, SQLiteStore
 
 COMMAND = (sys.executable, "-m", "vault_service")
 

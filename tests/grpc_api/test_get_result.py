@@ -20,7 +20,7 @@ from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service.domain import EventSource
 from vault_service.emulator import EmulatorServer
 from vault_service.service.vaulting import VaultingService
-from vault_service.store.sqlite import SQLiteStore
+from vault_service.store import SQLiteStore
 
 if TYPE_CHECKING:
     from vault_service._proto.vault.v1.vault_service_pb2_grpc import VaultServiceAsyncStub

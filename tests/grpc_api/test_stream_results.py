@@ -31,7 +31,7 @@ from vault_service.events import EventHub
 from vault_service.grpc_api.servicer import VaultServicer
 from vault_service.service.news import from_notification
 from vault_service.service.vaulting import VaultingService, utc_now
-from vault_service.store.sqlite import SQLiteStore
+from vault_service.store import SQLiteStore
 
 if TYPE_CHECKING:
     from vault_service._proto.vault.v1.vault_service_pb2_grpc import VaultServiceAsyncStub

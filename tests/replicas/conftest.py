@@ -49,9 +49,9 @@ from vault_service.domain import (
     decode_resume_token,
 )
 from vault_service.grpc_api import mapping
+from vault_service.store import DataKeyRing
 from vault_service.store.codec import decode_snapshot
-from vault_service.store.data_keys import DataKeyRing
-from vault_service.store.postgres import APPLICATION_NAME
+from vault_service.store.postgres_pool import APPLICATION_NAME
 from vault_service.store.sealing import (
     EVENT_SEALED,
     EVENT_TOKEN,

@@ -30,6 +30,7 @@ from tests.replicas.conftest import (
     wait_until,
 )
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
+from vault_service.database_url import parse_database_url
 from vault_service.domain import (
     EventSource,
     Observation,
@@ -38,8 +39,8 @@ from vault_service.domain import (
 from vault_service.emulator import EmulatorServer
 from vault_service.emulator.notifier import Outcome
 from vault_service.grpc_api import mapping
-from vault_service.store.data_keys import DataKeyRing
-from vault_service.store.postgres import APPLICATION_NAME, PostgresStore
+from vault_service.store import DataKeyRing, PostgresStore
+from vault_service.store.postgres_pool import APPLICATION_NAME
 
 SESSIONS = 36
 CHAOS_SECONDS = 3.0
@@ -204,7 +205,9 @@ async def test_a_replica_gets_its_listen_connection_back_however_a_reconnect_fai
         await add_listener(self, *args, **kwargs)
 
     # Another replica's store.
-    other = await PostgresStore.open(postgres_dsn, auto_migrate=False, data_keys=data_keys)
+    other = await PostgresStore.open(
+        parse_database_url(postgres_dsn), auto_migrate=False, data_keys=data_keys
+    )
     try:
         await other.insert(
             new_record("deaf-1", created_at=NOW), next_check_at=NOW + timedelta(hours=1)

@@ -30,6 +30,7 @@ from typing import cast
 import pytest
 
 from tests.replicas.conftest import assert_no_replica_connections, new_record, read_log
+from vault_service.database_url import parse_database_url
 from vault_service.domain import (
     AntomResult,
     Card,
@@ -42,8 +43,7 @@ from vault_service.domain import (
 from vault_service.events import EventHub
 from vault_service.pg_wakeups import PostgresWakeups
 from vault_service.service.streaming import ResultStreams, StreamedEvent, StreamItem
-from vault_service.store.data_keys import DataKeyRing
-from vault_service.store.postgres import EVENTS_CHANNEL, PostgresStore
+from vault_service.store import EVENTS_CHANNEL, DataKeyRing, PostgresStore
 
 REPLICAS = 3
 READERS = 5
@@ -81,7 +81,9 @@ async def replicas(postgres_dsn: str, data_keys: DataKeyRing) -> AsyncIterator[l
     async with contextlib.AsyncExitStack() as stack:
         started = []
         for _ in range(REPLICAS):
-            store = await PostgresStore.open(postgres_dsn, auto_migrate=True, data_keys=data_keys)
+            store = await PostgresStore.open(
+                parse_database_url(postgres_dsn), auto_migrate=True, data_keys=data_keys
+            )
             stack.push_async_callback(store.close)
             hub = EventHub()
             wakeups = PostgresWakeups(postgres_dsn, hub, channel=EVENTS_CHANNEL)

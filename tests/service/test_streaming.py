@@ -28,7 +28,7 @@ from vault_service.service.streaming import (
     StreamedEvent,
     StreamItem,
 )
-from vault_service.store.sqlite import SQLiteStore
+from vault_service.store import SQLiteStore
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
 

@@ -19,7 +19,7 @@ from vault_service.errors import ConflictError, NotFoundError
 from vault_service.events import EventHub
 from vault_service.service.reconciler import Reconciler
 from vault_service.service.vaulting import VaultingService
-from vault_service.store.sqlite import SQLiteStore
+from vault_service.store import SQLiteStore
 
 NOWHERE = "http://127.0.0.1:9/antom/vaulting/notify"
 CREATE = "createVaultingSession"

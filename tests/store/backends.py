@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 
 from tests.fixtures.postgres import MakeDatabase
+from vault_service.database_url import parse_database_url
 from vault_service.store import Store
 from vault_service.store import postgres as postgres_backend
 from vault_service.store import sqlite as sqlite_backend
@@ -116,11 +117,11 @@ class PostgresBackend:
         self.data_keys = data_keys
 
     async def migrate(self) -> list[int]:
-        return await postgres_backend.migrate(self.location)
+        return await postgres_backend.migrate(parse_database_url(self.location))
 
     async def open(self, *, auto_migrate: bool = False) -> Store:
         return await postgres_backend.PostgresStore.open(
-            self.location, auto_migrate=auto_migrate, data_keys=self.data_keys
+            parse_database_url(self.location), auto_migrate=auto_migrate, data_keys=self.data_keys
         )
 
     async def record_schema_version(self, version: int) -> None:

@@ -37,7 +37,7 @@ from vault_service.store.data_keys import (
     parse_data_key_file,
     read_data_key_file,
 )
-from vault_service.store.factory import rotate_data_key
+from vault_service.store.factory import ROTATION_BATCH_SIZE, rotate_data_key
 from vault_service.store.postgres import PostgresStore
 from vault_service.store.sealing import PLAINTEXT_STATE_KEY, RECORD_TOKEN, seal_token
 
@@ -286,28 +286,38 @@ async def test_rotate_data_key_command(backend: Backend, filled: Store, new_key_
 
 @pytest.mark.parametrize("new_backend", ["postgresql"], indirect=True)
 async def test_postgres_rotation_never_overwrites_a_concurrent_write(
-    backend: Backend, filled: Store, new_key_file: Path, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, filled: Store, new_key_file: Path
 ) -> None:
     """Guards rotation while replicas serve: a record rewritten between the rotation's read and
     its write (a replica's apply) keeps the replica's value; a re-run then reseals it."""
     assert isinstance(filled, PostgresStore)  # SQLite rotates inside its write lock
     concurrent = seal_token(backend.data_keys, RECORD_TOKEN, "a", token("a"))
-    real_execute = asyncpg.Connection.execute
     writes: list[str] = []
 
-    async def execute_after_a_replica(self: asyncpg.Connection, sql: str, *args: object) -> str:
-        if sql.lstrip().startswith("UPDATE records AS t") and not writes:
-            # Another connection commits first: the rotation's read of "a" is now stale.
-            writes.append(sql)
-            await backend.execute(
-                f"UPDATE records SET card_token = '{concurrent}' WHERE vaulting_request_id = 'a'"
-            )
-        return await real_execute(self, sql, *args)
+    class AfterAReplica(asyncpg.Connection):  # type: ignore[type-arg]
+        """The rotation's connections: another replica writes before its first swap."""
 
-    monkeypatch.setattr(asyncpg.Connection, "execute", execute_after_a_replica)
+        async def execute(self, sql: str, *args: object, **options: float | None) -> str:
+            if sql.lstrip().startswith("UPDATE records AS t") and not writes:
+                # Another connection commits first: the rotation's read of "a" is now stale.
+                writes.append(sql)
+                await backend.execute(
+                    f"UPDATE records SET card_token = '{concurrent}' "
+                    "WHERE vaulting_request_id = 'a'"
+                )
+            return await super().execute(sql, *args, **options)
+
     ring = await asyncio.to_thread(read_data_key_file, new_key_file)
-    counts = (await rotate_data_key(parse_database_url(backend.url), ring)).counts
-    monkeypatch.undo()
+    rotating = await PostgresStore.open(
+        parse_database_url(backend.url),
+        auto_migrate=False,
+        data_keys=ring,
+        connection_class=AfterAReplica,
+    )
+    try:
+        counts = (await rotating.reseal(batch_size=ROTATION_BATCH_SIZE)).counts
+    finally:
+        await rotating.close()
     assert writes, "the rotation never wrote records back"
 
     records = next(c for c in counts if c.column is RECORD_TOKEN)

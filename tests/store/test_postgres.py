@@ -14,18 +14,14 @@ import asyncpg
 import pytest
 
 from tests.store.strategies import T0, new_record, observe
-from vault_service.database_url import redact_dsn
+from vault_service.database_url import parse_database_url, redact_dsn
 from vault_service.domain import VaultingStatus
-from vault_service.store import DatabaseUnavailableError, SchemaVersionError
+from vault_service.store import EVENTS_CHANNEL, DatabaseUnavailableError, SchemaVersionError
 from vault_service.store import postgres as postgres_module
 from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.migrations import POSTGRES_MIGRATIONS
-from vault_service.store.postgres import (
-    APPLICATION_NAME,
-    EVENTS_CHANNEL,
-    PostgresStore,
-    migrate,
-)
+from vault_service.store.postgres import PostgresStore, migrate
+from vault_service.store.postgres_pool import APPLICATION_NAME
 
 POSTGRES_VERSIONS = [migration.version for migration in POSTGRES_MIGRATIONS]
 
@@ -48,13 +44,15 @@ _GATED_EVENTS = f"""
 @pytest.fixture
 async def dsn(postgres_dsn: str) -> str:
     """A migrated database of the test's own."""
-    await migrate(postgres_dsn)
+    await migrate(parse_database_url(postgres_dsn))
     return postgres_dsn
 
 
 @pytest.fixture
 async def pg_store(dsn: str, data_keys: DataKeyRing) -> AsyncIterator[PostgresStore]:
-    store = await PostgresStore.open(dsn, auto_migrate=False, data_keys=data_keys)
+    store = await PostgresStore.open(
+        parse_database_url(dsn), auto_migrate=False, data_keys=data_keys
+    )
     yield store
     await store.close()
 
@@ -103,7 +101,9 @@ async def test_a_later_append_waits_for_an_earlier_uncommitted_one(
         await pg_store.insert(new_record(vaulting_request_id), next_check_at=T0)
     notified: asyncio.Queue[str] = asyncio.Queue()
     await admin.add_listener(EVENTS_CHANNEL, lambda *args: notified.put_nowait(args[3]))
-    other = await PostgresStore.open(dsn, auto_migrate=False, data_keys=data_keys)
+    other = await PostgresStore.open(
+        parse_database_url(dsn), auto_migrate=False, data_keys=data_keys
+    )
     try:
         await admin.execute("SELECT pg_advisory_lock($1)", GATE)
         gated = asyncio.create_task(pg_store.apply("gated", observe(S.SUCCEEDED)))
@@ -178,7 +178,9 @@ async def test_a_dead_replicas_creation_lock_vanishes_with_its_connection(
     """Guards against a crashed replica blocking an id for ever: when its session ends (here:
     terminated by the server), another replica gets the lock, and the "dead" holder still
     leaves its block cleanly."""
-    other = await PostgresStore.open(dsn, auto_migrate=False, data_keys=data_keys)
+    other = await PostgresStore.open(
+        parse_database_url(dsn), auto_migrate=False, data_keys=data_keys
+    )
     held, leave = asyncio.Event(), asyncio.Event()
 
     async def hold() -> None:
@@ -211,7 +213,9 @@ async def test_creation_locks_leave_no_advisory_lock_behind(
 ) -> None:
     """Guards the session-level locks, which outlive transactions: after holders finish,
     fail or are cancelled (also while waiting), the server holds no advisory lock at all."""
-    other = await PostgresStore.open(dsn, auto_migrate=False, data_keys=data_keys)
+    other = await PostgresStore.open(
+        parse_database_url(dsn), auto_migrate=False, data_keys=data_keys
+    )
     try:
         held, leave = asyncio.Event(), asyncio.Event()
 
@@ -257,7 +261,9 @@ async def test_a_held_creation_lock_never_stalls_appends(
     old_key = await admin.fetchval("SELECT hashtextextended($1, 0)", colliding)
     monkeypatch.setattr(postgres_module, "EVENT_APPEND_LOCK", old_key)
     await pg_store.insert(new_record("appending"), next_check_at=T0)
-    other = await PostgresStore.open(dsn, auto_migrate=False, data_keys=data_keys)
+    other = await PostgresStore.open(
+        parse_database_url(dsn), auto_migrate=False, data_keys=data_keys
+    )
     try:
         async with pg_store.creation_lock(colliding):
             held = await admin.fetch(
@@ -355,7 +361,7 @@ async def test_refusals_name_the_database_without_its_password(postgres_dsn: str
     with_password = postgres_dsn.replace("postgres@", "postgres:s3cret@", 1)
     with pytest.raises(SchemaVersionError) as refused:
         await PostgresStore.open(
-            with_password, auto_migrate=False, data_keys=DataKeyRing.generate()
+            parse_database_url(with_password), auto_migrate=False, data_keys=DataKeyRing.generate()
         )
     message = str(refused.value)
     assert "run `vault-service migrate`" in message
@@ -367,7 +373,7 @@ async def test_an_unreachable_server_is_a_clear_error() -> None:
     """Guards ``serve``/``migrate`` against a traceback for a wrong host or port."""
     with pytest.raises(DatabaseUnavailableError, match=r"cannot connect to the database") as error:
         await PostgresStore.open(
-            "postgresql://vault:s3cret@127.0.0.1:1/vault",
+            parse_database_url("postgresql://vault:s3cret@127.0.0.1:1/vault"),
             auto_migrate=False,
             data_keys=DataKeyRing.generate(),
         )

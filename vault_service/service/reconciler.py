@@ -18,7 +18,7 @@ from vault_service.antom.errors import AntomConfigurationError, AntomError, Anto
 from vault_service.domain import VaultingRecord
 from vault_service.service import news
 from vault_service.service.vaulting import Clock, VaultingService, utc_now
-from vault_service.store.base import Store, UnreadableRecord
+from vault_service.store import Store, UnreadableRecord
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from vault_service.domain import (
 from vault_service.errors import VAULT_DOMAIN, ErrorInfo, UnavailableError
 from vault_service.events import EventHub
 from vault_service.service.vaulting import Clock, utc_now
-from vault_service.store.base import (
+from vault_service.store import (
     LogEntry,
     Store,
     Unreadable,

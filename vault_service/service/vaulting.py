@@ -31,7 +31,7 @@ from vault_service.domain import (
 from vault_service.errors import ConflictError, NotFoundError
 from vault_service.events import EventHub
 from vault_service.service import news
-from vault_service.store.base import RecordExistsError, RecordNotFoundError, Store
+from vault_service.store import RecordExistsError, RecordNotFoundError, Store
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,13 @@
-"""Persistence: the :class:`Store` contract, its backends, migrations and the event log."""
+"""Persistence: the :class:`Store` contract, its backends, migrations and the event log.
+
+This is the package's public face: code outside ``vault_service.store`` imports from here,
+never from its modules (tests of the store's internals aside).
+"""
 
 from vault_service.store.base import (
     CorruptDataError,
     DatabaseUnavailableError,
+    LogEntry,
     OrphanNotification,
     RecordExistsError,
     RecordNotFoundError,
@@ -11,19 +16,56 @@ from vault_service.store.base import (
     StoreBusyError,
     StoreClosedError,
     StoreError,
+    StoreUnavailableError,
+    Unreadable,
+    UnreadableEvent,
     UnreadableRecord,
+    entry_owner,
+    entry_request_id,
 )
+from vault_service.store.data_keys import (
+    DataKeyFileError,
+    DataKeyRing,
+    UnknownDataKeyError,
+    add_data_key,
+    envelope_key_id,
+    read_data_key_file,
+)
+from vault_service.store.event_append import EVENTS_CHANNEL
+from vault_service.store.factory import migrate, open_store, rotate_data_key
+from vault_service.store.postgres import PostgresStore
+from vault_service.store.sealing import Rotation
+from vault_service.store.sqlite import SQLiteStore
 
 __all__ = [
+    "EVENTS_CHANNEL",
     "CorruptDataError",
+    "DataKeyFileError",
+    "DataKeyRing",
     "DatabaseUnavailableError",
+    "LogEntry",
     "OrphanNotification",
+    "PostgresStore",
     "RecordExistsError",
     "RecordNotFoundError",
+    "Rotation",
+    "SQLiteStore",
     "SchemaVersionError",
     "Store",
     "StoreBusyError",
     "StoreClosedError",
     "StoreError",
+    "StoreUnavailableError",
+    "UnknownDataKeyError",
+    "Unreadable",
+    "UnreadableEvent",
     "UnreadableRecord",
+    "add_data_key",
+    "entry_owner",
+    "entry_request_id",
+    "envelope_key_id",
+    "migrate",
+    "open_store",
+    "read_data_key_file",
+    "rotate_data_key",
 ]

@@ -67,6 +67,11 @@ class SchemaVersionError(StoreError, ConfigurationError):
     operator what to do (run ``vault-service migrate``, or deploy a newer build)."""
 
 
+class UnusableDatabaseError(StoreError, ConfigurationError):
+    """The database is there but cannot serve as configured (a SQLite file on a filesystem
+    without write-ahead logging); the message says what to change."""
+
+
 class DatabaseUnavailableError(StoreError, UnavailableError):
     """The database could not be reached at open (wrong address or credentials, a database
     that does not exist, a server that is down); the message names it, without secrets."""

@@ -1,8 +1,7 @@
-"""Backend selection: a :class:`~vault_service.database_url.DatabaseURL` names the backend,
-and its location is revealed here, to the backend that connects.
+"""Backend selection: a :class:`~vault_service.database_url.DatabaseURL` names the backend.
 
-A module of its own rather than the package's ``__init__``, so that importing the contract
-(``vault_service.store``) does not import both drivers.
+The PostgreSQL backend takes the URL itself and reveals it only where it connects; the SQLite
+backend takes the file's path, which is no secret.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ import logging
 from typing import Final
 
 from vault_service.database_url import DatabaseURL
-from vault_service.store import postgres, sqlite
+from vault_service.store import postgres, postgres_pool, sqlite
 from vault_service.store.base import Store
 from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.sealing import Rotation
@@ -29,7 +28,7 @@ async def open_store(
     sqlite_synchronous: sqlite.Synchronous = "NORMAL",
     postgres_pool_size: int = 10,
     postgres_lock_pool_size: int = 20,
-    postgres_acquire_timeout: float = postgres.DEFAULT_ACQUIRE_TIMEOUT,
+    postgres_acquire_timeout: float = postgres_pool.DEFAULT_ACQUIRE_TIMEOUT,
 ) -> Store:
     """Open the store ``database`` names, migrating it first when ``auto_migrate``.
 
@@ -70,7 +69,7 @@ async def _open(
     sqlite_synchronous: sqlite.Synchronous = "NORMAL",
     postgres_pool_size: int,
     postgres_lock_pool_size: int,
-    postgres_acquire_timeout: float = postgres.DEFAULT_ACQUIRE_TIMEOUT,
+    postgres_acquire_timeout: float = postgres_pool.DEFAULT_ACQUIRE_TIMEOUT,
 ) -> sqlite.SQLiteStore | postgres.PostgresStore:
     """The backend ``database`` names, opened."""
     if database.backend == "sqlite":
@@ -81,7 +80,7 @@ async def _open(
             synchronous=sqlite_synchronous,
         )
     return await postgres.PostgresStore.open(
-        database.reveal(),
+        database,
         auto_migrate=auto_migrate,
         data_keys=data_keys,
         max_size=postgres_pool_size,
@@ -122,4 +121,4 @@ async def migrate(database: DatabaseURL) -> list[int]:
     """
     if database.backend == "sqlite":
         return await sqlite.migrate(database.reveal())
-    return await postgres.migrate(database.reveal())
+    return await postgres.migrate(database)
