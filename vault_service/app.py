@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from vault_service.antom.client import AntomClient, AntomClientConfig
 from vault_service.config import ConfigError, Settings
-from vault_service.events import EventHub
+from vault_service.events import EventHub, ListenUnavailableError, PostgresWakeups
 from vault_service.grpc_api.auth import AuthenticationInterceptor, Authenticator
 from vault_service.grpc_api.callers import NO_FILE, CallerDirectory, CallersFileError
 from vault_service.grpc_api.server import (
@@ -33,13 +33,11 @@ from vault_service.grpc_api.servicer import VaultServicer
 from vault_service.grpc_api.tls import ServerTls, TlsFiles, TlsFilesError
 from vault_service.grpc_api.token_file import TokenFile, describe
 from vault_service.key_files import AntomKeyFiles
-from vault_service.pg_wakeups import ListenUnavailableError, PostgresWakeups
 from vault_service.service.reconciler import Reconciler
 from vault_service.service.streaming import ResultStreams
 from vault_service.service.vaulting import VaultingService
 from vault_service.store.data_keys import DataKeyFileError, DataKeyRing, read_data_key_file
 from vault_service.store.factory import open_store
-from vault_service.store.postgres import EVENTS_CHANNEL
 from vault_service.webhook import bind, build_webhook_app, serve_webhook
 
 log = logging.getLogger(__name__)
@@ -206,7 +204,7 @@ async def start(settings: Settings) -> RunningService:
         hub = EventHub()
         if settings.database_url.backend == "postgresql":
             # Several replicas share the database: learn about their events through NOTIFY.
-            wakeups = PostgresWakeups(settings.database_url.reveal(), hub, channel=EVENTS_CHANNEL)
+            wakeups = PostgresWakeups(settings.database_url.reveal(), hub)
             try:
                 await wakeups.start()
             except ListenUnavailableError as exc:

@@ -39,11 +39,10 @@ from vault_service.domain import (
     VaultingStatus,
     encode_resume_token,
 )
-from vault_service.events import EventHub
-from vault_service.pg_wakeups import PostgresWakeups
+from vault_service.events import EventHub, PostgresWakeups
 from vault_service.service.streaming import ResultStreams, StreamedEvent, StreamItem
 from vault_service.store.data_keys import DataKeyRing
-from vault_service.store.postgres import EVENTS_CHANNEL, PostgresStore
+from vault_service.store.postgres import PostgresStore
 
 REPLICAS = 3
 READERS = 5
@@ -84,7 +83,7 @@ async def replicas(postgres_dsn: str, data_keys: DataKeyRing) -> AsyncIterator[l
             store = await PostgresStore.open(postgres_dsn, auto_migrate=True, data_keys=data_keys)
             stack.push_async_callback(store.close)
             hub = EventHub()
-            wakeups = PostgresWakeups(postgres_dsn, hub, channel=EVENTS_CHANNEL)
+            wakeups = PostgresWakeups(postgres_dsn, hub)
             await wakeups.start()
             stack.push_async_callback(wakeups.close)
             streams = ResultStreams(store, hub, checkpoint_interval=CHECKPOINT_INTERVAL)

@@ -13,10 +13,12 @@ from vault_service.store.base import (
     StoreError,
     UnreadableRecord,
 )
+from vault_service.store.postgres import EVENTS_CHANNEL
 
 __all__ = [
     "CorruptDataError",
     "DatabaseUnavailableError",
+    "EVENTS_CHANNEL",
     "OrphanNotification",
     "RecordExistsError",
     "RecordNotFoundError",
