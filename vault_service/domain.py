@@ -14,8 +14,9 @@ import base64
 import binascii
 import enum
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 from vault_service.errors import VaultError
@@ -24,6 +25,14 @@ MAX_VAULTING_REQUEST_ID_CHARS: Final = 64
 ANONYMOUS_OWNER: Final = "anonymous"
 MAX_EVENT_ID: Final = 2**63 - 1
 """The largest event id: event ids are signed 64-bit SQL integers in every backend."""
+
+Clock = Callable[[], datetime]
+"""Where the use cases read the time (aware UTC); injected so that tests can move it."""
+
+
+def utc_now() -> datetime:
+    """The real :data:`Clock`."""
+    return datetime.now(UTC)
 
 
 class VaultingStatus(enum.StrEnum):

@@ -15,9 +15,9 @@ import logging
 from datetime import timedelta
 
 from vault_service.antom.errors import AntomConfigurationError, AntomError, AntomRejectedError
-from vault_service.domain import VaultingRecord
+from vault_service.domain import Clock, VaultingRecord, utc_now
 from vault_service.service import news
-from vault_service.service.vaulting import Clock, VaultingService, utc_now
+from vault_service.service.vaulting import VaultingService
 from vault_service.store.base import Store, UnreadableRecord
 
 log = logging.getLogger(__name__)

@@ -30,14 +30,15 @@ from datetime import datetime
 from typing import TypeGuard
 
 from vault_service.domain import (
+    Clock,
     Event,
     InvalidResumeTokenError,
     decode_resume_token,
     encode_resume_token,
+    utc_now,
 )
 from vault_service.errors import VaultError
 from vault_service.events import EventHub
-from vault_service.service.vaulting import Clock, utc_now
 from vault_service.store.base import (
     LogEntry,
     Store,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,12 +20,14 @@ from vault_service.antom.models import (
     VaultingNotification,
 )
 from vault_service.domain import (
+    Clock,
     Event,
     Observation,
     Session,
     SessionParameters,
     SessionRequest,
     VaultingRecord,
+    utc_now,
 )
 from vault_service.errors import ConflictError, NotFoundError
 from vault_service.events import EventHub
@@ -34,12 +35,6 @@ from vault_service.service import news
 from vault_service.store.base import RecordExistsError, RecordNotFoundError, Store
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def remaining(deadline: float | None) -> float | None:

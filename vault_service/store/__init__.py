@@ -16,9 +16,9 @@ from vault_service.store.base import (
 from vault_service.store.postgres import EVENTS_CHANNEL
 
 __all__ = [
+    "EVENTS_CHANNEL",
     "CorruptDataError",
     "DatabaseUnavailableError",
-    "EVENTS_CHANNEL",
     "OrphanNotification",
     "RecordExistsError",
     "RecordNotFoundError",
