@@ -2,10 +2,10 @@
 
 A record moves ``SESSION_CREATED -> PROCESSING -> SUCCEEDED | FAILED``, or to ``EXPIRED`` when
 the session lapses without a result. Transitions are monotonic so that duplicate, late or
-reordered news (Antom retries notifications; an inquiry can race a notification) never move a
-record backwards: a final Antom result is never overwritten, and a non-final one never replaces
-a final one. ``EXPIRED`` is our own inference from the session's expiry time, so a final result
-that Antom reports afterwards still replaces it.
+reordered observations (Antom retries notifications; an inquiry can race a notification) never
+move a record backwards: a final Antom result is never overwritten, and a non-final one never
+replaces a final one. ``EXPIRED`` is our own inference from the session's expiry time, so a
+final result that Antom reports afterwards still replaces it.
 """
 
 from __future__ import annotations
@@ -149,10 +149,10 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One piece of news about a vaulting request, from a notification, an inquiry or expiry.
+    """What we learned about a vaulting request, from a notification, an inquiry or expiry.
 
     ``status`` is ``None`` when Antom reported a ``vaultingStatus`` this build does not know
-    (its word is in ``antom_result.vaulting_status``): the news is recorded but moves no
+    (its word is in ``antom_result.vaulting_status``): the observation is recorded but moves no
     status (see :func:`apply_observation`).
     """
 
@@ -203,20 +203,22 @@ class VaultingRecord:
         return self.status.is_final and not self.card_pending
 
 
-def apply_observation(record: VaultingRecord, news: Observation) -> VaultingRecord | None:
-    """The record after ``news``, or ``None`` when the news changes nothing (no event then)."""
-    current, incoming = record.status, news.status
+def apply_observation(record: VaultingRecord, observation: Observation) -> VaultingRecord | None:
+    """The record after ``observation``, or ``None`` when it changes nothing (no event then)."""
+    current, incoming = record.status, observation.status
     if incoming is None:
         # A vaultingStatus this build does not know: kept as Antom's word on an open record
         # (shown to callers, and the record still expires), never a transition.
-        if current.is_final or news.antom_result in (None, record.antom_result):
+        if current.is_final or observation.antom_result in (None, record.antom_result):
             return None
-        return replace(record, antom_result=news.antom_result, updated_at=news.observed_at)
+        return replace(
+            record, antom_result=observation.antom_result, updated_at=observation.observed_at
+        )
     if current.is_antom_final:
-        if incoming is current and _completes_card(record.card, news.card):
+        if incoming is current and _completes_card(record.card, observation.card):
             # A success first learned without the card (an inquiry answer without
             # paymentMethodDetail) still takes the token when it arrives; nothing else changes.
-            return replace(record, card=news.card, updated_at=news.observed_at)
+            return replace(record, card=observation.card, updated_at=observation.observed_at)
         return None
     if current is VaultingStatus.EXPIRED and not incoming.is_antom_final:
         return None
@@ -227,11 +229,13 @@ def apply_observation(record: VaultingRecord, news: Observation) -> VaultingReco
     return replace(
         record,
         status=incoming,
-        card=news.card if news.card is not None else record.card,
-        antom_result=news.antom_result if news.antom_result is not None else record.antom_result,
-        acquirer_info=news.acquirer_info or record.acquirer_info,
-        updated_at=news.observed_at,
-        final_at=news.observed_at if incoming.is_final else None,
+        card=observation.card if observation.card is not None else record.card,
+        antom_result=observation.antom_result
+        if observation.antom_result is not None
+        else record.antom_result,
+        acquirer_info=observation.acquirer_info or record.acquirer_info,
+        updated_at=observation.observed_at,
+        final_at=observation.observed_at if incoming.is_final else None,
     )
 
 

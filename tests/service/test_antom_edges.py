@@ -32,7 +32,7 @@ from vault_service.emulator import EmulatorServer
 from vault_service.events import EventHub
 from vault_service.grpc_api import mapping
 from vault_service.grpc_api.errors import rich_status
-from vault_service.service import news
+from vault_service.service import observations
 from vault_service.service.reconciler import Reconciler
 from vault_service.service.vaulting import VaultingService
 from vault_service.store import Store
@@ -253,7 +253,7 @@ async def test_an_unknown_vaulting_status_in_an_inquiry_answer_is_kept() -> None
         b'{"result":{"resultCode":"SUCCESS","resultStatus":"S"},'
         b'"vaultingRequestId":"vr-1","vaultingStatus":"CANCELLED"}'
     )
-    observation = news.from_inquiry(answer, datetime.now(UTC))
+    observation = observations.from_inquiry(answer, datetime.now(UTC))
     assert observation is not None
     assert observation.status is None
     assert observation.antom_result is not None
@@ -314,7 +314,7 @@ async def tokenless_success(
             }
         ).encode()
     )
-    observation = news.from_inquiry(tokenless, datetime.now(UTC))
+    observation = observations.from_inquiry(tokenless, datetime.now(UTC))
     assert observation is not None
     assert await store.apply(vaulting_request_id, observation) is not None
     assert await store.apply(vaulting_request_id, observation) is None

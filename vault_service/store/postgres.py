@@ -359,18 +359,18 @@ class PostgresStore:
         assert existing is not None  # records are never deleted
         raise RecordExistsError(existing)
 
-    async def apply(self, vaulting_request_id: str, news: Observation) -> Event | None:
+    async def apply(self, vaulting_request_id: str, observation: Observation) -> Event | None:
         async with self._connection() as connection, connection.transaction():
             record = await self._select_record(
                 connection, _SELECT_RECORD_FOR_UPDATE, vaulting_request_id
             )
             if record is None:
                 raise RecordNotFoundError(vaulting_request_id)
-            changed = apply_observation(record, news)
+            changed = apply_observation(record, observation)
             if changed is None:
                 return None
             row = seal_record_row(self._keys, record_to_row(changed))
-            occurred_at = _utc(news.observed_at)
+            occurred_at = _utc(observation.observed_at)
             await connection.execute(
                 _UPDATE_RECORD,
                 *_record_parameters(row)[1:],
@@ -384,7 +384,7 @@ class PostgresStore:
                 EVENT_APPEND_LOCK,
                 vaulting_request_id,
                 changed.owner,
-                news.source.value,
+                observation.source.value,
                 occurred_at,
                 snapshot,
                 seal_token(self._keys, EVENT_TOKEN, vaulting_request_id, card_token),
@@ -392,7 +392,7 @@ class PostgresStore:
             )
             assert appended is not None
             event_id: int = appended["id"]
-        return Event(event_id, news.source, occurred_at, changed)
+        return Event(event_id, observation.source, occurred_at, changed)
 
     async def keep_session_request(
         self, vaulting_request_id: str, request: SessionRequest, at: datetime

@@ -257,8 +257,8 @@ class SQLiteStore:
     ) -> SessionRequest:
         return await self._run(self._keep_session_request, vaulting_request_id, request, at)
 
-    async def apply(self, vaulting_request_id: str, news: Observation) -> Event | None:
-        return await self._run(self._apply, vaulting_request_id, news)
+    async def apply(self, vaulting_request_id: str, observation: Observation) -> Event | None:
+        return await self._run(self._apply, vaulting_request_id, observation)
 
     async def record_orphan(
         self, vaulting_request_id: str, body: bytes, received_at: datetime
@@ -381,16 +381,16 @@ class SQLiteStore:
 
         return _transaction(self._connection, work)
 
-    def _apply(self, vaulting_request_id: str, news: Observation) -> Event | None:
+    def _apply(self, vaulting_request_id: str, observation: Observation) -> Event | None:
         def work(connection: sqlite3.Connection) -> Event | None:
             record = self._select_record(connection, vaulting_request_id)
             if record is None:
                 raise RecordNotFoundError(vaulting_request_id)
-            changed = apply_observation(record, news)
+            changed = apply_observation(record, observation)
             if changed is None:
                 return None
             row = seal_record_row(self._keys, record_to_row(changed))
-            occurred_at = encode_instant(news.observed_at)
+            occurred_at = encode_instant(observation.observed_at)
             connection.execute(
                 _UPDATE_RECORD,
                 (*row[1:], changed.reconciled, occurred_at, row.vaulting_request_id),
@@ -401,7 +401,7 @@ class SQLiteStore:
                 (
                     vaulting_request_id,
                     changed.owner,
-                    news.source.value,
+                    observation.source.value,
                     occurred_at,
                     snapshot,
                     seal_token(self._keys, EVENT_TOKEN, vaulting_request_id, card_token),
@@ -409,7 +409,7 @@ class SQLiteStore:
                 ),
             )
             assert cursor.lastrowid is not None
-            return Event(cursor.lastrowid, news.source, decode_instant(occurred_at), changed)
+            return Event(cursor.lastrowid, observation.source, decode_instant(occurred_at), changed)
 
         return _transaction(self._connection, work)
 

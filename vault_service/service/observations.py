@@ -1,4 +1,4 @@
-"""Antom's news about a vaulting (a notification or an inquiry answer) as a domain Observation.
+"""What Antom tells about a vaulting (a notification or an inquiry answer) as a domain Observation.
 
 Antom speaks in two vocabularies: a notification's ``result`` is the vaulting outcome (S stored,
 F failed), while an inquiry's ``result`` only says whether the inquiry worked and the outcome is
