@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from vault_service.antom.client import AntomClient, AntomClientConfig
+from vault_service.antom_key_files import AntomKeyFiles
 from vault_service.config import ConfigError, Settings
 from vault_service.events import EventHub, ListenUnavailableError, PostgresWakeups
 from vault_service.grpc_api.auth import AuthenticationInterceptor, Authenticator
@@ -32,7 +33,6 @@ from vault_service.grpc_api.server import (
 from vault_service.grpc_api.servicer import VaultServicer
 from vault_service.grpc_api.tls import ServerTls, TlsFiles, TlsFilesError
 from vault_service.grpc_api.token_file import TokenFile, describe
-from vault_service.key_files import AntomKeyFiles
 from vault_service.service.reconciler import Reconciler
 from vault_service.service.streaming import ResultStreams
 from vault_service.service.vaulting import VaultingService

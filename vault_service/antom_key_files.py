@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from vault_service.antom.keys import (
+from vault_service.antom.rsa_keys import (
     KeyFormatError,
     PrivateKey,
     PublicKey,
