@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from vault_service.errors import VaultError
+from vault_service.secret import Secret
 
 MAX_VAULTING_REQUEST_ID_CHARS: Final = 64
 ANONYMOUS_OWNER: Final = "anonymous"
@@ -65,6 +66,8 @@ class EventSource(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Address:
+    """The buyer's billing address: personal data, so its repr says only that it is there."""
+
     region: str = ""
     state: str = ""
     city: str = ""
@@ -73,32 +76,50 @@ class Address:
     address3: str = ""
     zip_code: str = ""
 
+    def __repr__(self) -> str:
+        return "Address(<hidden>)"
+
 
 @dataclass(frozen=True, slots=True)
 class CardholderName:
+    """The buyer's name on the card: personal data, so its repr says only that it is there."""
+
     first_name: str = ""
     middle_name: str = ""
     last_name: str = ""
     full_name: str = ""
 
+    def __repr__(self) -> str:
+        return "CardholderName(<hidden>)"
+
+
+NO_CARD_TOKEN: Final = Secret("")
+"""The token of a card Antom described without one (an inquiry answer may)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Card:
-    """What Antom returns about a vaulted card; never the PAN or CVV. The repr hides the token."""
+    """What Antom returns about a vaulted card; never the PAN or CVV.
 
-    card_token: str = field(default="", repr=False)
+    The card token is a :class:`~vault_service.secret.Secret`: whoever holds it can charge the
+    card, so only the edges that must hand it on (the store's codec, the gRPC mapping) reveal
+    it. The repr also leaves out every other field the store seals at rest
+    (:mod:`vault_service.store.sealed_fields`): what identifies the card or the buyer.
+    """
+
+    card_token: Secret = NO_CARD_TOKEN
     brand: str = ""
     masked_card_number: str = ""
     bin: str = ""
     last_four: str = ""
-    expiry_month: str = ""
-    expiry_year: str = ""
+    expiry_month: str = field(default="", repr=False)
+    expiry_year: str = field(default="", repr=False)
     funding: str = ""
     issuing_country: str = ""
     issuer_name: str = ""
-    fingerprint: str = ""
-    billing_address: Address | None = field(default=None, repr=False)
-    cardholder_name: CardholderName | None = field(default=None, repr=False)
+    fingerprint: str = field(default="", repr=False)
+    billing_address: Address | None = None
+    cardholder_name: CardholderName | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +182,8 @@ class Observation:
     observed_at: datetime
     card: Card | None = None
     antom_result: AntomResult | None = None
-    acquirer_info: tuple[tuple[str, str], ...] = ()
+    acquirer_info: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """Sealed at rest and kept out of the repr: it may hold the acquirer's card token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +197,8 @@ class VaultingRecord:
     status: VaultingStatus = VaultingStatus.SESSION_CREATED
     card: Card | None = None
     antom_result: AntomResult | None = None
-    acquirer_info: tuple[tuple[str, str], ...] = ()
+    acquirer_info: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """As :attr:`Observation.acquirer_info`: kept out of the repr."""
     final_at: datetime | None = None
 
     @property

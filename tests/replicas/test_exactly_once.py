@@ -40,6 +40,7 @@ from vault_service.domain import (
     encode_resume_token,
 )
 from vault_service.events import EventHub, PostgresWakeups
+from vault_service.secret import Secret
 from vault_service.service.streaming import ResultStreams, StreamedEvent, StreamItem
 from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.postgres import PostgresStore
@@ -95,7 +96,7 @@ async def replicas(postgres_dsn: str, data_keys: DataKeyRing) -> AsyncIterator[l
 def observations(rng: random.Random, rid: str) -> list[Observation]:
     """A shuffled pile of news about one record: a plausible story plus noise."""
     at = T0 + timedelta(seconds=rng.randint(1, 600))
-    card = Card(card_token=f"ALIPAY-{rid}", brand="VISA", last_four="1111")
+    card = Card(card_token=Secret(f"ALIPAY-{rid}"), brand="VISA", last_four="1111")
 
     def news(
         status: VaultingStatus,
@@ -203,7 +204,7 @@ async def run_round(replicas: list[Replica], dsn: str, data_keys: DataKeyRing, s
 
 def summary(event: Event) -> tuple[int, str, str, str, str]:
     record = event.record
-    token = record.card.card_token if record.card else ""
+    token = record.card.card_token.reveal() if record.card else ""
     return event.event_id, record.vaulting_request_id, record.status, event.source, token
 
 
