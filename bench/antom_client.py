@@ -27,8 +27,8 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from vault_service.antom.client import AntomClient, AntomClientConfig
-from vault_service.antom.keys import PrivateKey, ensure_key_pair, load_private_key
 from vault_service.antom.models import CreateVaultingSessionRequest
+from vault_service.antom.rsa_keys import PrivateKey, ensure_key_pair, load_private_key
 from vault_service.antom.signing import Signer, Verifier
 
 CLIENT_ID = "BENCH0000000001"

@@ -6,7 +6,7 @@ per concern, so that engineers add to the list instead of editing each other's f
 
 pytest_plugins = [
     "pytester",  # runs inner pytest sessions (used to test session-level fixtures)
-    "tests.fixtures.keys",  # antom_key, merchant_key: generated once per session; next_key_file
+    "tests.fixtures.rsa_keys",  # antom_key, merchant_key: generated once per session; next_key_file
     "tests.fixtures.data_keys",  # data_key_file, data_keys: the card-data key ring, per session
     "tests.fixtures.antom",  # emulator (a running local Antom), antom_client pointed at it
     "tests.fixtures.postgres",  # postgres_dsn: a fresh database per test (CI: never skipped)

@@ -27,6 +27,7 @@ from vault_service.domain import (
     decode_resume_token,
     encode_resume_token,
 )
+from vault_service.secret import Secret
 
 S = VaultingStatus
 LATER = T0 + timedelta(minutes=5)
@@ -236,12 +237,12 @@ def test_a_success_learned_without_the_card_takes_the_token_later() -> None:
         VaultingStatus.SUCCEEDED,
         EventSource.NOTIFICATION,
         moment,
-        card=Card(card_token="ALIPAYtok", brand="VISA"),
+        card=Card(card_token=Secret("ALIPAYtok"), brand="VISA"),
     )
     completed = apply_observation(bare, with_card)
     assert completed is not None
     assert completed.card is not None
-    assert completed.card.card_token == "ALIPAYtok"
+    assert completed.card.card_token.reveal() == "ALIPAYtok"
     assert completed.final_at == bare.final_at
     assert apply_observation(completed, with_card) is None
     failed = Observation(

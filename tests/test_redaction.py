@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vault_service.antom.keys import PrivateKey
+from vault_service.antom.rsa_keys import PrivateKey
 from vault_service.antom.signing import Signer
 from vault_service.redaction import REDACTED, redact
 

@@ -18,8 +18,10 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from vault_service.antom.client import AntomClient, AntomClientConfig
+from vault_service.antom_key_files import AntomKeyFiles
 from vault_service.config import ConfigError, Settings
-from vault_service.events import EventHub
+from vault_service.data_key_files import load_data_keys, reload_data_keys
+from vault_service.events import EventHub, PostgresWakeups
 from vault_service.grpc_api.auth import AuthenticationInterceptor, Authenticator
 from vault_service.grpc_api.callers import NO_FILE, CallerDirectory, CallersFileError
 from vault_service.grpc_api.server import (
@@ -31,12 +33,10 @@ from vault_service.grpc_api.server import (
 from vault_service.grpc_api.servicer import VaultServicer
 from vault_service.grpc_api.tls import ServerTls, TlsFiles
 from vault_service.grpc_api.token_file import TokenFile, describe
-from vault_service.key_files import AntomKeyFiles, load_data_keys, reload_data_keys
-from vault_service.pg_wakeups import PostgresWakeups
 from vault_service.service.reconciler import Reconciler
 from vault_service.service.streaming import ResultStreams
 from vault_service.service.vaulting import VaultingService
-from vault_service.store import EVENTS_CHANNEL, DataKeyRing, open_store
+from vault_service.store import DataKeyRing, open_store
 from vault_service.webhook import bind, build_webhook_app, serve_webhook
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ async def start(settings: Settings) -> RunningService:
         hub = EventHub()
         if settings.database_url.backend == "postgresql":
             # Several replicas share the database: learn about their events through NOTIFY.
-            wakeups = PostgresWakeups(settings.database_url.reveal(), hub, channel=EVENTS_CHANNEL)
+            wakeups = PostgresWakeups(settings.database_url.reveal(), hub)
             await wakeups.start()
             resources.push_async_callback(wakeups.close)
         antom = AntomClient(antom_config, antom_keys.signer, antom_keys.verifier)

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vault_service.config import data_key_file_from_env, database_url_from_env
+from vault_service.data_key_files import load_data_keys
 from vault_service.database_url import DatabaseURL
 from vault_service.errors import ConfigurationError
-from vault_service.key_files import load_data_keys
 from vault_service.store import (
     DataKeyFileError,
     Rotation,

@@ -2,10 +2,10 @@
 
 A record moves ``SESSION_CREATED -> PROCESSING -> SUCCEEDED | FAILED``, or to ``EXPIRED`` when
 the session lapses without a result. Transitions are monotonic so that duplicate, late or
-reordered news (Antom retries notifications; an inquiry can race a notification) never move a
-record backwards: a final Antom result is never overwritten, and a non-final one never replaces
-a final one. ``EXPIRED`` is our own inference from the session's expiry time, so a final result
-that Antom reports afterwards still replaces it.
+reordered observations (Antom retries notifications; an inquiry can race a notification) never
+move a record backwards: a final Antom result is never overwritten, and a non-final one never
+replaces a final one. ``EXPIRED`` is our own inference from the session's expiry time, so a
+final result that Antom reports afterwards still replaces it.
 """
 
 from __future__ import annotations
@@ -14,16 +14,26 @@ import base64
 import binascii
 import enum
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 from vault_service.errors import InvalidArgumentError
+from vault_service.secret import Secret
 
 MAX_VAULTING_REQUEST_ID_CHARS: Final = 64
 ANONYMOUS_OWNER: Final = "anonymous"
 MAX_EVENT_ID: Final = 2**63 - 1
 """The largest event id: event ids are signed 64-bit SQL integers in every backend."""
+
+Clock = Callable[[], datetime]
+"""Where the use cases read the time (aware UTC); injected so that tests can move it."""
+
+
+def utc_now() -> datetime:
+    """The real :data:`Clock`."""
+    return datetime.now(UTC)
 
 
 class VaultingStatus(enum.StrEnum):
@@ -56,6 +66,8 @@ class EventSource(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Address:
+    """The buyer's billing address: personal data, so its repr says only that it is there."""
+
     region: str = ""
     state: str = ""
     city: str = ""
@@ -64,32 +76,50 @@ class Address:
     address3: str = ""
     zip_code: str = ""
 
+    def __repr__(self) -> str:
+        return "Address(<hidden>)"
+
 
 @dataclass(frozen=True, slots=True)
 class CardholderName:
+    """The buyer's name on the card: personal data, so its repr says only that it is there."""
+
     first_name: str = ""
     middle_name: str = ""
     last_name: str = ""
     full_name: str = ""
 
+    def __repr__(self) -> str:
+        return "CardholderName(<hidden>)"
+
+
+NO_CARD_TOKEN: Final = Secret("")
+"""The token of a card Antom described without one (an inquiry answer may)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Card:
-    """What Antom returns about a vaulted card; never the PAN or CVV. The repr hides the token."""
+    """What Antom returns about a vaulted card; never the PAN or CVV.
 
-    card_token: str = field(default="", repr=False)
+    The card token is a :class:`~vault_service.secret.Secret`: whoever holds it can charge the
+    card, so only the edges that must hand it on (the store's codec, the gRPC mapping) reveal
+    it. The repr also leaves out every other field the store seals at rest
+    (:mod:`vault_service.store.sealed_fields`): what identifies the card or the buyer.
+    """
+
+    card_token: Secret = NO_CARD_TOKEN
     brand: str = ""
     masked_card_number: str = ""
     bin: str = ""
     last_four: str = ""
-    expiry_month: str = ""
-    expiry_year: str = ""
+    expiry_month: str = field(default="", repr=False)
+    expiry_year: str = field(default="", repr=False)
     funding: str = ""
     issuing_country: str = ""
     issuer_name: str = ""
-    fingerprint: str = ""
-    billing_address: Address | None = field(default=None, repr=False)
-    cardholder_name: CardholderName | None = field(default=None, repr=False)
+    fingerprint: str = field(default="", repr=False)
+    billing_address: Address | None = None
+    cardholder_name: CardholderName | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +170,10 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One piece of news about a vaulting request, from a notification, an inquiry or expiry.
+    """What we learned about a vaulting request, from a notification, an inquiry or expiry.
 
     ``status`` is ``None`` when Antom reported a ``vaultingStatus`` this build does not know
-    (its word is in ``antom_result.vaulting_status``): the news is recorded but moves no
+    (its word is in ``antom_result.vaulting_status``): the observation is recorded but moves no
     status (see :func:`apply_observation`).
     """
 
@@ -152,7 +182,8 @@ class Observation:
     observed_at: datetime
     card: Card | None = None
     antom_result: AntomResult | None = None
-    acquirer_info: tuple[tuple[str, str], ...] = ()
+    acquirer_info: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """Sealed at rest and kept out of the repr: it may hold the acquirer's card token."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +197,8 @@ class VaultingRecord:
     status: VaultingStatus = VaultingStatus.SESSION_CREATED
     card: Card | None = None
     antom_result: AntomResult | None = None
-    acquirer_info: tuple[tuple[str, str], ...] = ()
+    acquirer_info: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """As :attr:`Observation.acquirer_info`: kept out of the repr."""
     final_at: datetime | None = None
 
     @property
@@ -194,20 +226,22 @@ class VaultingRecord:
         return self.status.is_final and not self.card_pending
 
 
-def apply_observation(record: VaultingRecord, news: Observation) -> VaultingRecord | None:
-    """The record after ``news``, or ``None`` when the news changes nothing (no event then)."""
-    current, incoming = record.status, news.status
+def apply_observation(record: VaultingRecord, observation: Observation) -> VaultingRecord | None:
+    """The record after ``observation``, or ``None`` when it changes nothing (no event then)."""
+    current, incoming = record.status, observation.status
     if incoming is None:
         # A vaultingStatus this build does not know: kept as Antom's word on an open record
         # (shown to callers, and the record still expires), never a transition.
-        if current.is_final or news.antom_result in (None, record.antom_result):
+        if current.is_final or observation.antom_result in (None, record.antom_result):
             return None
-        return replace(record, antom_result=news.antom_result, updated_at=news.observed_at)
+        return replace(
+            record, antom_result=observation.antom_result, updated_at=observation.observed_at
+        )
     if current.is_antom_final:
-        if incoming is current and _completes_card(record.card, news.card):
+        if incoming is current and _completes_card(record.card, observation.card):
             # A success first learned without the card (an inquiry answer without
             # paymentMethodDetail) still takes the token when it arrives; nothing else changes.
-            return replace(record, card=news.card, updated_at=news.observed_at)
+            return replace(record, card=observation.card, updated_at=observation.observed_at)
         return None
     if current is VaultingStatus.EXPIRED and not incoming.is_antom_final:
         return None
@@ -218,11 +252,13 @@ def apply_observation(record: VaultingRecord, news: Observation) -> VaultingReco
     return replace(
         record,
         status=incoming,
-        card=news.card if news.card is not None else record.card,
-        antom_result=news.antom_result if news.antom_result is not None else record.antom_result,
-        acquirer_info=news.acquirer_info or record.acquirer_info,
-        updated_at=news.observed_at,
-        final_at=news.observed_at if incoming.is_final else None,
+        card=observation.card if observation.card is not None else record.card,
+        antom_result=observation.antom_result
+        if observation.antom_result is not None
+        else record.antom_result,
+        acquirer_info=observation.acquirer_info or record.acquirer_info,
+        updated_at=observation.observed_at,
+        final_at=observation.observed_at if incoming.is_final else None,
     )
 
 

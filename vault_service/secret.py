@@ -1,4 +1,4 @@
-"""A string that must never be printed: bearer tokens, passwords, key material in transit.
+"""A string that must never be printed: bearer tokens, passwords, card tokens, key material.
 
 Logging an object, formatting an exception or dumping a dataclass calls ``repr``/``str``; both
 say only that something is hidden, so a secret that strays into one of them leaks nothing.

@@ -37,12 +37,12 @@ from vault_service.antom.errors import (
     UnknownKeyVersionError,
     failure,
 )
-from vault_service.antom.keys import PrivateKey
 from vault_service.antom.models import (
     CreateVaultingSessionRequest,
     InquireVaultingRequest,
     Result,
 )
+from vault_service.antom.rsa_keys import PrivateKey
 from vault_service.antom.signing import Signer, Verifier
 from vault_service.emulator import EmulatorConfig, EmulatorServer, FaultPlan
 

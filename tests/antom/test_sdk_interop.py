@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from tests.antom_sdk import AntomSdk, AntomSdkError, AntomSdkWorkerDied
 from tests.antom_sdk.fixtures import sdk_python
 from vault_service.antom.errors import InvalidSignatureError
-from vault_service.antom.keys import PrivateKey, load_private_key, load_public_key
+from vault_service.antom.rsa_keys import PrivateKey, load_private_key, load_public_key
 from vault_service.antom.signing import SignatureHeader, Signer, Verifier
 
 pytestmark = pytest.mark.antom_sdk

@@ -24,7 +24,7 @@ from vault_service.antom.errors import (
     SignatureError,
     UnknownKeyVersionError,
 )
-from vault_service.antom.keys import PrivateKey
+from vault_service.antom.rsa_keys import PrivateKey
 from vault_service.antom.signing import SignatureHeader, Signer, Verifier, signing_content
 
 

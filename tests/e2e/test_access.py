@@ -20,8 +20,8 @@ from tests.fixtures.tls import Authority, Issued, ServerFiles
 from vault_service import app
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
+from vault_service.antom_key_files import AntomKeyFiles
 from vault_service.emulator import EmulatorServer
-from vault_service.key_files import AntomKeyFiles
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Fixtures for emulator tests: a running emulator, a signing caller, a webhook receiver.
 
-The key pairs ``antom_key`` and ``merchant_key`` come from the suite-wide ``tests.fixtures.keys``.
+The key pairs ``antom_key`` and ``merchant_key`` come from the suite-wide
+``tests.fixtures.rsa_keys``.
 ``emulator_server`` differs from the suite-wide ``emulator`` on purpose: it runs 10x faster still
 and stops before the test's webhook receiver, so no delivery outlives its target.
 """
@@ -19,7 +20,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from vault_service.antom.keys import PrivateKey
+from vault_service.antom.rsa_keys import PrivateKey
 from vault_service.antom.signing import Signer, Verifier
 from vault_service.emulator import ACKNOWLEDGEMENT, EmulatorConfig, EmulatorServer
 

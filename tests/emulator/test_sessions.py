@@ -190,16 +190,26 @@ async def test_expired_session_is_closed_and_notified(
     assert body["paymentMethodDetail"] == {"paymentMethodType": "CARD"}
 
 
+class MovableClock:
+    """The emulator's wall clock, real time plus an offset a test sets to jump ahead."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
 async def test_expiry_is_applied_on_lookup_before_the_timer(
-    make_config: ConfigFactory, make_api, receiver: Receiver, monkeypatch
+    make_config: ConfigFactory, make_api, receiver: Receiver
 ):
-    async with EmulatorServer(make_config(session_ttl=600)) as server:
+    clock = MovableClock()
+    async with EmulatorServer(make_config(session_ttl=600), clock=clock) as server:
         caller = make_api(server)
         await caller.create("vr-lookup", receiver.url())
-        real_time = time.time
-        monkeypatch.setattr(time, "time", lambda: real_time() + 601)
+        clock.offset = 601
         answer = await caller.inquire("vr-lookup")
-        monkeypatch.undo()
+        clock.offset = 0
         assert answer["vaultingResultCode"] == "ORDER_IS_CLOSED"
         await receiver.wait_for(1)
 

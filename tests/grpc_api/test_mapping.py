@@ -22,15 +22,23 @@ from vault_service.domain import (
     VaultingStatus,
 )
 from vault_service.grpc_api import mapping
+from vault_service.secret import Secret
 from vault_service.service.streaming import Checkpoint, StreamedEvent
 
 T0 = datetime(2026, 11, 25, 8, 30, 15, 123000, tzinfo=UTC)
 ACQUIRER_FIELDS = sorted(pb.AcquirerInfo.DESCRIPTOR.fields_by_name)
 
 
-def filled(kind: type[Any]) -> dict[str, str]:
-    """A distinct non-empty value for every string field of a domain dataclass."""
-    return {f.name: f"{f.name}-value" for f in fields(kind) if f.type == "str"}
+def filled(kind: type[Any]) -> dict[str, str | Secret]:
+    """A distinct non-empty value for every string field of a domain dataclass (in a
+    :class:`Secret` for a secret one)."""
+    values: dict[str, str | Secret] = {}
+    for f in fields(kind):
+        if f.type == "str":
+            values[f.name] = f"{f.name}-value"
+        elif f.type == "Secret":
+            values[f.name] = Secret(f"{f.name}-value")
+    return values
 
 
 FULL_RECORD = VaultingRecord(
@@ -70,11 +78,12 @@ def unset_fields(message: Message, prefix: str = "") -> list[str]:
 
 def back_to_domain(message: Message, kind: type[Any]) -> object:
     """The domain value with the string fields of ``message`` (the way back of the mapping)."""
+    wrap = {"str": str, "Secret": Secret}
     return kind(
         **{
-            f.name: getattr(message, f.name)
+            f.name: wrap[f.type](getattr(message, f.name))
             for f in fields(kind)
-            if f.type == "str" and f.name in message.DESCRIPTOR.fields_by_name
+            if f.type in wrap and f.name in message.DESCRIPTOR.fields_by_name
         }
     )
 

@@ -40,10 +40,10 @@ from vault_service.domain import (
     VaultingStatus,
     encode_resume_token,
 )
-from vault_service.events import EventHub
-from vault_service.pg_wakeups import PostgresWakeups
+from vault_service.events import EventHub, PostgresWakeups
+from vault_service.secret import Secret
 from vault_service.service.streaming import ResultStreams, StreamedEvent, StreamItem
-from vault_service.store import EVENTS_CHANNEL, DataKeyRing, PostgresStore
+from vault_service.store import DataKeyRing, PostgresStore
 
 REPLICAS = 3
 READERS = 5
@@ -86,7 +86,7 @@ async def replicas(postgres_dsn: str, data_keys: DataKeyRing) -> AsyncIterator[l
             )
             stack.push_async_callback(store.close)
             hub = EventHub()
-            wakeups = PostgresWakeups(postgres_dsn, hub, channel=EVENTS_CHANNEL)
+            wakeups = PostgresWakeups(postgres_dsn, hub)
             await wakeups.start()
             stack.push_async_callback(wakeups.close)
             streams = ResultStreams(store, hub, checkpoint_interval=CHECKPOINT_INTERVAL)
@@ -98,7 +98,7 @@ async def replicas(postgres_dsn: str, data_keys: DataKeyRing) -> AsyncIterator[l
 def observations(rng: random.Random, rid: str) -> list[Observation]:
     """A shuffled pile of news about one record: a plausible story plus noise."""
     at = T0 + timedelta(seconds=rng.randint(1, 600))
-    card = Card(card_token=f"ALIPAY-{rid}", brand="VISA", last_four="1111")
+    card = Card(card_token=Secret(f"ALIPAY-{rid}"), brand="VISA", last_four="1111")
 
     def news(
         status: VaultingStatus,
@@ -206,7 +206,7 @@ async def run_round(replicas: list[Replica], dsn: str, data_keys: DataKeyRing, s
 
 def summary(event: Event) -> tuple[int, str, str, str, str]:
     record = event.record
-    token = record.card.card_token if record.card else ""
+    token = record.card.card_token.reveal() if record.card else ""
     return event.event_id, record.vaulting_request_id, record.status, event.source, token
 
 

@@ -24,15 +24,15 @@ from tests.fixtures.logs import CapturedLog
 from tests.store.backends import BACKENDS, Backend, MakeBackend
 from vault_service.antom.client import AntomClient, AntomClientConfig, RetryPolicy
 from vault_service.antom.errors import AntomConfigurationError, AntomUnknownResultError
-from vault_service.antom.keys import PrivateKey
 from vault_service.antom.models import InquireVaultingResponse
+from vault_service.antom.rsa_keys import PrivateKey
 from vault_service.antom.signing import Signer, Verifier
 from vault_service.domain import EventSource, SessionParameters, VaultingStatus
 from vault_service.emulator import EmulatorServer
 from vault_service.events import EventHub
 from vault_service.grpc_api import mapping
 from vault_service.grpc_api.errors import rich_status
-from vault_service.service import news
+from vault_service.service import observations
 from vault_service.service.reconciler import Reconciler
 from vault_service.service.vaulting import VaultingService
 from vault_service.store import Store
@@ -177,7 +177,7 @@ async def test_unstorable_text_in_a_notification_is_stored_as_replacement_charac
     assert record.status is VaultingStatus.SUCCEEDED
     assert record.card is not None
     assert record.card.billing_address is not None
-    assert record.card.card_token == "ALIPAYtok" + STORED_AS
+    assert record.card.card_token.reveal() == "ALIPAYtok" + STORED_AS
     assert record.card.billing_address.address1 == STORED_AS
     assert record.card.cardholder_name is not None
     assert record.card.cardholder_name.full_name == STORED_AS
@@ -253,7 +253,7 @@ async def test_an_unknown_vaulting_status_in_an_inquiry_answer_is_kept() -> None
         b'{"result":{"resultCode":"SUCCESS","resultStatus":"S"},'
         b'"vaultingRequestId":"vr-1","vaultingStatus":"CANCELLED"}'
     )
-    observation = news.from_inquiry(answer, datetime.now(UTC))
+    observation = observations.from_inquiry(answer, datetime.now(UTC))
     assert observation is not None
     assert observation.status is None
     assert observation.antom_result is not None
@@ -314,7 +314,7 @@ async def tokenless_success(
             }
         ).encode()
     )
-    observation = news.from_inquiry(tokenless, datetime.now(UTC))
+    observation = observations.from_inquiry(tokenless, datetime.now(UTC))
     assert observation is not None
     assert await store.apply(vaulting_request_id, observation) is not None
     assert await store.apply(vaulting_request_id, observation) is None

@@ -138,7 +138,7 @@ async def test_notification_records_result_once(
     record = await service.get_result("checkout", "vr-note")
     assert record.status is VaultingStatus.SUCCEEDED
     assert record.card is not None
-    assert record.card.card_token == "ALIPAYtok"
+    assert record.card.card_token.reveal() == "ALIPAYtok"
     events = await sqlite_store.events_after(0, limit=10)
     assert [e.source for e in events] == [EventSource.NOTIFICATION]
 

@@ -24,6 +24,7 @@ from vault_service.domain import (
     VaultingRecord,
     VaultingStatus,
 )
+from vault_service.secret import Secret
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -53,6 +54,7 @@ cards = st.builds(
     Card,
     **{
         **_all_text(Card),
+        "card_token": texts.map(Secret),
         "billing_address": st.none() | addresses,
         "cardholder_name": st.none() | cardholder_names,
     },
@@ -114,7 +116,7 @@ def new_record(vaulting_request_id: str, *, owner: str = "checkout") -> Vaulting
 def full_card(token: str = "ALIPAY-token-0001") -> Card:
     """A card with every field set, including the nested address and name."""
     return Card(
-        card_token=token,
+        card_token=Secret(token),
         brand="VISA",
         masked_card_number="************8764",
         bin="409280",

@@ -3,7 +3,7 @@
 ``webhook`` binds a loopback socket first, builds the service with that notify URL (as app.py
 does), then serves the app on the socket; the emulator's notifications reach it for real.
 ``WebhookCaller`` posts requests the way Antom does, signing with Antom's key from
-``tests.fixtures.keys``, and lets each test break exactly one thing.
+``tests.fixtures.rsa_keys``, and lets each test break exactly one thing.
 
 The webhooks trust Antom's keys mid-rotation (``antom_verifier``): keyVersion 1 is
 ``antom_key``, keyVersion 2 is ``antom_next_key``. A test module can change the app's options
@@ -28,7 +28,7 @@ from multidict import CIMultiDictProxy
 
 from tests.fixtures.antom import CLIENT_ID, buyer_submits
 from tests.fixtures.stack import VaultingFactory
-from vault_service.antom.keys import PrivateKey
+from vault_service.antom.rsa_keys import PrivateKey
 from vault_service.antom.signing import Signer, Verifier
 from vault_service.domain import ANONYMOUS_OWNER, SessionParameters, VaultingRecord
 from vault_service.emulator import EmulatorServer

@@ -25,7 +25,7 @@ async def test_success_card_is_stored_once_and_acknowledged(webhook: Webhook) ->
     assert stored.status is VaultingStatus.SUCCEEDED
     card = stored.card
     assert card is not None
-    assert card.card_token.startswith("ALIPAY")
+    assert card.card_token.reveal().startswith("ALIPAY")
     assert (card.brand, card.masked_card_number, card.bin, card.last_four) == (
         "VISA",
         "************1111",
@@ -61,7 +61,7 @@ async def test_declined_card_is_stored_as_failed(webhook: Webhook) -> None:
         "DO_NOT_HONOR",
     )
     assert stored.card is not None
-    assert stored.card.card_token == ""
+    assert stored.card.card_token.reveal() == ""
     assert stored.card.last_four == "0002"
     assert len(await webhook.store.events_after(0, limit=10)) == 1
     attempts = await webhook.attempts("vr-declined")
@@ -78,7 +78,7 @@ async def test_three_ds_card_is_notified_once_when_final(webhook: Webhook) -> No
     stored = await webhook.final_record("vr-3ds")
     assert stored.status is VaultingStatus.SUCCEEDED
     assert stored.card is not None
-    assert stored.card.card_token.startswith("ALIPAY")
+    assert stored.card.card_token.reveal().startswith("ALIPAY")
     events = await webhook.store.events_after(0, limit=10)
     assert [e.record.status for e in events] == [VaultingStatus.SUCCEEDED]
     attempts = await webhook.attempts("vr-3ds")

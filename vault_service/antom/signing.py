@@ -24,7 +24,7 @@ from vault_service.antom.errors import (
     MissingSignatureError,
     UnknownKeyVersionError,
 )
-from vault_service.antom.keys import PrivateKey, PublicKey
+from vault_service.antom.rsa_keys import PrivateKey, PublicKey
 
 ALGORITHM = "RSA256"
 DEFAULT_KEY_VERSION = "1"

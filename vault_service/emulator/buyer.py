@@ -65,7 +65,7 @@ async def handle_submit(request: web.Request) -> web.Response:
     try:
         verdict = read_card(
             submission,
-            today=datetime.now(ANTOM_TZ).date(),
+            today=datetime.fromtimestamp(state.clock(), ANTOM_TZ).date(),
             fingerprint_secret=state.fingerprint_secret,
         )
     except CardRejectedError as exc:

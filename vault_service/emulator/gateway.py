@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Final
 
 from aiohttp import web
@@ -127,7 +126,7 @@ def _signed(
     parses and decodes like any other and only verification fails.
     """
     client_id = state.config.client_id
-    response_time = antom_time(time.time())
+    response_time = antom_time(state.clock())
     covered = answer.body + b" " if state.faults.take(Counter.BAD_SIGNATURE) else answer.body
     signature = state.signer.sign(method, path, client_id, response_time, covered)
     return _json_response(answer.body, client_id, response_time, signature), answer.result_code

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -23,7 +22,7 @@ import aiohttp
 
 from vault_service.antom.signing import Signer
 from vault_service.emulator.faults import Counter, Faults
-from vault_service.emulator.wire import JSON_CONTENT_TYPE, antom_time, precise_time
+from vault_service.emulator.wire import JSON_CONTENT_TYPE, WallClock, antom_time, precise_time
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +93,10 @@ class Notifier:
         time_scale: float,
         attempt_timeout: float,
         faults: Faults,
+        clock: WallClock,
     ) -> None:
         self._signer = signer
+        self._clock = clock
         self._client_id = client_id
         self._time_scale = time_scale
         self._timeout = aiohttp.ClientTimeout(total=attempt_timeout)
@@ -155,7 +156,7 @@ class Notifier:
         # Attempts follow a fixed grid from the first one (as Antom's do), so a late attempt
         # does not push the later ones back; ``scheduled_at`` is the grid time, not when the
         # loop got round to it.
-        start, wall_start = loop.time(), time.time()
+        start, wall_start = loop.time(), self._clock()
         due = start
         for number, interval in enumerate(RETRY_INTERVALS, start=1):
             scaled = interval * self._time_scale
@@ -186,7 +187,7 @@ class Notifier:
             self._record(attempt, None, _Reply(None, "dropped by fault injection", False))
             return Outcome.DROPPED, None
         duplicate = self._faults.take(Counter.DUPLICATE_NOTIFICATIONS)
-        request_time = antom_time(time.time())
+        request_time = antom_time(self._clock())
         path = urlsplit(attempt.url).path or "/"
         headers = {
             "client-id": self._client_id,
@@ -194,11 +195,11 @@ class Notifier:
             "signature": self._signer.sign("POST", path, self._client_id, request_time, body),
             "Content-Type": JSON_CONTENT_TYPE,
         }
-        sent_at = time.time()
+        sent_at = self._clock()
         reply = await self._post(http, attempt.url, headers, body)
         outcome = self._record(attempt, sent_at, reply)
         if duplicate:
-            copy_sent_at = time.time()
+            copy_sent_at = self._clock()
             copy = await self._post(http, attempt.url, headers, body)
             self._record(attempt, copy_sent_at, copy, duplicate=True)
         return outcome, reply.status

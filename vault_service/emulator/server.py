@@ -17,27 +17,33 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
 
-from vault_service.antom.keys import PublicKey
+from vault_service.antom.rsa_keys import PublicKey
 from vault_service.emulator.app import build_app
 from vault_service.emulator.config import EmulatorConfig
 from vault_service.emulator.state import EmulatorState
 from vault_service.emulator.tolerance import DuplicateHeaderTolerance
+from vault_service.emulator.wire import WallClock
 
 _SHUTDOWN_TIMEOUT: Final = 2.0
 _WILDCARD_HOSTS: Final = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}  # noqa: S104
 
 
 class EmulatorServer:
-    """One emulator listening on ``config.host``/``config.port``; single use."""
+    """One emulator listening on ``config.host``/``config.port``; single use.
 
-    def __init__(self, config: EmulatorConfig) -> None:
+    ``clock`` is the emulated Antom's wall time; a test moves it to see what Antom does later
+    (a session past its expiry) without waiting.
+    """
+
+    def __init__(self, config: EmulatorConfig, *, clock: WallClock = time.time) -> None:
         self._config = config
-        self._state = EmulatorState(config)
+        self._state = EmulatorState(config, clock=clock)
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self._base_url: str | None = None

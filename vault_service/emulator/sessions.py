@@ -13,7 +13,6 @@ import asyncio
 import base64
 import json
 import secrets
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -21,6 +20,7 @@ from typing import Final
 
 from vault_service.emulator.cards import CardDetail, CardOutcome, CardVerdict
 from vault_service.emulator.params import CreateParams
+from vault_service.emulator.wire import WallClock
 
 SESSION_REGION: Final = "SG"
 _SESSION_DATA_NUMBER: Final = "188"
@@ -81,7 +81,8 @@ class SessionStore:
     """All sessions of one emulator, in memory, indexed the three ways they are looked up.
 
     ``session_ttl`` and ``challenge_delay`` are in seconds (the latter already time-scaled);
-    ``page_url`` turns a session id into the hosted card page's URL.
+    ``page_url`` turns a session id into the hosted card page's URL; ``clock`` is the wall
+    time sessions are created, and found expired, by.
     """
 
     def __init__(
@@ -91,8 +92,10 @@ class SessionStore:
         challenge_delay: float,
         page_url: Callable[[str], str],
         on_final: Callable[[Session], None],
+        clock: WallClock,
     ) -> None:
         self._ttl = session_ttl
+        self._clock = clock
         self._challenge_delay = challenge_delay
         self._page_url = page_url
         self._on_final = on_final
@@ -111,7 +114,7 @@ class SessionStore:
                 raise RepeatInconsistentError(params.vaulting_request_id)
             return existing, False
         session_id = base64.b64encode(secrets.token_bytes(48)).decode("ascii")
-        now = time.time()
+        now = self._clock()
         session = Session(
             params=params,
             session_id=session_id,
@@ -158,7 +161,7 @@ class SessionStore:
             _cancel_timers(session)
 
     def _refreshed(self, session: Session | None) -> Session | None:
-        if session is not None and not session.final and time.time() >= session.expires_at:
+        if session is not None and not session.final and self._clock() >= session.expires_at:
             self._expire(session)
         return session
 

@@ -8,6 +8,7 @@ notification attempts or to change faults without HTTP.
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Final
 from urllib.parse import quote
 
@@ -20,6 +21,7 @@ from vault_service.emulator.messages import notification_body
 from vault_service.emulator.notifier import Notifier
 from vault_service.emulator.sessions import Session, SessionStore
 from vault_service.emulator.stats import CallStats
+from vault_service.emulator.wire import WallClock
 
 CHALLENGE_SECONDS: Final = 5.0
 BUYER_PAGE_PATH: Final = "/emulator/buyer"
@@ -29,11 +31,13 @@ class EmulatorState:
     """The emulator's keys, sessions, faults, call counts and notification deliveries.
 
     ``public_base_url`` is where the emulator is reachable; it goes into each session's
-    ``normalUrl`` and is set by :class:`EmulatorServer` once the port is bound.
+    ``normalUrl`` and is set by :class:`EmulatorServer` once the port is bound. ``clock`` is
+    the emulated Antom's wall time (:data:`~vault_service.emulator.wire.WallClock`).
     """
 
-    def __init__(self, config: EmulatorConfig) -> None:
+    def __init__(self, config: EmulatorConfig, *, clock: WallClock = time.time) -> None:
         self.config = config
+        self.clock = clock
         self.public_base_url = f"http://{config.host}:{config.port}"
         self.signer = Signer(config.antom_private_key)
         self.verifier = Verifier(config.merchant_public_key)
@@ -46,12 +50,14 @@ class EmulatorState:
             time_scale=config.time_scale,
             attempt_timeout=config.notification_timeout,
             faults=self.faults,
+            clock=clock,
         )
         self.sessions = SessionStore(
             session_ttl=config.session_ttl,
             challenge_delay=CHALLENGE_SECONDS * config.time_scale,
             page_url=self._page_url,
             on_final=self._notify,
+            clock=clock,
         )
 
     async def start(self) -> None:

@@ -8,6 +8,7 @@ the official Python SDK, arrives inside an absolute-form request target.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Final
 from urllib.parse import urlsplit
@@ -17,6 +18,11 @@ from vault_service.antom.request_time import request_epoch
 ANTOM_TZ: Final = timezone(timedelta(hours=8))
 JSON_CONTENT_TYPE: Final = "application/json; charset=UTF-8"
 _MAX_EPOCH_MS_DIGITS: Final = 16
+
+WallClock = Callable[[], float]
+"""The emulated Antom's wall time, in epoch seconds (``time.time`` unless a test moves it): it
+stamps the times on the wire and decides when a session has expired. Delays (retry intervals,
+the 3-D Secure wait, the expiry timer) run on the event loop's clock and do not follow it."""
 
 
 def compact_json(document: object) -> bytes:

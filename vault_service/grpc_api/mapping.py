@@ -161,7 +161,7 @@ def timestamp(moment: datetime) -> Timestamp:
 
 def _card(card: Card) -> pb.Card:
     message = pb.Card(
-        card_token=card.card_token,
+        card_token=card.card_token.reveal(),
         brand=card.brand,
         masked_card_number=card.masked_card_number,
         bin=card.bin,

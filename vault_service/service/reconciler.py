@@ -15,9 +15,9 @@ import logging
 from datetime import timedelta
 
 from vault_service.antom.errors import AntomConfigurationError, AntomError, AntomRejectedError
-from vault_service.domain import VaultingRecord
-from vault_service.service import news
-from vault_service.service.vaulting import Clock, VaultingService, utc_now
+from vault_service.domain import Clock, VaultingRecord, utc_now
+from vault_service.service import observations
+from vault_service.service.vaulting import VaultingService
 from vault_service.store import Store, UnreadableRecord
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class Reconciler:
         if antom_answered and expired and not current.status.is_final:
             # Only once Antom has answered: expiring while it is unreachable could bury a card
             # the buyer did save (its notification lost, its inquiry not yet possible).
-            await self._service.apply(vaulting_request_id, news.expiry(now))
+            await self._service.apply(vaulting_request_id, observations.expiry(now))
             return
         age = now - current.created_at
         delay = min(self._max_delay, max(self._min_delay, age / 2))

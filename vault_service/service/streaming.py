@@ -30,14 +30,15 @@ from datetime import datetime
 from typing import Final, TypeGuard
 
 from vault_service.domain import (
+    Clock,
     Event,
     InvalidResumeTokenError,
     decode_resume_token,
     encode_resume_token,
+    utc_now,
 )
 from vault_service.errors import VAULT_DOMAIN, ErrorInfo, UnavailableError
 from vault_service.events import EventHub
-from vault_service.service.vaulting import Clock, utc_now
 from vault_service.store import (
     LogEntry,
     Store,

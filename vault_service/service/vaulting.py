@@ -1,4 +1,4 @@
-"""The vaulting use cases: create a session, record Antom's news, read a result.
+"""The vaulting use cases: create a session, record what Antom tells (observations), read a result.
 
 Callers are identified by ``owner`` (the calling service); a record is visible only to its owner,
 and another owner's id answers exactly like an unknown one so that ids leak nothing.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,25 +20,21 @@ from vault_service.antom.models import (
     VaultingNotification,
 )
 from vault_service.domain import (
+    Clock,
     Event,
     Observation,
     Session,
     SessionParameters,
     SessionRequest,
     VaultingRecord,
+    utc_now,
 )
 from vault_service.errors import ConflictError, NotFoundError
 from vault_service.events import EventHub
-from vault_service.service import news
+from vault_service.service import observations
 from vault_service.store import RecordExistsError, RecordNotFoundError, Store
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def remaining(deadline: float | None) -> float | None:
@@ -158,7 +153,7 @@ class VaultingService:
         the streams. An id we never created is kept as an orphan for audit."""
         now = self._clock()
         vaulting_request_id = notification.vaulting_request_id
-        observation = news.from_notification(notification, now)
+        observation = observations.from_notification(notification, now)
         _warn_if_unrecognised(vaulting_request_id, observation)
         try:
             await self.apply(vaulting_request_id, observation)
@@ -193,15 +188,15 @@ class VaultingService:
         answer = await self._antom.inquire_vaulting(
             InquireVaultingRequest(vaulting_request_id=vaulting_request_id), budget=budget
         )
-        observation = news.from_inquiry(answer, self._clock())
+        observation = observations.from_inquiry(answer, self._clock())
         if observation is None:
             return False
         _warn_if_unrecognised(vaulting_request_id, observation)
         return await self.apply(vaulting_request_id, observation) is not None
 
     async def apply(self, vaulting_request_id: str, observation: Observation) -> Event | None:
-        """Apply news to the record (see ``Store.apply``) and, if it changed, wake the streams:
-        one step that cancelling the caller cannot split.
+        """Apply an observation to the record (see ``Store.apply``) and, if it changed, wake the
+        streams: one step that cancelling the caller cannot split.
 
         A caller cancelled while the store commits (a GetResult whose client went away) used to
         stop between the commit and the wake-up, and on SQLite, where nothing else wakes the

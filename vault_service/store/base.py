@@ -219,15 +219,15 @@ class Store(Protocol):
         """
         ...
 
-    async def apply(self, vaulting_request_id: str, news: Observation) -> Event | None:
-        """Apply ``news`` to the record by the domain's rules, in one transaction.
+    async def apply(self, vaulting_request_id: str, observation: Observation) -> Event | None:
+        """Apply ``observation`` to the record by the domain's rules, in one transaction.
 
         When the record changes, the update and an event holding a snapshot of the updated
-        record commit together and the committed event is returned. When it does not
-        (duplicate, late or out-of-order news) nothing is written and ``None`` is returned. A
-        change that makes the record ``reconciled`` also takes it off the reconciliation
+        record commit together and the committed event is returned. When it does not (a
+        duplicate, late or out-of-order observation) nothing is written and ``None`` is returned.
+        A change that makes the record ``reconciled`` also takes it off the reconciliation
         schedule; one that makes it unreconciled again (an EXPIRED record that learns of a
-        success without its card token) puts it back, due at ``news.observed_at``.
+        success without its card token) puts it back, due at ``observation.observed_at``.
         Raises :class:`RecordNotFoundError` for an unknown id.
         """
         ...

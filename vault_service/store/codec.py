@@ -42,6 +42,7 @@ from vault_service.domain import (
     VaultingRecord,
     VaultingStatus,
 )
+from vault_service.secret import Secret
 from vault_service.store.base import CorruptDataError
 from vault_service.store.sealed_fields import SEALED_CARD_FIELDS
 
@@ -102,7 +103,7 @@ def record_to_row(record: VaultingRecord) -> RecordRow:
         session_data=record.session.session_data,
         session_expires_at=encode_instant(record.session.expires_at),
         session_normal_url=record.session.normal_url,
-        card_token=None if record.card is None else record.card.card_token,
+        card_token=None if record.card is None else record.card.card_token.reveal(),
         card=None if card is None else _dumps(card),
         antom_result=None
         if record.antom_result is None
@@ -190,7 +191,8 @@ def encode_snapshot(record: VaultingRecord) -> tuple[str, str | None, str]:
         "updated_at": encode_instant(record.updated_at),
         "final_at": None if record.final_at is None else encode_instant(record.final_at),
     }
-    return _dumps(document), None if record.card is None else record.card.card_token, sealed
+    token = None if record.card is None else record.card.card_token.reveal()
+    return _dumps(document), token, sealed
 
 
 def decode_snapshot(snapshot: str, card_token: str | None, sealed: str | None) -> VaultingRecord:
@@ -352,7 +354,7 @@ def _card_from_json(value: object, card_token: str | None) -> Card | None:
     address = document.get("billing_address")
     name = document.get("cardholder_name")
     return Card(
-        card_token=card_token,
+        card_token=Secret(card_token),
         brand=_str(document, "brand"),
         masked_card_number=_str(document, "masked_card_number"),
         bin=_str(document, "bin"),

@@ -242,10 +242,10 @@ class PostgresStore(SQLStore):
         self._closed = True
         await close_pools(self._lock_pool, self._pool)
 
-    async def apply(self, vaulting_request_id: str, news: Observation) -> Event | None:
+    async def apply(self, vaulting_request_id: str, observation: Observation) -> Event | None:
         async with self._connection() as connection, connection.transaction():
             row = await connection.fetchrow(_SELECT_RECORD_FOR_UPDATE, vaulting_request_id)
-            change = self._change(vaulting_request_id, news, row)
+            change = self._change(vaulting_request_id, observation, row)
             if change is None:
                 return None
             await connection.execute(UPDATE_RECORD, *change.update)

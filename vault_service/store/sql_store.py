@@ -88,14 +88,14 @@ class Change:
     source, occurred_at, snapshot, card_token, sealed)``, both in the dialect's values."""
 
     record: VaultingRecord
-    news: Observation
+    observation: Observation
     update: tuple[object, ...]
     event_columns: tuple[object, ...]
 
     def event(self, event_id: int) -> Event:
         """The event as appended under ``event_id``."""
-        occurred_at = decode_instant(encode_instant(self.news.observed_at))  # as stored: UTC
-        return Event(event_id, self.news.source, occurred_at, self.record)
+        occurred_at = decode_instant(encode_instant(self.observation.observed_at))  # as stored: UTC
+        return Event(event_id, self.observation.source, occurred_at, self.record)
 
 
 class SQLStore(ABC):
@@ -318,20 +318,20 @@ class SQLStore(ABC):
         )
 
     def _change(
-        self, vaulting_request_id: str, news: Observation, row: Row | None
+        self, vaulting_request_id: str, observation: Observation, row: Row | None
     ) -> Change | None:
         """``apply``'s decision on the record's ``row`` (read for update): the writes, or
-        ``None`` when ``news`` changes nothing."""
+        ``None`` when ``observation`` changes nothing."""
         if row is None:
             raise RecordNotFoundError(vaulting_request_id)
-        changed = apply_to(self._open_record(row), news)
+        changed = apply_to(self._open_record(row), observation)
         if changed is None:
             return None
         values = self.dialect.record_values(self._sealer.seal_record(changed))
-        occurred_at = self.dialect.instant(news.observed_at)
+        occurred_at = self.dialect.instant(observation.observed_at)
         update = (*values[1:], changed.reconciled, occurred_at, vaulting_request_id)
-        event = (vaulting_request_id, changed.owner, news.source.value, occurred_at)
-        return Change(changed, news, update, (*event, *self._sealer.seal_event(changed)))
+        event = (vaulting_request_id, changed.owner, observation.source.value, occurred_at)
+        return Change(changed, observation, update, (*event, *self._sealer.seal_event(changed)))
 
     def _open_record(self, row: Row) -> VaultingRecord:
         return self._sealer.open_record(self.dialect.record_row(row))

@@ -156,10 +156,10 @@ class SQLiteStore(SQLStore):
         # Shielded so that a cancelled close still closes the connection after queued work.
         await asyncio.shield(self._shut_down())
 
-    async def apply(self, vaulting_request_id: str, news: Observation) -> Event | None:
+    async def apply(self, vaulting_request_id: str, observation: Observation) -> Event | None:
         def work(connection: sqlite3.Connection) -> Event | None:
             row = connection.execute(numbered_qmarks(SELECT_RECORD), (vaulting_request_id,))
-            change = self._change(vaulting_request_id, news, row.fetchone())
+            change = self._change(vaulting_request_id, observation, row.fetchone())
             if change is None:
                 return None
             connection.execute(numbered_qmarks(UPDATE_RECORD), change.update)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from vault_service.events import EventHub
-from vault_service.pg_wakeups import PostgresWakeups
+from vault_service.events import EventHub, PostgresWakeups
 
 CHANNEL = "vault_events"
 

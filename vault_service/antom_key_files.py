@@ -1,5 +1,4 @@
-"""The key files, the Antom keys' and the card-data key ring's: read at start, re-read on
-request (SIGHUP), swapped in place.
+"""The Antom key files: read at start, re-read on request (SIGHUP), swapped in place.
 
 On Kubernetes the merchant private key and Antom's public key(s) are secret mounts, which the
 kubelet updates in place when the secret changes. :class:`AntomKeyFiles` owns the one
@@ -9,9 +8,6 @@ without rebuilding the client or the webhook.
 
 Files are read in a worker thread, all of them before anything is swapped: a missing or broken
 file leaves every key as it was (half a rotation would be worse than none).
-
-The data key ring (``VAULT_DATA_KEY_FILE``) is shared by every store of the process, which seal
-and open card data with it; ``serve`` and ``rotate-data-key`` both load it from here.
 """
 
 from __future__ import annotations
@@ -20,9 +16,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
-from vault_service.antom.keys import (
+from vault_service.antom.rsa_keys import (
     KeyFormatError,
     PrivateKey,
     PublicKey,
@@ -31,11 +26,8 @@ from vault_service.antom.keys import (
 )
 from vault_service.antom.signing import Signer, Verifier
 from vault_service.config import ConfigError, Settings
-from vault_service.store.data_keys import DataKeyFileError, DataKeyRing, read_data_key_file
 
 log = logging.getLogger(__name__)
-
-DATA_KEY_SETTING: Final = "VAULT_DATA_KEY_FILE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,30 +105,3 @@ class AntomKeyFiles:
             extra={"key_versions": sorted(material.antom)},
         )
         return True
-
-
-async def load_data_keys(path: Path) -> DataKeyRing:
-    """The card-data key ring in ``path``, the file ``VAULT_DATA_KEY_FILE`` names; a bad file
-    raises :class:`DataKeyFileError` naming that setting."""
-    try:
-        return await asyncio.to_thread(read_data_key_file, path)
-    except DataKeyFileError as exc:
-        raise DataKeyFileError(f"{DATA_KEY_SETTING}: {exc}") from None
-
-
-async def reload_data_keys(ring: DataKeyRing, path: Path) -> bool:
-    """Re-read the data key file (on SIGHUP) and swap its keys into ``ring``; a file that
-    cannot be read or parsed leaves the old keys in force and says so in one line (the reason
-    names the file and the problem, never key material). Returns whether the keys were
-    swapped."""
-    try:
-        new = await load_data_keys(path)
-    except DataKeyFileError as exc:
-        log.error(  # noqa: TRY400 - the message says it all; a traceback adds nothing
-            "data keys not reloaded; the previous key ring stays in use",
-            extra={"reason": str(exc)},
-        )
-        return False
-    ring.swap(new)
-    log.info("data keys reloaded", extra={"key_id": new.active_key_id})
-    return True

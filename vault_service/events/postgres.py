@@ -22,7 +22,8 @@ from typing import Final
 import asyncpg
 
 from vault_service.errors import ConfigurationError
-from vault_service.events import EventHub
+from vault_service.events.hub import EventHub
+from vault_service.store import EVENTS_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,18 @@ class ListenUnavailableError(ConfigurationError):
 
 
 class PostgresWakeups:
-    """Keeps one LISTEN connection alive and turns each NOTIFY into ``hub.notify()``."""
+    """Keeps one LISTEN connection alive and turns each NOTIFY into ``hub.notify()``.
+
+    ``channel`` is the one the store NOTIFYs on after each event append; only tests that
+    stand alone from the store pick another.
+    """
 
     def __init__(
         self,
         dsn: str,
         hub: EventHub,
         *,
-        channel: str,
+        channel: str = EVENTS_CHANNEL,
         probe_interval: float = 5.0,
         max_backoff: float = 5.0,
     ) -> None:

@@ -1,8 +1,10 @@
-"""Antom's news about a vaulting (a notification or an inquiry answer) as a domain Observation.
+"""What Antom tells about a vaulting (a notification or an inquiry answer) as a domain Observation.
 
 Antom speaks in two vocabularies: a notification's ``result`` is the vaulting outcome (S stored,
 F failed), while an inquiry's ``result`` only says whether the inquiry worked and the outcome is
 in ``vaultingStatus``. Both end up here as one Observation with the card details Antom returned.
+The card token becomes a :class:`~vault_service.secret.Secret` here, where it leaves Antom's
+wire model.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from vault_service.domain import (
     Observation,
     VaultingStatus,
 )
+from vault_service.secret import Secret
 
 _INQUIRY_STATUS = {
     "SUCCESS": VaultingStatus.SUCCEEDED,
@@ -89,7 +92,7 @@ def _card(detail: models.PaymentMethodDetail | None) -> Card | None:
     address = card.billing_address
     name = card.cardholder_name
     return Card(
-        card_token=card.card_token or "",
+        card_token=Secret(card.card_token or ""),
         brand=card.brand or "",
         masked_card_number=card.masked_card_no or "",
         bin=card.bin or "",

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from vault_service.antom.keys import (
+from vault_service.antom.rsa_keys import (
     KeyFormatError,
     PrivateKey,
     ensure_key_pair,
