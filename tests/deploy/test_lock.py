@@ -35,7 +35,8 @@ def read_lock(path: Path) -> dict[NormalizedName, Version]:
             pins[current] = Version(pin["version"])
             hashes[current] = 0
         else:
-            assert HASH.match(line) and current is not None, f"{path.name}: unexpected {line!r}"
+            assert current is not None, f"{path.name}: a hash before any pin: {line!r}"
+            assert HASH.match(line), f"{path.name}: unexpected {line!r}"
             hashes[current] += 1
     assert pins, f"{path.name} pins nothing"
     assert all(hashes.values()), f"{path.name}: pins without a hash: {hashes}"
@@ -106,7 +107,8 @@ def test_the_build_lock_pins_the_build_tools_pyproject_asks_for() -> None:
     ]
     for requirement in wanted:
         pinned = lock.get(canonicalize_name(requirement.name))
-        assert pinned is not None and requirement.specifier.contains(pinned), (
-            f"build.lock does not satisfy {requirement}: run scripts/lock"
+        assert pinned is not None, f"build.lock does not pin {requirement.name}: run scripts/lock"
+        assert requirement.specifier.contains(pinned), (
+            f"build.lock's {pinned} does not satisfy {requirement}: run scripts/lock"
         )
     assert set(lock) == {"pip", "setuptools"}
