@@ -20,6 +20,7 @@ import pytest
 from google.rpc import code_pb2
 
 from tests.fixtures.antom import CLIENT_ID, buyer_submits
+from tests.fixtures.clock import ManualClock
 from tests.fixtures.logs import CapturedLog
 from tests.store.backends import BACKENDS, Backend, MakeBackend
 from vault_service.antom.client import AntomClient, AntomClientConfig, RetryPolicy
@@ -47,16 +48,6 @@ NUL = "Ada\x00Lovelace"
 NUL_STORED_AS = "Ada\ufffdLovelace"
 
 
-class Clock:
-    """A clock the test moves by hand (expiry without sleeping)."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture(params=sorted(BACKENDS))
 def new_backend(request: pytest.FixtureRequest) -> MakeBackend:
     name: str = request.param
@@ -79,12 +70,12 @@ async def store(backend: Backend) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 def make_service(
-    store: Store, antom: AntomClient, clock: Clock, notify_url: str = "http://127.0.0.1:9/n"
+    store: Store, antom: AntomClient, clock: ManualClock, notify_url: str = "http://127.0.0.1:9/n"
 ) -> VaultingService:
     return VaultingService(
         store,
@@ -96,7 +87,7 @@ def make_service(
     )
 
 
-def make_reconciler(store: Store, service: VaultingService, clock: Clock) -> Reconciler:
+def make_reconciler(store: Store, service: VaultingService, clock: ManualClock) -> Reconciler:
     return Reconciler(
         store,
         service,
@@ -110,7 +101,7 @@ def make_reconciler(store: Store, service: VaultingService, clock: Clock) -> Rec
 
 
 @pytest.fixture
-def service(store: Store, antom_client: AntomClient, clock: Clock) -> VaultingService:
+def service(store: Store, antom_client: AntomClient, clock: ManualClock) -> VaultingService:
     return make_service(store, antom_client, clock)
 
 
@@ -217,7 +208,7 @@ async def test_an_unknown_vaulting_status_is_acknowledged_kept_shown_and_still_e
     service: VaultingService,
     store: Store,
     notify: Any,
-    clock: Clock,
+    clock: ManualClock,
     captured_log: CapturedLog,
 ) -> None:
     """Regression (issue 9 #5): vaultingStatus was a Literal, so a signed notification saying
@@ -265,7 +256,7 @@ async def test_a_wrong_merchant_key_never_expires_a_record(
     store: Store,
     emulator: EmulatorServer,
     antom_key: PrivateKey,
-    clock: Clock,
+    clock: ManualClock,
     captured_log: CapturedLog,
 ) -> None:
     """Regression (issue 9 #6): with a wrong merchant key Antom answers an unsigned
@@ -341,7 +332,7 @@ async def test_a_success_without_its_card_token_stays_refreshable_until_the_toke
 
 
 async def test_a_success_without_its_card_token_stays_scheduled_until_the_token_arrives(
-    service: VaultingService, store: Store, emulator: EmulatorServer, clock: Clock
+    service: VaultingService, store: Store, emulator: EmulatorServer, clock: ManualClock
 ) -> None:
     """Regression (issue 9 #7): a SUCCEEDED record left the reconciliation schedule even
     without its card token, so a lost notification meant the token was never learned. Now the
@@ -373,7 +364,7 @@ async def test_a_retried_session_sends_its_first_body_whatever_the_notify_url_sa
     emulator: EmulatorServer,
     merchant_key: PrivateKey,
     antom_key: PrivateKey,
-    clock: Clock,
+    clock: ManualClock,
 ) -> None:
     """Regression (issue 9 #15): the notify URL is in the signed createVaultingSession body;
     a retry after it changed (new settings, a restart) sent a different body, which Antom

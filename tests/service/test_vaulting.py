@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from tests.fixtures.antom import buyer_submits
+from tests.fixtures.clock import ManualClock
 from vault_service.antom.client import AntomClient
 from vault_service.antom.errors import AntomUnavailableError
 from vault_service.antom.models import VaultingNotification
@@ -25,27 +26,14 @@ NOWHERE = "http://127.0.0.1:9/antom/vaulting/notify"
 CREATE = "createVaultingSession"
 
 
-class Clock:
-    """A clock the test moves by hand, so expiry and back-off need no sleeping."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
 def service(
-    sqlite_store: SQLiteStore, antom_client: AntomClient, hub: EventHub, clock: Clock
+    sqlite_store: SQLiteStore, antom_client: AntomClient, hub: EventHub, clock: ManualClock
 ) -> VaultingService:
     return VaultingService(
         sqlite_store,
@@ -58,7 +46,9 @@ def service(
 
 
 @pytest.fixture
-def reconciler(sqlite_store: SQLiteStore, service: VaultingService, clock: Clock) -> Reconciler:
+def reconciler(
+    sqlite_store: SQLiteStore, service: VaultingService, clock: ManualClock
+) -> Reconciler:
     return Reconciler(
         sqlite_store,
         service,
@@ -164,7 +154,7 @@ async def test_reconciler_finds_results_whose_notification_was_lost(
     service: VaultingService,
     reconciler: Reconciler,
     emulator: EmulatorServer,
-    clock: Clock,
+    clock: ManualClock,
 ) -> None:
     """Nothing is due before the first-check delay; after it the inquiry finds the result."""
     emulator.state.faults.update({"drop_notifications": -1})
@@ -186,7 +176,7 @@ async def test_reconciler_backs_off_then_expires_abandoned_sessions(
     reconciler: Reconciler,
     sqlite_store: SQLiteStore,
     emulator: EmulatorServer,
-    clock: Clock,
+    clock: ManualClock,
 ) -> None:
     """A session nobody completes is polled with growing delays, and marked EXPIRED (one
     EXPIRY event) once its expiry time plus the grace period has passed."""
@@ -208,7 +198,7 @@ async def test_reconciler_survives_antom_outage(
     service: VaultingService,
     reconciler: Reconciler,
     emulator: EmulatorServer,
-    clock: Clock,
+    clock: ManualClock,
 ) -> None:
     """Antom down during a pass: the record stays open and is looked at again later."""
     await service.create_session("checkout", "vr-outage", SessionParameters())
@@ -235,7 +225,7 @@ async def test_sessions_do_not_expire_while_antom_is_unreachable(
     service: VaultingService,
     reconciler: Reconciler,
     emulator: EmulatorServer,
-    clock: Clock,
+    clock: ManualClock,
 ) -> None:
     """Regression: the reconciler marked a session EXPIRED when the inquiry failed, burying a
     card the buyer may have saved (its notification lost). It now waits for Antom's answer."""
@@ -255,7 +245,7 @@ async def test_sessions_do_not_expire_while_antom_is_unreachable(
 async def test_one_failing_record_does_not_stop_the_others(
     service: VaultingService,
     reconciler: Reconciler,
-    clock: Clock,
+    clock: ManualClock,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Regression: an unexpected error on one record ended the whole pass and left that record

@@ -12,12 +12,13 @@ import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 import pytest
 
+from tests.fixtures.clock import ManualClock
 from tests.fixtures.data_keys import ring_with_new_key
 from tests.fixtures.logs import CapturedLog
 from tests.grpc_api.support import eventually
@@ -552,16 +553,3 @@ async def test_one_undecodable_due_record_does_not_stop_reconciliation(
     ]
     assert errors == [("vr-bad", "UnknownDataKeyError", "gone")] * 2  # once per try
     assert "ALIPAY" not in captured_log.text
-
-
-class ManualClock:
-    """A clock the test moves by hand, so back-off needs no sleeping."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
