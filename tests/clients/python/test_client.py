@@ -4,6 +4,7 @@ is installed in the dev virtualenv too, editable; the acceptance test covers a f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -122,22 +123,17 @@ def test_file_cursor_store_replaces_the_token_atomically(tmp_path: Path) -> None
     assert store.load() is None
 
 
-async def test_an_unknown_kind_of_stream_message_is_skipped() -> None:
-    """A newer server may send a kind of message this client's stubs do not know (a new oneof
-    member): the stream skips it and goes on, instead of crashing or stopping."""
-    event = pb.StreamResultsResponse(
-        event=pb.ResultEvent(
-            resume_token="t-2", result=pb.VaultingResult(vaulting_request_id="known")
-        )
-    ).SerializeToString()
-    unknown_member = b"\x7a\x07\x0a\x05t-new"  # field 15 (a message holding a token)
+CHECKPOINT = pb.StreamResultsResponse(checkpoint=pb.Checkpoint(resume_token="t-1"))
+
+
+@contextlib.asynccontextmanager
+async def scripted_stream(*messages: bytes) -> AsyncIterator[str]:
+    """A server whose StreamResults sends ``messages`` (serialised, so that a test can send
+    bytes this client's stubs do not know) and then stays open; yields its target."""
 
     async def stream(request: bytes, context: object) -> AsyncIterator[bytes]:
-        yield pb.StreamResultsResponse(
-            checkpoint=pb.Checkpoint(resume_token="t-1")
-        ).SerializeToString()
-        yield unknown_member
-        yield event
+        for message in messages:
+            yield message
         await asyncio.Event().wait()
 
     server = grpc.aio.server()
@@ -152,12 +148,28 @@ async def test_an_unknown_kind_of_stream_message_is_skipped() -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        async with AsyncVaultClient(f"127.0.0.1:{port}") as newer:
-            store = MemoryCursorStore()
-            async with newer.results(store) as events:
-                received = await anext(events)
+        yield f"127.0.0.1:{port}"
     finally:
         await server.stop(None)
+
+
+async def test_an_unknown_kind_of_stream_message_is_skipped() -> None:
+    """A newer server may send a kind of message this client's stubs do not know (a new oneof
+    member): the stream skips it and goes on, instead of crashing or stopping."""
+    event = pb.StreamResultsResponse(
+        event=pb.ResultEvent(
+            resume_token="t-2", result=pb.VaultingResult(vaulting_request_id="known")
+        )
+    ).SerializeToString()
+    unknown_member = b"\x7a\x07\x0a\x05t-new"  # field 15 (a message holding a token)
+    store = MemoryCursorStore()
+    async with (
+        scripted_stream(CHECKPOINT.SerializeToString(), unknown_member, event) as target,
+        AsyncVaultClient(target) as newer,
+        newer.results(store) as events,
+    ):
+        received = await anext(events)
+    assert isinstance(received, pb.ResultEvent)
     assert received.result.vaulting_request_id == "known"
     assert store.token == "t-2"
 
@@ -172,33 +184,14 @@ async def test_an_unreadable_event_is_handed_over_in_its_place() -> None:
             resume_token="t-2", vaulting_request_id="damaged", reason="corrupt"
         )
     ).SerializeToString()
-
-    async def stream(request: bytes, context: object) -> AsyncIterator[bytes]:
-        yield pb.StreamResultsResponse(
-            checkpoint=pb.Checkpoint(resume_token="t-1")
-        ).SerializeToString()
-        yield unreadable
-        await asyncio.Event().wait()
-
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "vault.v1.VaultService",
-                {"StreamResults": grpc.unary_stream_rpc_method_handler(stream)},
-            ),
-        )
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with AsyncVaultClient(f"127.0.0.1:{port}") as client:
-            store = MemoryCursorStore()
-            async with client.results(store) as items:
-                received = await anext(items)
-                assert store.token == "t-1"  # handed over, not yet done with
-    finally:
-        await server.stop(None)
+    store = MemoryCursorStore()
+    async with (
+        scripted_stream(CHECKPOINT.SerializeToString(), unreadable) as target,
+        AsyncVaultClient(target) as client,
+        client.results(store) as items,
+    ):
+        received = await anext(items)
+        assert store.token == "t-1"  # handed over, not yet done with
     assert isinstance(received, pb.UnreadableEvent)
     assert received.vaulting_request_id == "damaged"
     assert store.token == "t-2"
