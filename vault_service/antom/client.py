@@ -267,17 +267,10 @@ class AntomClient:
 
     async def _post(self, path: str, body: bytes) -> httpx.Response:
         config = self._config
-        request_time = str(time.time_ns() // 1_000_000)
-        signature = self._signer.sign("POST", path, config.client_id, request_time, body)
         return await self._http.post(
             config.base_url + path,
             content=body,
-            headers={
-                "Content-Type": _CONTENT_TYPE,
-                "client-id": config.client_id,
-                "Request-Time": request_time,
-                "Signature": signature,
-            },
+            headers=signed_headers(self._signer, path, config.client_id, body),
         )
 
     def _accept(
@@ -316,6 +309,22 @@ class AntomClient:
         except ValidationError as exc:
             fields = ", ".join(".".join(map(str, err["loc"])) for err in exc.errors())
             raise AntomProtocolError(f"Antom's answer is incomplete or invalid: {fields}") from None
+
+
+def signed_headers(signer: Signer, path: str, client_id: str, body: bytes) -> dict[str, str]:
+    """The headers of a request to Antom, signed now (``Request-Time`` in epoch ms)."""
+    request_time = str(time.time_ns() // 1_000_000)
+    return {
+        "Content-Type": _CONTENT_TYPE,
+        "client-id": client_id,
+        "Request-Time": request_time,
+        "Signature": signer.sign("POST", path, client_id, request_time, body),
+    }
+
+
+def answer_result(raw: bytes) -> Result:
+    """The ``result`` of an answer's body, or :class:`AntomProtocolError`."""
+    return _parse_result(_parse_document(raw))
 
 
 def _parse_document(raw: bytes) -> object:

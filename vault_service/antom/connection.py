@@ -47,17 +47,23 @@ def proxy_address(proxy: Secret) -> str:
     return f"[{host}]:{parts.port}" if ":" in host else f"{host}:{parts.port}"
 
 
-def _proxy(proxy: Secret) -> httpx.Proxy:
-    """The proxy without credentials in its URL; they go in a ``Proxy-Authorization`` header
-    (aiohttp's ``proxy_auth``, which the transport would use otherwise, is deprecated)."""
+def proxy_parts(proxy: Secret) -> tuple[httpx.URL, Secret | None]:
+    """The proxy's URL without credentials, and the ``Proxy-Authorization`` value they make
+    (``None`` without credentials)."""
     url = httpx.URL(proxy.reveal())
     if not url.username and not url.password:
-        return httpx.Proxy(url)
+        return url, None
     userpass = base64.b64encode(f"{url.username}:{url.password}".encode()).decode()
-    return httpx.Proxy(
-        url.copy_with(username=None, password=None),
-        headers={"Proxy-Authorization": f"Basic {userpass}"},
-    )
+    return url.copy_with(username=None, password=None), Secret(f"Basic {userpass}")
+
+
+def _proxy(proxy: Secret) -> httpx.Proxy:
+    """Credentials go in a header (aiohttp's ``proxy_auth``, which the transport would use
+    for credentials in the URL, is deprecated)."""
+    url, authorization = proxy_parts(proxy)
+    if authorization is None:
+        return httpx.Proxy(url)
+    return httpx.Proxy(url, headers={"Proxy-Authorization": authorization.reveal()})
 
 
 def new_http_client(
