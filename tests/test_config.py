@@ -122,3 +122,43 @@ def test_a_default_the_help_does_not_show_is_refused(default: str | None, help_t
     parse: Any = float
     with pytest.raises(ValueError, match="VAULT_WAIT: the help must show"):
         Setting("VAULT_WAIT", parse, default, help_text)
+
+
+@pytest.mark.parametrize(
+    "proxy",
+    [
+        "proxy-user:S3cr3t-pr0xy@proxy.internal:3128",
+        "socks5://proxy-user:S3cr3t-pr0xy@proxy.internal:1080",
+        "http://proxy-user:S3cr3t-pr0xy@proxy.internal",
+        "http://proxy-user:S3cr3t-pr0xy@proxy.internal:3128/path",
+        "http://proxy-user:S3cr3t-pr0xy@proxy.internal:port",
+    ],
+)
+def test_a_malformed_proxy_is_refused_without_repeating_its_password(
+    service_env: ServiceEnv, proxy: str
+) -> None:
+    """The proxy URL may carry credentials: the one-line error names the variable only."""
+    with pytest.raises(ConfigError, match="VAULT_ANTOM_PROXY") as caught:
+        Settings.from_env({**service_env, "VAULT_ANTOM_PROXY": proxy})
+    assert "S3cr3t" not in str(caught.value)
+    assert "proxy-user" not in str(caught.value)
+
+
+def test_the_proxy_is_a_secret_and_the_ca_file_must_hold_a_certificate(
+    service_env: ServiceEnv, tmp_path: Any
+) -> None:
+    settings = Settings.from_env(
+        {**service_env, "VAULT_ANTOM_PROXY": "http://u:S3cr3t-pr0xy@127.0.0.1:3128"}
+    )
+    assert settings.antom_proxy is not None
+    assert "S3cr3t" not in repr(settings)
+    not_a_ca = tmp_path / "not-a-ca.pem"
+    not_a_ca.write_text("hello")
+    with pytest.raises(ConfigError, match=r"VAULT_ANTOM_CA_FILE: .* holds no PEM CA"):
+        Settings.from_env({**service_env, "VAULT_ANTOM_CA_FILE": str(not_a_ca)})
+
+
+def test_the_gateway_url_must_not_carry_credentials(service_env: ServiceEnv) -> None:
+    url = service_env["VAULT_ANTOM_BASE_URL"].replace("://", "://user:pw@")
+    with pytest.raises(ConfigError, match="VAULT_ANTOM_BASE_URL carries no credentials"):
+        Settings.from_env({**service_env, "VAULT_ANTOM_BASE_URL": url})

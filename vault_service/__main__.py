@@ -1,5 +1,5 @@
-"""The ``vault-service`` command line: ``serve``, ``migrate``, ``add-data-key``,
-``rotate-data-key``, ``emulator``.
+"""The ``vault-service`` command line: ``serve``, ``migrate``, ``check-antom``,
+``add-data-key``, ``rotate-data-key``, ``emulator``.
 
 Operator mistakes (a missing setting, an unreadable key, an unmigrated database, a port in
 use) end with one line on stderr and exit code 2; tracebacks are for bugs.
@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from vault_service import app, data_key_commands, logs
+from vault_service import app, check_antom, data_key_commands, logs
 from vault_service.config import SETTINGS_HELP, Settings, database_url_from_env
 from vault_service.emulator import cli as emulator_cli
 from vault_service.errors import ConfigurationError
@@ -42,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="create or upgrade the database schema (VAULT_DATABASE_URL)",
         description="Apply the database migrations this build knows to VAULT_DATABASE_URL. "
         "Safe to run again: applied versions are skipped.",
+    )
+    commands.add_parser(
+        "check-antom",
+        help="check, stage by stage, that Antom can be reached and answers as it should",
+        description="Check what a first call to Antom needs, with the settings of serve: "
+        "DNS, TCP, the proxy (VAULT_ANTOM_PROXY), TLS and the certificate's issuer, a signed "
+        "inquireVaulting of an id that does not exist, the signature on the answer, and our "
+        "clock against Antom's. One line per stage, with what to fix; exit code 1 at the "
+        "first failing stage, 2 for unusable settings. Run it from the pod before going live.",
     )
     data_key_commands.configure_parsers(commands)
     emulator_cli.configure_parser(
@@ -101,6 +110,15 @@ def serve() -> int:
     return 0
 
 
+def run_check_antom() -> int:
+    try:
+        settings = Settings.from_env(os.environ)
+        passed = asyncio.run(check_antom.check(settings))
+    except ConfigurationError as exc:
+        return _fail(str(exc))
+    return 0 if passed else 1
+
+
 def run_migrations() -> int:
     try:
         database = database_url_from_env(os.environ)
@@ -122,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve()
     if args.command == "migrate":
         return run_migrations()
+    if args.command == "check-antom":
+        return run_check_antom()
     if args.command == "add-data-key":
         return data_key_commands.run_add(args, _fail)
     if args.command == "rotate-data-key":

@@ -163,6 +163,8 @@ async def start(settings: Settings) -> RunningService:
         key_version=settings.antom_key_version,
         budget=settings.antom_timeout,
         allow_plain_http=settings.antom_uses_http,
+        ca_file=settings.antom_ca_file,
+        proxy=settings.antom_proxy,
     )
     data_keys = await load_data_keys(settings.data_key_file)
     async with contextlib.AsyncExitStack() as resources:

@@ -19,6 +19,7 @@ table whose types are stated twice (annotation and validator).
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 
 from vault_service.database_url import DatabaseURL, parse_database_url
 from vault_service.errors import ConfigurationError
+from vault_service.secret import Secret
 
 DEFAULT_NOTIFY_PATH: Final = "/antom/vaulting/notify"
 
@@ -177,6 +179,32 @@ def _readable_file(name: str, value: str) -> Path:
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read {path}: {exc.strerror}") from None
     return path
+
+
+def _ca_bundle(name: str, value: str) -> Path:
+    """A readable PEM file holding at least one CA certificate."""
+    path = _readable_file(name, value)
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except ssl.SSLError:
+        raise ConfigError(f"{name}: {path} holds no PEM CA certificate") from None
+    return path
+
+
+def _proxy_url(name: str, value: str) -> Secret:
+    """``http(s)://[user:password@]host:port``; kept as a :class:`Secret` and never repeated
+    in a message, since it may carry the proxy's password."""
+    example = f"{name} must be an http(s) URL with a host and port, e.g. http://proxy:3128"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(example) from None
+    if parts.scheme not in {"http", "https"} or not parts.hostname or port is None:
+        raise ConfigError(example)
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise ConfigError(f"{name} is a proxy URL without path, query or fragment")
+    return Secret(value)
 
 
 def _database_url(name: str, value: str) -> DatabaseURL:
@@ -343,6 +371,21 @@ class Settings:
         "(an emulator in a test cluster); loopback is always allowed\n"
         "(default {default})",
         default="0",
+    )
+    antom_ca_file: Path | None = setting(
+        "VAULT_ANTOM_CA_FILE",
+        _optional(_ca_bundle),
+        "PEM CA bundle trusted for the Antom gateway in addition to\n"
+        "the public CAs (a TLS-inspecting egress gateway's CA);\n"
+        "hostnames are always verified, TLS 1.2 or newer",
+    )
+    antom_proxy: Secret | None = setting(
+        "VAULT_ANTOM_PROXY",
+        _optional(_proxy_url),
+        "http://[user:password@]host:port of an egress proxy for\n"
+        "Antom calls (CONNECT tunnel; the credentials are never\n"
+        "logged). HTTPS_PROXY, NO_PROXY and SSL_CERT_FILE are not\n"
+        "read: only these settings decide how Antom is reached",
     )
     antom_timeout: float = setting(
         "VAULT_ANTOM_TIMEOUT",
@@ -518,6 +561,8 @@ class Settings:
             )
         if gateway.path.strip("/") or gateway.query:
             raise ConfigError("VAULT_ANTOM_BASE_URL is a gateway base URL without path or query")
+        if gateway.username is not None or gateway.password is not None:
+            raise ConfigError("VAULT_ANTOM_BASE_URL carries no credentials (Antom signs calls)")
         local_gateway = _is_loopback(gateway.hostname)
         if gateway.scheme == "http" and not (self.antom_allow_http or local_gateway):
             raise ConfigError(

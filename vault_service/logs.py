@@ -31,6 +31,7 @@ ALLOWED_FIELDS: Final = frozenset(
         "antom_path",
         "antom_vaulting_status",
         "attempt",
+        "cause",
         "error",
         "event_id",
         "grpc_code",

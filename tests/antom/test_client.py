@@ -208,7 +208,11 @@ async def test_refusals_of_our_key_are_logged_once_per_interval_with_a_count(
                 now[0] += 61
             with pytest.raises(AntomConfigurationError):
                 await antom.inquire_vaulting(InquireVaultingRequest(vaulting_request_id="vr-k"))
-    refusals = [line for line in captured_log.lines() if line["logger"].endswith("client")]
+    refusals = [
+        line
+        for line in captured_log.lines()
+        if line["logger"].startswith("vault_service.antom") and line["level"] == "error"
+    ]
     assert [(line["level"], line["suppressed"]) for line in refusals] == [
         ("error", 0),
         ("error", 3),

@@ -9,20 +9,20 @@ same parameters) with a fresh ``Request-Time`` and signature, and never outlive 
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 from pydantic import ValidationError
 
+from vault_service.antom import causes
+from vault_service.antom.connection import new_http_client, proxy_address
 from vault_service.antom.errors import (
-    AntomConfigurationError,
     AntomError,
     AntomProtocolError,
     AntomUnavailableError,
@@ -31,6 +31,7 @@ from vault_service.antom.errors import (
     MissingSignatureError,
     failure,
 )
+from vault_service.antom.failure_log import FailureLog
 from vault_service.antom.models import (
     AntomModel,
     CreateVaultingSessionRequest,
@@ -41,14 +42,13 @@ from vault_service.antom.models import (
     antom_document,
 )
 from vault_service.antom.signing import SignatureHeader, Signer, Verifier
-from vault_service.throttle import Throttle
-
-log = logging.getLogger(__name__)
+from vault_service.secret import Secret
 
 CREATE_VAULTING_SESSION_PATH: Final = "/ams/api/v1/vaults/createVaultingSession"
 INQUIRE_VAULTING_PATH: Final = "/ams/api/v1/vaults/inquireVaulting"
 SANDBOX_CLIENT_PREFIX: Final = "SANDBOX_"
 
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _RETRYABLE_HTTP_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
 _CONTENT_TYPE: Final = "application/json; charset=UTF-8"
 _ResponseT = TypeVar("_ResponseT", bound=AntomModel)
@@ -83,7 +83,10 @@ class AntomClientConfig:
     ``gateway`` is a base URL without path (a region gateway, or an emulator);
     ``budget`` is the default total time for one call including retries, used when the caller
     sets none; ``attempt_timeout`` caps a single HTTP exchange; ``refusal_log_interval`` is how
-    often, at most, Antom refusing our credentials is logged (at ERROR, with a count).
+    often, at most, failures of one cause (Antom refusing our credentials, an untrusted
+    certificate, a refused connection...) are logged at ERROR, with a count. ``ca_file`` adds
+    a CA bundle to the public ones and ``proxy`` is an egress proxy URL, as the settings check
+    it (:mod:`vault_service.antom.connection`).
     """
 
     gateway: str
@@ -94,6 +97,8 @@ class AntomClientConfig:
     max_connections: int = 64
     refusal_log_interval: float = 60.0
     allow_plain_http: bool = False
+    ca_file: Path | None = None
+    proxy: Secret | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
@@ -104,6 +109,8 @@ class AntomClientConfig:
             raise ValueError("the Antom gateway must use https (plain http is for the emulator)")
         if parts.path.strip("/") or parts.query or parts.fragment:
             raise ValueError("the Antom gateway is a base URL without path or query")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("the Antom gateway URL carries no credentials")
         if not self.client_id:
             raise ValueError("the Antom client id is empty")
         if self.budget <= 0 or self.attempt_timeout <= 0 or self.refusal_log_interval <= 0:
@@ -113,17 +120,16 @@ class AntomClientConfig:
     def base_url(self) -> str:
         return self.gateway.rstrip("/")
 
+    @property
+    def peer(self) -> str:
+        """``host:port`` of the gateway, as logs name it."""
+        parts = urlsplit(self.gateway)
+        return parts.netloc if parts.port else f"{parts.netloc}:{_DEFAULT_PORTS[parts.scheme]}"
 
-def new_http_client(max_connections: int) -> httpx.AsyncClient:
-    """The shared HTTP client: aiohttp transport, bounded pool, no redirects, no env proxies."""
-    limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
-    )
-    return httpx.AsyncClient(
-        transport=AiohttpTransport(limits=limits, trust_env=False),
-        follow_redirects=False,
-        trust_env=False,
-    )
+    @property
+    def proxy_address(self) -> str | None:
+        """``host:port`` of the proxy, if any: never its credentials."""
+        return None if self.proxy is None else proxy_address(self.proxy)
 
 
 class AntomClient:
@@ -131,11 +137,12 @@ class AntomClient:
 
     Each call either returns a verified ``S`` answer or raises an :class:`AntomError`:
     :class:`AntomRejectedError` for ``F`` (never retried), :class:`AntomConfigurationError` for
-    an ``F`` that refuses our credentials (never retried; logged at ERROR at most once per
-    ``refusal_log_interval``, with a count, since every call fails alike until the settings
-    are fixed), :class:`AntomUnknownResultError` when
+    an ``F`` that refuses our credentials (never retried), :class:`AntomUnknownResultError` when
     ``U`` answers outlast the budget, :class:`AntomUnavailableError` when transport failures do,
-    a ``SignatureError`` for any answer whose signature is missing or wrong.
+    a ``SignatureError`` for any answer whose signature is missing or wrong. Each failed
+    attempt is logged with its cause, and summarised at ERROR at most once per
+    ``refusal_log_interval`` per cause, with a count, since while the way to Antom is broken
+    every call fails alike (:class:`~vault_service.antom.failure_log.FailureLog`).
     """
 
     def __init__(
@@ -152,9 +159,15 @@ class AntomClient:
         self._signer = signer
         self._verifier = verifier
         self._owns_http = http is None
-        self._http = http if http is not None else new_http_client(config.max_connections)
+        self._http = (
+            http
+            if http is not None
+            else new_http_client(config.max_connections, ca_file=config.ca_file, proxy=config.proxy)
+        )
         self._rng = rng
-        self._refusals = Throttle(config.refusal_log_interval, clock)
+        self._failures = FailureLog(
+            config.refusal_log_interval, clock, peer=config.peer, proxy=config.proxy_address
+        )
 
     async def __aenter__(self) -> AntomClient:
         return self
@@ -219,68 +232,45 @@ class AntomClient:
         while True:
             attempt += 1
             remaining = deadline - time.monotonic()
+            attempt_timeout = min(remaining, config.attempt_timeout)
             try:
                 if remaining <= 0:
-                    raise AntomUnavailableError("the time budget ran out before Antom answered")
-                async with asyncio.timeout(min(remaining, config.attempt_timeout)):
+                    raise AntomUnavailableError(
+                        "the time budget ran out before Antom answered", cause=causes.timeout(0)
+                    )
+                async with asyncio.timeout(attempt_timeout):
                     response = await self._post(path, body)
                     raw = await response.aread()
                 return self._accept(path, response, raw, response_type)
-            except AntomConfigurationError as exc:
-                self._log_refusal(exc, path)
-                raise
             except AntomError as exc:
                 error: AntomError = exc
             except TimeoutError:
-                error = AntomUnavailableError("Antom did not answer in time")
+                error = AntomUnavailableError(
+                    "Antom did not answer in time", cause=causes.timeout(attempt_timeout)
+                )
             except httpx.TransportError as exc:
-                error = AntomUnavailableError(f"Antom unreachable: {type(exc).__name__}")
+                cause = causes.of_connection_error(exc)
+                error = AntomUnavailableError(f"Antom unreachable: {cause}", cause=cause)
             delay = config.retry.backoff(attempt, self._rng)
             out_of_time = time.monotonic() + delay >= deadline
-            log.warning(
-                "antom call failed",
-                extra={
-                    "antom_path": path,
-                    "vaulting_request_id": vaulting_request_id,
-                    "attempt": attempt,
-                    "error": type(error).__name__,
-                    "result_code": getattr(error, "result_code", None),
-                    "will_retry": error.retryable
-                    and attempt < config.retry.max_attempts
-                    and not out_of_time,
-                },
+            last = not error.retryable or attempt >= config.retry.max_attempts or out_of_time
+            self._failures.attempt_failed(
+                error,
+                path=path,
+                vaulting_request_id=vaulting_request_id,
+                attempt=attempt,
+                will_retry=not last,
             )
-            if not error.retryable or attempt >= config.retry.max_attempts or out_of_time:
+            if last:
                 raise error
             await asyncio.sleep(delay)
 
-    def _log_refusal(self, error: AntomConfigurationError, path: str) -> None:
-        suppressed = self._refusals.admit()
-        if suppressed is not None:
-            log.error(
-                "%s (%d more refusals since the last report)",
-                error.hint,
-                suppressed,
-                extra={
-                    "antom_path": path,
-                    "result_code": error.result_code,
-                    "suppressed": suppressed,
-                },
-            )
-
     async def _post(self, path: str, body: bytes) -> httpx.Response:
         config = self._config
-        request_time = str(time.time_ns() // 1_000_000)
-        signature = self._signer.sign("POST", path, config.client_id, request_time, body)
         return await self._http.post(
             config.base_url + path,
             content=body,
-            headers={
-                "Content-Type": _CONTENT_TYPE,
-                "client-id": config.client_id,
-                "Request-Time": request_time,
-                "Signature": signature,
-            },
+            headers=signed_headers(self._signer, path, config.client_id, body),
         )
 
     def _accept(
@@ -291,10 +281,15 @@ class AntomClient:
         response_type: type[_ResponseT],
     ) -> _ResponseT:
         """Turn one HTTP answer into a verified model or the matching typed error."""
-        if response.status_code in _RETRYABLE_HTTP_STATUSES:
-            raise AntomUnavailableError(f"Antom answered HTTP {response.status_code}")
-        if response.status_code != 200:
-            raise AntomProtocolError(f"Antom answered HTTP {response.status_code}")
+        status = response.status_code
+        if status in _RETRYABLE_HTTP_STATUSES:
+            raise AntomUnavailableError(
+                f"Antom answered HTTP {status}", cause=causes.http_status(status)
+            )
+        if status != 200:
+            raise AntomProtocolError(
+                f"Antom answered HTTP {status}", cause=causes.http_status(status)
+            )
         document = _parse_document(raw)
         result = _parse_result(document)
         signed = check_response_signature(
@@ -314,6 +309,22 @@ class AntomClient:
         except ValidationError as exc:
             fields = ", ".join(".".join(map(str, err["loc"])) for err in exc.errors())
             raise AntomProtocolError(f"Antom's answer is incomplete or invalid: {fields}") from None
+
+
+def signed_headers(signer: Signer, path: str, client_id: str, body: bytes) -> dict[str, str]:
+    """The headers of a request to Antom, signed now (``Request-Time`` in epoch ms)."""
+    request_time = str(time.time_ns() // 1_000_000)
+    return {
+        "Content-Type": _CONTENT_TYPE,
+        "client-id": client_id,
+        "Request-Time": request_time,
+        "Signature": signer.sign("POST", path, client_id, request_time, body),
+    }
+
+
+def answer_result(raw: bytes) -> Result:
+    """The ``result`` of an answer's body, or :class:`AntomProtocolError`."""
+    return _parse_result(_parse_document(raw))
 
 
 def _parse_document(raw: bytes) -> object:

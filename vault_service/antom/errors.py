@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from vault_service.antom import causes
 from vault_service.errors import (
     ConfigurationError,
     ErrorInfo,
@@ -50,6 +51,13 @@ class AntomError(VaultError):
     """
 
     retryable: bool = False
+    cause: str = causes.MALFORMED_ANSWER
+    """Why, in the fixed vocabulary of :mod:`vault_service.antom.causes`: what the log says."""
+
+    def __init__(self, message: str, *, cause: str | None = None) -> None:
+        super().__init__(message)
+        if cause is not None:
+            self.cause = cause
 
 
 class SignatureError(AntomError, UnavailableError):
@@ -58,6 +66,8 @@ class SignatureError(AntomError, UnavailableError):
     The webhook decides on these itself (401). From the client they mean Antom's answer cannot
     be trusted, so the call is unavailable until a verifiable answer comes.
     """
+
+    cause = causes.BAD_SIGNATURE
 
     @property
     def public_message(self) -> str:
@@ -110,6 +120,8 @@ class AntomRejectedError(AntomResultError, RejectedError):
     (and expire a lapsed session); compare :class:`AntomConfigurationError`.
     """
 
+    cause = causes.REJECTED
+
     @property
     def public_message(self) -> str:
         return f"Antom refused the call with {self.result_code}"
@@ -128,6 +140,8 @@ class AntomConfigurationError(AntomResultError, ConfigurationError):
     a record expire (a wrong merchant key plus one lost notification would bury a saved card),
     and callers get UNAVAILABLE (fixing the settings fixes the call), not a business failure.
     """
+
+    cause = causes.GATEWAY_REFUSAL
 
     @property
     def hint(self) -> str:
@@ -167,6 +181,7 @@ class AntomUnknownResultError(AntomResultError, UnavailableError):
     """Antom answered ``U`` (outcome unknown) and the retry budget ran out."""
 
     retryable = True
+    cause = causes.UNKNOWN_RESULT
 
     @property
     def public_message(self) -> str:
@@ -174,7 +189,8 @@ class AntomUnknownResultError(AntomResultError, UnavailableError):
 
 
 class AntomUnavailableError(AntomError, UnavailableError):
-    """Antom could not be reached or answered garbage, and the retry budget ran out."""
+    """Antom could not be reached or answered garbage, and the retry budget ran out;
+    ``cause`` says which (a connection failure, a timeout, a retryable HTTP status)."""
 
     retryable = True
 

@@ -126,6 +126,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "merchant-private-key.pem/merchant-public-key.pem is generated there)",
     )
     parser.add_argument(
+        "--tls-cert-file",
+        type=Path,
+        metavar="PATH",
+        help="PEM certificate chain: serve HTTPS with it (and --tls-key-file), as Antom does "
+        "(default: plain http)",
+    )
+    parser.add_argument(
+        "--tls-key-file",
+        type=Path,
+        metavar="PATH",
+        help="PEM private key of --tls-cert-file",
+    )
+    parser.add_argument(
         "--time-scale",
         type=_positive_float,
         default=1.0,
@@ -196,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
             session_ttl=args.session_ttl,
             expiry_spelling=args.expiry_spelling,
             notification_timeout=args.notification_timeout,
+            tls_cert_file=args.tls_cert_file,
+            tls_key_file=args.tls_key_file,
             faults=FaultPlan(
                 latency_ms=args.latency_ms,
                 http_5xx=args.http_5xx,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from vault_service.antom.rsa_keys import PrivateKey, PublicKey
@@ -25,6 +26,8 @@ class EmulatorConfig:
     Secure wait), so tests can run Antom's 24-hour retry schedule in milliseconds;
     ``session_ttl`` is the session lifetime in real seconds and is not scaled.
     ``notification_timeout`` caps one notification attempt. ``port`` 0 picks a free port.
+    ``tls_cert_file`` and ``tls_key_file`` (PEM, together) make it serve HTTPS, as Antom does,
+    so that the service's trust settings can be tried against it.
     """
 
     antom_private_key: PrivateKey
@@ -37,6 +40,8 @@ class EmulatorConfig:
     expiry_spelling: ExpirySpelling = "expiry"
     notification_timeout: float = DEFAULT_NOTIFICATION_TIMEOUT
     faults: FaultPlan = field(default_factory=FaultPlan)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.client_id or not self.client_id.isprintable():
@@ -49,5 +54,7 @@ class EmulatorConfig:
             raise ValueError("the session TTL must be > 0 seconds")
         if not self.notification_timeout > 0:
             raise ValueError("the notification timeout must be > 0 seconds")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("the TLS certificate and key files go together: give both")
         if self.expiry_spelling not in ("expiry", "expired"):
             raise ValueError("the expiry spelling must be 'expiry' or 'expired'")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import Final
@@ -71,7 +72,7 @@ class EmulatorServer:
 
     @property
     def base_url(self) -> str:
-        """``http://host:port`` of the running emulator: the Antom gateway URL to configure."""
+        """``http(s)://host:port`` of the running emulator: the Antom gateway URL to configure."""
         if self._base_url is None:
             raise RuntimeError("the emulator is not running")
         return self._base_url
@@ -79,9 +80,11 @@ class EmulatorServer:
     async def start(self) -> None:
         if self._base_url is not None:
             raise RuntimeError("an EmulatorServer runs once")
+        tls = _tls_context(self._config)
         sock = _bind(self._config.host, self._config.port)
         try:
-            self._base_url = _base_url(self._config.host, sock.getsockname()[1])
+            scheme = "http" if tls is None else "https"
+            self._base_url = _base_url(scheme, self._config.host, sock.getsockname()[1])
             self._state.public_base_url = self._base_url
             runner = web.AppRunner(
                 build_app(self._state), access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT
@@ -89,7 +92,7 @@ class EmulatorServer:
             self._runner = runner
             await runner.setup()
             self._listener = await asyncio.get_running_loop().create_server(
-                _protocol_factory(runner), sock=sock
+                _protocol_factory(runner), sock=sock, ssl=tls
             )
         except BaseException:
             if self._listener is None:
@@ -117,13 +120,24 @@ def _protocol_factory(runner: web.AppRunner) -> Callable[[], asyncio.Protocol]:
     return lambda: DuplicateHeaderTolerance(server())
 
 
+def _tls_context(config: EmulatorConfig) -> ssl.SSLContext | None:
+    """The server side of TLS when the config names a certificate; TLS 1.2 or newer, as
+    Antom's gateways require."""
+    if config.tls_cert_file is None or config.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    return context
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return socket.create_server((host, port), family=family)
 
 
-def _base_url(host: str, port: int) -> str:
+def _base_url(scheme: str, host: str, port: int) -> str:
     reachable = _WILDCARD_HOSTS.get(host, host)
     if ":" in reachable:
         reachable = f"[{reachable}]"
-    return f"http://{reachable}:{port}"
+    return f"{scheme}://{reachable}:{port}"
