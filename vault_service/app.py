@@ -242,7 +242,7 @@ async def start(settings: Settings) -> RunningService:
         health_port = await _start_health_server(settings, health, resources)
         await server.start()
         resources.push_async_callback(
-            stop_grpc_server, server, health, grace=settings.shutdown_grace
+            stop_grpc_server, server, health, servicer, grace=settings.shutdown_grace
         )
         reconciler = Reconciler(
             store,
@@ -267,10 +267,10 @@ async def start(settings: Settings) -> RunningService:
             data_keys=data_keys,
             _resources=resources.pop_all(),
         )
-    log.info(
-        "vault-service serving",
-        extra={"listen": f"grpc :{grpc_port}, webhook :{http_port}", "notify_url": notify_url},
-    )
+    ports = f"grpc :{grpc_port}, webhook :{http_port}"
+    if health_port is not None:
+        ports += f", health :{health_port}"
+    log.info("vault-service serving", extra={"listen": ports, "notify_url": notify_url})
     return running
 
 

@@ -199,9 +199,16 @@ async def build_health_server(health: Health, *, listen: str) -> tuple[grpc.aio.
     return server, server.add_insecure_port(listen)
 
 
-async def stop_grpc_server(server: grpc.aio.Server, health: Health, *, grace: float) -> None:
-    """Drain: report NOT_SERVING, refuse new calls, give calls in flight ``grace`` seconds,
-    then cancel the rest. Cancelled streams end with UNAVAILABLE, so clients resume elsewhere
-    from their last token."""
+async def stop_grpc_server(
+    server: grpc.aio.Server, health: Health, servicer: VaultServicer, *, grace: float
+) -> None:
+    """Drain: report NOT_SERVING, end every StreamResults with UNAVAILABLE (clients resume
+    elsewhere from their last token), refuse new calls, give unary calls in flight ``grace``
+    seconds, then cancel the rest.
+
+    Streams are told first: they never finish by themselves, so without being told they would
+    hold the server for the whole grace. Returns as soon as the last call is over.
+    """
     await health.drain()
+    servicer.drain()
     await server.stop(grace)

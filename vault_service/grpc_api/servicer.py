@@ -113,6 +113,11 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
         """StreamResults streams open now."""
         return self._streams_open.value
 
+    def drain(self) -> None:
+        """End every open stream now, and any opened later, with a resumable UNAVAILABLE:
+        the process is shutting down."""
+        self._streams.drain()
+
     @unary_errors
     async def CreateSession(  # noqa: N802 - the name is the RPC's, as in the .proto
         self, request: pb.CreateSessionRequest, context: Context
