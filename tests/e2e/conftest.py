@@ -34,6 +34,7 @@ def service_env(
     return {
         "VAULT_GRPC_LISTEN": "127.0.0.1:0",
         "VAULT_HTTP_LISTEN": "127.0.0.1:0",
+        "VAULT_ADMIN_LISTEN": "127.0.0.1:0",
         "VAULT_DATABASE_URL": f"sqlite:///{tmp_path / 'vault.db'}",
         "VAULT_DATA_KEY_FILE": str(data_key_file),
         "VAULT_AUTO_MIGRATE": "1",

@@ -109,7 +109,8 @@ async def test_bad_configuration_is_one_line_and_exit_2(
 
 
 @pytest.mark.parametrize(
-    "setting", ["VAULT_HTTP_LISTEN", "VAULT_GRPC_LISTEN", "VAULT_HEALTH_LISTEN"]
+    "setting",
+    ["VAULT_HTTP_LISTEN", "VAULT_GRPC_LISTEN", "VAULT_HEALTH_LISTEN", "VAULT_ADMIN_LISTEN"],
 )
 async def test_a_port_in_use_is_one_line_naming_its_setting(
     service_env: ServiceEnv, setting: str

@@ -25,10 +25,12 @@ from vault_service.antom.errors import (
     AntomConfigurationError,
     AntomError,
     AntomProtocolError,
+    AntomResultError,
     AntomUnavailableError,
     AntomUnknownResultError,
     MalformedSignatureHeaderError,
     MissingSignatureError,
+    SignatureError,
     failure,
 )
 from vault_service.antom.models import (
@@ -41,6 +43,7 @@ from vault_service.antom.models import (
     antom_document,
 )
 from vault_service.antom.signing import SignatureHeader, Signer, Verifier
+from vault_service.metrics import Metrics
 from vault_service.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,8 @@ log = logging.getLogger(__name__)
 CREATE_VAULTING_SESSION_PATH: Final = "/ams/api/v1/vaults/createVaultingSession"
 INQUIRE_VAULTING_PATH: Final = "/ams/api/v1/vaults/inquireVaulting"
 SANDBOX_CLIENT_PREFIX: Final = "SANDBOX_"
+SUCCESS_CODE: Final = "SUCCESS"
+"""Antom's result code of every ``S`` answer."""
 
 _RETRYABLE_HTTP_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
 _CONTENT_TYPE: Final = "application/json; charset=UTF-8"
@@ -147,8 +152,10 @@ class AntomClient:
         http: httpx.AsyncClient | None = None,
         rng: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
+        self._metrics = metrics if metrics is not None else Metrics()
         self._signer = signer
         self._verifier = verifier
         self._owns_http = http is None
@@ -222,10 +229,9 @@ class AntomClient:
             try:
                 if remaining <= 0:
                     raise AntomUnavailableError("the time budget ran out before Antom answered")
-                async with asyncio.timeout(min(remaining, config.attempt_timeout)):
-                    response = await self._post(path, body)
-                    raw = await response.aread()
-                return self._accept(path, response, raw, response_type)
+                return await self._attempt(
+                    path, body, response_type, min(remaining, config.attempt_timeout)
+                )
             except AntomConfigurationError as exc:
                 self._log_refusal(exc, path)
                 raise
@@ -253,6 +259,28 @@ class AntomClient:
             if not error.retryable or attempt >= config.retry.max_attempts or out_of_time:
                 raise error
             await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, path: str, body: bytes, response_type: type[_ResponseT], within: float
+    ) -> _ResponseT:
+        """One POST and its verified answer within ``within`` seconds, counted in the metrics
+        by outcome."""
+        began = time.perf_counter()
+        status, code = "none", "CANCELLED"
+        try:
+            async with asyncio.timeout(within):
+                response = await self._post(path, body)
+                raw = await response.aread()
+            answer = self._accept(path, response, raw, response_type)
+        except BaseException as exc:
+            status, code = _failed_attempt(exc)
+            raise
+        else:
+            status, code = "S", SUCCESS_CODE
+            return answer
+        finally:
+            operation = path.rpartition("/")[2]
+            self._metrics.antom_call(operation, status, code, time.perf_counter() - began)
 
     def _log_refusal(self, error: AntomConfigurationError, path: str) -> None:
         suppressed = self._refusals.admit()
@@ -314,6 +342,20 @@ class AntomClient:
         except ValidationError as exc:
             fields = ", ".join(".".join(map(str, err["loc"])) for err in exc.errors())
             raise AntomProtocolError(f"Antom's answer is incomplete or invalid: {fields}") from None
+
+
+def _failed_attempt(exc: BaseException) -> tuple[str, str]:
+    """The result status and code the metrics count for an attempt that raised ``exc``:
+    Antom's own when it answered F or U, else ``none`` and what went wrong."""
+    if isinstance(exc, AntomResultError):
+        return exc.result_status, exc.result_code
+    if isinstance(exc, SignatureError):
+        return "none", "BAD_SIGNATURE"
+    if isinstance(exc, AntomProtocolError):
+        return "none", "PROTOCOL_ERROR"
+    if isinstance(exc, asyncio.CancelledError):
+        return "none", "CANCELLED"
+    return "none", "UNAVAILABLE"  # timeouts, transport failures, retryable HTTP statuses
 
 
 def _parse_document(raw: bytes) -> object:
