@@ -8,6 +8,7 @@ call the service without the .proto files.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Final, cast
 
@@ -202,13 +203,17 @@ async def build_health_server(health: Health, *, listen: str) -> tuple[grpc.aio.
 async def stop_grpc_server(
     server: grpc.aio.Server, health: Health, servicer: VaultServicer, *, grace: float
 ) -> None:
-    """Drain: report NOT_SERVING, end every StreamResults with UNAVAILABLE (clients resume
-    elsewhere from their last token), refuse new calls, give unary calls in flight ``grace``
+    """Drain: report NOT_SERVING, refuse new calls, end every StreamResults with UNAVAILABLE
+    (clients resume elsewhere from their last token), give unary calls in flight ``grace``
     seconds, then cancel the rest.
 
-    Streams are told first: they never finish by themselves, so without being told they would
-    hold the server for the whole grace. Returns as soon as the last call is over.
+    Streams are told to end: they never finish by themselves, so they would hold the server for
+    the whole grace. They are told once the server has started stopping (it then refuses new
+    calls and tells clients to go away), so that a client resuming at once is sent to another
+    replica, not back here. Returns as soon as the last call is over.
     """
     await health.drain()
+    stopping = asyncio.ensure_future(server.stop(grace))
+    await asyncio.sleep(0)  # the server's stop begins: from here on new calls are refused
     servicer.drain()
-    await server.stop(grace)
+    await stopping

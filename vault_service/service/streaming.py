@@ -26,8 +26,8 @@ import collections
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Final, TypeGuard
+from datetime import datetime, timedelta
+from typing import ClassVar, Final, TypeGuard
 
 from vault_service.domain import (
     Clock,
@@ -107,7 +107,12 @@ class EventKeyMissingError(UnavailableError):
 class ShuttingDownError(UnavailableError):
     """This process is draining: the stream ends so that its client resumes on another
     replica, from its last token or from ``resume_token`` (everything the stream had looked at,
-    which may be ahead of the last token sent when later events were someone else's)."""
+    which may be ahead of the last token sent when later events were someone else's).
+
+    Its retry delay is zero: the other replicas are serving, so waiting the usual second
+    would only leave the client's stream away that long (clients still back off a little)."""
+
+    retry_delay: ClassVar[timedelta] = timedelta(0)
 
     def __init__(self, resume_token: str) -> None:
         super().__init__("the server is shutting down")
