@@ -7,7 +7,6 @@ only when it ran out; the bounds below are the ones issue 12 states.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
@@ -20,7 +19,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.conftest import ServiceEnv
+from tests.e2e.conftest import ServiceEnv, logged
 from tests.grpc_api.support import eventually
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
@@ -60,14 +59,8 @@ async def serving(service_env: ServiceEnv) -> AsyncIterator[Serving]:
         *COMMAND, env=env, stdin=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
     assert process.stderr is not None
-    async with asyncio.timeout(30):
-        while True:
-            line = await process.stderr.readline()
-            assert line, "serve exited before it was serving"
-            entry = json.loads(line)
-            if entry["message"] == "vault-service serving":
-                ports = dict(part.split(" :") for part in entry["listen"].split(", "))
-                break
+    entry = await logged(process, "vault-service serving")
+    ports = dict(part.split(" :") for part in entry["listen"].split(", "))
     reader = asyncio.create_task(process.stderr.read())
     try:
         yield Serving(process, int(ports["grpc"]), int(ports["health"]))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import grpc
 import pytest
 from vault_client import AsyncVaultClient, pb
 
+from tests.clients.python.conftest import free_port
 from tests.fixtures.antom import buyer_submits
 from tests.replicas.cards import DECLINED, FINAL_STATUS, THREE_DS, VISA
 from tests.replicas.conftest import ServeProcess, SpawnServe, read_log, wait_until
@@ -43,13 +43,6 @@ RESTART_AT: Final = (100, 220, 340)
 GRACE: Final = "5"
 STREAM_BACK_BOUND: Final = 1.0
 CARDS: Final = (VISA, DECLINED, THREE_DS)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass
