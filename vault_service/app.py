@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+from vault_service.admin import build_admin_app, serve_admin
 from vault_service.antom.client import AntomClient, AntomClientConfig
 from vault_service.antom_key_files import AntomKeyFiles
 from vault_service.config import ConfigError, Settings
@@ -24,6 +25,7 @@ from vault_service.data_key_files import load_data_keys, reload_data_keys
 from vault_service.events import EventHub, PostgresWakeups
 from vault_service.grpc_api.auth import AuthenticationInterceptor, Authenticator
 from vault_service.grpc_api.callers import NO_FILE, CallerDirectory, CallersFileError
+from vault_service.grpc_api.metrics import MetricsInterceptor
 from vault_service.grpc_api.server import (
     Health,
     build_grpc_server,
@@ -33,6 +35,7 @@ from vault_service.grpc_api.server import (
 from vault_service.grpc_api.servicer import VaultServicer
 from vault_service.grpc_api.tls import ServerTls, TlsFiles
 from vault_service.grpc_api.token_file import TokenFile, describe
+from vault_service.metrics import Metrics
 from vault_service.service.reconciler import Reconciler
 from vault_service.service.streaming import ResultStreams
 from vault_service.service.vaulting import VaultingService
@@ -117,6 +120,7 @@ class RunningService:
     grpc_port: int
     http_port: int
     health_port: int | None
+    admin_port: int
     notify_url: str
     servicer: VaultServicer
     token_file: TokenFile | None
@@ -167,6 +171,7 @@ async def start(settings: Settings) -> RunningService:
         proxy=settings.antom_proxy,
     )
     data_keys = await load_data_keys(settings.data_key_file)
+    metrics = Metrics()
     async with contextlib.AsyncExitStack() as resources:
         store = await open_store(
             settings.database_url,
@@ -178,6 +183,9 @@ async def start(settings: Settings) -> RunningService:
             postgres_acquire_timeout=settings.pg_acquire_timeout,
         )
         resources.push_async_callback(store.close)
+        metrics.watch_pools(store.pool_use)
+        # Up first and down last, so that the drain itself can be watched.
+        admin_port = await _start_admin_server(settings, metrics, resources)
         with _listening("VAULT_HTTP_LISTEN", settings.http_listen):
             sock = bind(settings.http_listen.host, settings.http_listen.port)
         resources.callback(sock.close)
@@ -189,7 +197,7 @@ async def start(settings: Settings) -> RunningService:
             wakeups = PostgresWakeups(settings.database_url.reveal(), hub)
             await wakeups.start()
             resources.push_async_callback(wakeups.close)
-        antom = AntomClient(antom_config, antom_keys.signer, antom_keys.verifier)
+        antom = AntomClient(antom_config, antom_keys.signer, antom_keys.verifier, metrics=metrics)
         resources.push_async_callback(antom.aclose)
         vaulting = VaultingService(
             store,
@@ -197,6 +205,7 @@ async def start(settings: Settings) -> RunningService:
             hub,
             notify_url=notify_url,
             first_check_after=timedelta(seconds=settings.reconcile_after),
+            metrics=metrics,
         )
         webhook = await serve_webhook(
             build_webhook_app(
@@ -207,6 +216,7 @@ async def start(settings: Settings) -> RunningService:
                 failure_limit=settings.webhook_failure_limit,
                 failure_window=settings.webhook_failure_window,
                 trusted_proxies=settings.webhook_trusted_proxies,
+                metrics=metrics,
             ),
             sock,
             header_timeout=settings.webhook_header_timeout,
@@ -224,7 +234,9 @@ async def start(settings: Settings) -> RunningService:
             ResultStreams(store, hub, checkpoint_interval=settings.checkpoint_interval),
             caller_of=authenticator.caller,
             credentials_version=authenticator.version,
+            metrics=metrics,
         )
+        metrics.watch_open_streams(lambda: servicer.active_streams)
         health = Health()
         with _listening("VAULT_GRPC_LISTEN", settings.grpc_listen):
             server, grpc_port = await build_grpc_server(
@@ -234,17 +246,19 @@ async def start(settings: Settings) -> RunningService:
                 max_connection_age=settings.grpc_max_connection_age,
                 credentials=None if tls is None else tls.credentials(),
                 interceptors=[
+                    # First, so that calls authentication refuses are counted too.
+                    MetricsInterceptor(metrics),
                     AuthenticationInterceptor(
                         authenticator,
                         open_health=settings.public_health,
                         open_reflection=settings.public_reflection,
-                    )
+                    ),
                 ],
             )
         health_port = await _start_health_server(settings, health, resources)
         await server.start()
         resources.push_async_callback(
-            stop_grpc_server, server, health, grace=settings.shutdown_grace
+            stop_grpc_server, server, health, servicer, grace=settings.shutdown_grace
         )
         reconciler = Reconciler(
             store,
@@ -254,6 +268,7 @@ async def start(settings: Settings) -> RunningService:
             max_delay=RECONCILE_MAX_DELAY,
             expiry_grace=timedelta(seconds=settings.expiry_grace),
             inquiry_budget=settings.antom_timeout,
+            metrics=metrics,
         )
         resources.push_async_callback(_cancel, asyncio.create_task(reconciler.run()))
         running = RunningService(
@@ -261,6 +276,7 @@ async def start(settings: Settings) -> RunningService:
             grpc_port=grpc_port,
             http_port=http_port,
             health_port=health_port,
+            admin_port=admin_port,
             notify_url=notify_url,
             servicer=servicer,
             token_file=token_file,
@@ -269,10 +285,11 @@ async def start(settings: Settings) -> RunningService:
             data_keys=data_keys,
             _resources=resources.pop_all(),
         )
-    log.info(
-        "vault-service serving",
-        extra={"listen": f"grpc :{grpc_port}, webhook :{http_port}", "notify_url": notify_url},
-    )
+    ports = f"grpc :{grpc_port}, webhook :{http_port}"
+    if health_port is not None:
+        ports += f", health :{health_port}"
+    ports += f", admin :{admin_port}"
+    log.info("vault-service serving", extra={"listen": ports, "notify_url": notify_url})
     return running
 
 
@@ -287,6 +304,17 @@ async def _start_health_server(
         server, port = await build_health_server(health, listen=str(settings.health_listen))
     await server.start()
     resources.push_async_callback(server.stop, None)
+    return port
+
+
+async def _start_admin_server(
+    settings: Settings, metrics: Metrics, resources: contextlib.AsyncExitStack
+) -> int:
+    """The admin HTTP port (``/metrics``); its bound port."""
+    listen = settings.admin_listen
+    with _listening("VAULT_ADMIN_LISTEN", listen):
+        runner, port = await serve_admin(build_admin_app(metrics), listen.host, listen.port)
+    resources.push_async_callback(runner.cleanup)
     return port
 
 

@@ -432,6 +432,13 @@ class Settings:
         "alone, for probes that cannot present a client certificate\n"
         "(Kubernetes' gRPC probes, with mTLS on VAULT_GRPC_LISTEN)",
     )
+    admin_listen: Listen = setting(
+        "VAULT_ADMIN_LISTEN",
+        Listen.parse,
+        "admin HTTP address serving Prometheus GET /metrics (keep it\n"
+        "off the public network; default {default})",
+        default="127.0.0.1:9090",
+    )
     public_health: bool = setting(
         "VAULT_PUBLIC_HEALTH",
         _flag,

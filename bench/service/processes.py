@@ -132,6 +132,7 @@ def service_env(workdir: Path, emu: Emulator, name: str, access: Access) -> dict
         | {
             "VAULT_GRPC_LISTEN": f"127.0.0.1:{grpc_port}",
             "VAULT_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+            "VAULT_ADMIN_LISTEN": "127.0.0.1:0",
             "VAULT_DATABASE_URL": f"sqlite:///{workdir / f'{name}.db'}",
             "VAULT_DATA_KEY_FILE": str(data_key_file),
             "VAULT_AUTO_MIGRATE": "1",

@@ -120,6 +120,7 @@ async def container(
     settings = {
         "VAULT_GRPC_LISTEN": "127.0.0.1:0",
         "VAULT_HTTP_LISTEN": "127.0.0.1:0",
+        "VAULT_ADMIN_LISTEN": "127.0.0.1:0",
         "VAULT_AUTO_MIGRATE": "1",
         "VAULT_ANTOM_BASE_URL": emulator.base_url,
         "VAULT_ANTOM_CLIENT_ID": CLIENT_ID,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -34,6 +36,7 @@ def service_env(
     return {
         "VAULT_GRPC_LISTEN": "127.0.0.1:0",
         "VAULT_HTTP_LISTEN": "127.0.0.1:0",
+        "VAULT_ADMIN_LISTEN": "127.0.0.1:0",
         "VAULT_DATABASE_URL": f"sqlite:///{tmp_path / 'vault.db'}",
         "VAULT_DATA_KEY_FILE": str(data_key_file),
         "VAULT_AUTO_MIGRATE": "1",
@@ -77,3 +80,15 @@ async def service(start_service: StartService) -> app.RunningService:
 async def stub(service: app.RunningService) -> AsyncIterator[pb_grpc.VaultServiceStub]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
         yield pb_grpc.VaultServiceStub(channel)
+
+
+async def logged(process: asyncio.subprocess.Process, message: str) -> dict[str, str]:
+    """Read the process's log up to the first line with ``message``; that line."""
+    assert process.stderr is not None
+    async with asyncio.timeout(30):
+        while True:
+            line = await process.stderr.readline()
+            assert line, "serve exited"
+            entry: dict[str, str] = json.loads(line)
+            if entry["message"] == message:
+                return entry

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.e2e.conftest import ServiceEnv
+from tests.e2e.conftest import ServiceEnv, logged
 from tests.e2e.key_rotation import install_keys, replace_file, rotate_emulator
 from tests.fixtures.antom import buyer_submits
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
@@ -109,7 +109,8 @@ async def test_bad_configuration_is_one_line_and_exit_2(
 
 
 @pytest.mark.parametrize(
-    "setting", ["VAULT_HTTP_LISTEN", "VAULT_GRPC_LISTEN", "VAULT_HEALTH_LISTEN"]
+    "setting",
+    ["VAULT_HTTP_LISTEN", "VAULT_GRPC_LISTEN", "VAULT_HEALTH_LISTEN", "VAULT_ADMIN_LISTEN"],
 )
 async def test_a_port_in_use_is_one_line_naming_its_setting(
     service_env: ServiceEnv, setting: str
@@ -196,18 +197,6 @@ async def test_an_acknowledged_notification_survives_sigkill(
         await store.close()
 
 
-async def _logged(process: asyncio.subprocess.Process, message: str) -> dict[str, str]:
-    """Read the process's log up to the first line with ``message``; that line."""
-    assert process.stderr is not None
-    async with asyncio.timeout(30):
-        while True:
-            line = await process.stderr.readline()
-            assert line, "serve exited"
-            entry: dict[str, str] = json.loads(line)
-            if entry["message"] == message:
-                return entry
-
-
 async def test_sighup_reloads_the_key_files(
     serve_process: ServeProcess,
     emulator: EmulatorServer,
@@ -223,7 +212,7 @@ async def test_sighup_reloads_the_key_files(
     truncated = new_merchant.to_pkcs8_pem()[:600]
     replace_file(merchant_file, truncated)
     process.send_signal(signal.SIGHUP)
-    error = await _logged(process, "Antom keys not reloaded; the previous keys stay in use")
+    error = await logged(process, "Antom keys not reloaded; the previous keys stay in use")
     assert str(merchant_file) in error["reason"]
     assert not [line for line in truncated.splitlines()[1:] if line.decode() in str(error)]
 
@@ -232,7 +221,7 @@ async def test_sighup_reloads_the_key_files(
         await stub.CreateSession(pb.CreateSessionRequest(vaulting_request_id="hup-old-keys"))
         install_keys(service_env, new_merchant, antom_next_key)
         process.send_signal(signal.SIGHUP)
-        await _logged(process, "Antom keys reloaded")
+        await logged(process, "Antom keys reloaded")
         rotate_emulator(emulator, new_merchant, antom_next_key)
         created = await stub.CreateSession(
             pb.CreateSessionRequest(vaulting_request_id="hup-new-keys")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from tests.grpc_api.conftest import RunningServer
-from tests.grpc_api.support import eventually, rich_status, serving
+from tests.grpc_api.support import error_info, eventually, rich_status, serving
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 from vault_service.errors import VaultError
@@ -25,7 +26,7 @@ from vault_service.grpc_api.server import (
     stop_grpc_server,
 )
 from vault_service.grpc_api.servicer import VaultServicer
-from vault_service.service.streaming import ResultStreams
+from vault_service.service.streaming import SHUTTING_DOWN_REASON, ResultStreams
 from vault_service.service.vaulting import VaultingService
 
 if TYPE_CHECKING:
@@ -120,20 +121,27 @@ async def test_health_is_serving_then_not_serving_once_draining(
     assert await check(channel, VAULT_SERVICE_NAME) == not_serving
 
 
-async def test_stopping_ends_open_streams_with_unavailable(
+async def test_stopping_ends_open_streams_at_once_with_a_resumable_unavailable(
     grpc_server: RunningServer,
     stub: VaultServiceAsyncStub,
     health: Health,
     servicer: VaultServicer,
 ) -> None:
-    """On shutdown, streams still open after the grace period end with UNAVAILABLE (the
-    contract's "reconnect and resume" signal), and their server side finishes."""
+    """Streams never finish by themselves: the server used to hold them for its whole grace
+    and then cancel them. Now a drain ends them at once with UNAVAILABLE (the contract's
+    "reconnect and resume" signal) carrying SHUTTING_DOWN and a resume token, their server
+    side finishes, and the stop returns without waiting out the grace."""
     stream = stub.StreamResults(pb.StreamResultsRequest())
     await stream.read()
-    await stop_grpc_server(grpc_server.server, health, grace=0.1)
+    async with asyncio.timeout(5):  # far below the grace: the stop does not wait it out
+        await stop_grpc_server(grpc_server.server, health, servicer, grace=30)
     with pytest.raises(grpc.aio.AioRpcError) as ended:
         await stream.read()
     assert ended.value.code() is StatusCode.UNAVAILABLE
+    info = error_info(ended.value)
+    assert info is not None
+    assert info.reason == SHUTTING_DOWN_REASON
+    assert info.metadata["resume_token"]
     await eventually(lambda: servicer.active_streams == 0, within=2)
 
 

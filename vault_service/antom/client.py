@@ -25,10 +25,12 @@ from vault_service.antom.connection import new_http_client, proxy_address
 from vault_service.antom.errors import (
     AntomError,
     AntomProtocolError,
+    AntomResultError,
     AntomUnavailableError,
     AntomUnknownResultError,
     MalformedSignatureHeaderError,
     MissingSignatureError,
+    SignatureError,
     failure,
 )
 from vault_service.antom.failure_log import FailureLog
@@ -42,11 +44,14 @@ from vault_service.antom.models import (
     antom_document,
 )
 from vault_service.antom.signing import SignatureHeader, Signer, Verifier
+from vault_service.metrics import Metrics
 from vault_service.secret import Secret
 
 CREATE_VAULTING_SESSION_PATH: Final = "/ams/api/v1/vaults/createVaultingSession"
 INQUIRE_VAULTING_PATH: Final = "/ams/api/v1/vaults/inquireVaulting"
 SANDBOX_CLIENT_PREFIX: Final = "SANDBOX_"
+SUCCESS_CODE: Final = "SUCCESS"
+"""Antom's result code of every ``S`` answer."""
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _RETRYABLE_HTTP_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
@@ -154,8 +159,10 @@ class AntomClient:
         http: httpx.AsyncClient | None = None,
         rng: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
+        self._metrics = metrics if metrics is not None else Metrics()
         self._signer = signer
         self._verifier = verifier
         self._owns_http = http is None
@@ -238,10 +245,7 @@ class AntomClient:
                     raise AntomUnavailableError(
                         "the time budget ran out before Antom answered", cause=causes.timeout(0)
                     )
-                async with asyncio.timeout(attempt_timeout):
-                    response = await self._post(path, body)
-                    raw = await response.aread()
-                return self._accept(path, response, raw, response_type)
+                return await self._attempt(path, body, response_type, attempt_timeout)
             except AntomError as exc:
                 error: AntomError = exc
             except TimeoutError:
@@ -264,6 +268,28 @@ class AntomClient:
             if last:
                 raise error
             await asyncio.sleep(delay)
+
+    async def _attempt(
+        self, path: str, body: bytes, response_type: type[_ResponseT], within: float
+    ) -> _ResponseT:
+        """One POST and its verified answer within ``within`` seconds, counted in the metrics
+        by outcome."""
+        began = time.perf_counter()
+        status, code = "none", "CANCELLED"
+        try:
+            async with asyncio.timeout(within):
+                response = await self._post(path, body)
+                raw = await response.aread()
+            answer = self._accept(path, response, raw, response_type)
+        except BaseException as exc:
+            status, code = _failed_attempt(exc)
+            raise
+        else:
+            status, code = "S", SUCCESS_CODE
+            return answer
+        finally:
+            operation = path.rpartition("/")[2]
+            self._metrics.antom_call(operation, status, code, time.perf_counter() - began)
 
     async def _post(self, path: str, body: bytes) -> httpx.Response:
         config = self._config
@@ -325,6 +351,20 @@ def signed_headers(signer: Signer, path: str, client_id: str, body: bytes) -> di
 def answer_result(raw: bytes) -> Result:
     """The ``result`` of an answer's body, or :class:`AntomProtocolError`."""
     return _parse_result(_parse_document(raw))
+
+
+def _failed_attempt(exc: BaseException) -> tuple[str, str]:
+    """The result status and code the metrics count for an attempt that raised ``exc``:
+    Antom's own when it answered F or U, else ``none`` and what went wrong."""
+    if isinstance(exc, AntomResultError):
+        return exc.result_status, exc.result_code
+    if isinstance(exc, SignatureError):
+        return "none", "BAD_SIGNATURE"
+    if isinstance(exc, AntomProtocolError):
+        return "none", "PROTOCOL_ERROR"
+    if isinstance(exc, asyncio.CancelledError):
+        return "none", "CANCELLED"
+    return "none", "UNAVAILABLE"  # timeouts, transport failures, retryable HTTP statuses
 
 
 def _parse_document(raw: bytes) -> object:

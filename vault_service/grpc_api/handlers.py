@@ -1,9 +1,10 @@
 """A step in front of a gRPC method, whatever kind of method it is.
 
-Both our interceptors (authentication, request decoding) run something before a method's own
-behaviour. grpc.aio serves an async generator by sending what it yields and a coroutine by what
-it writes or returns, so a wrapper must keep the kind of what it wraps: a wrapper of the wrong
-kind would break the standard services (health's Watch writes, reflection yields).
+Our interceptors run something before a method's own behaviour (authentication, request
+decoding) or around it (metrics). grpc.aio serves an async generator by sending what it yields
+and a coroutine by what it writes or returns, so a wrapper must keep the kind of what it wraps:
+a wrapper of the wrong kind would break the standard services (health's Watch writes,
+reflection yields).
 """
 
 from __future__ import annotations
@@ -28,6 +29,21 @@ _KEEP: Any = object()
 def preceded(handler: Handler, step: Step, *, request_deserializer: Any = _KEEP) -> Handler:
     """``handler`` with ``step`` run before its behaviour; ``request_deserializer`` replaces
     grpc's parsing of the request when given (``None``: the step gets the raw bytes)."""
+    return rebuilt(
+        handler,
+        lambda behavior: _preceded(behavior, step),
+        request_deserializer=request_deserializer,
+    )
+
+
+def rebuilt(
+    handler: Handler,
+    change: Callable[[Callable[..., Any] | None], Callable[[Any, Context], Any]],
+    *,
+    request_deserializer: Any = _KEEP,
+) -> Handler:
+    """A handler of ``handler``'s kind whose behaviour is ``change(its behaviour)``, with its
+    serializers (and its request deserializer unless another is given)."""
     deserializer = (
         handler.request_deserializer if request_deserializer is _KEEP else request_deserializer
     )
@@ -36,20 +52,12 @@ def preceded(handler: Handler, step: Step, *, request_deserializer: Any = _KEEP)
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _preceded(handler.unary_unary, step), **serializers
-        )
+        return grpc.unary_unary_rpc_method_handler(change(handler.unary_unary), **serializers)
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _preceded(handler.unary_stream, step), **serializers
-        )
+        return grpc.unary_stream_rpc_method_handler(change(handler.unary_stream), **serializers)
     if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(
-            _preceded(handler.stream_stream, step), **serializers
-        )
-    return grpc.stream_unary_rpc_method_handler(
-        _preceded(handler.stream_unary, step), **serializers
-    )
+        return grpc.stream_stream_rpc_method_handler(change(handler.stream_stream), **serializers)
+    return grpc.stream_unary_rpc_method_handler(change(handler.stream_unary), **serializers)
 
 
 def _preceded(behavior: Callable[..., Any] | None, step: Step) -> Callable[[Any, Context], Any]:

@@ -8,6 +8,7 @@ call the service without the .proto files.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Final, cast
 
@@ -199,9 +200,20 @@ async def build_health_server(health: Health, *, listen: str) -> tuple[grpc.aio.
     return server, server.add_insecure_port(listen)
 
 
-async def stop_grpc_server(server: grpc.aio.Server, health: Health, *, grace: float) -> None:
-    """Drain: report NOT_SERVING, refuse new calls, give calls in flight ``grace`` seconds,
-    then cancel the rest. Cancelled streams end with UNAVAILABLE, so clients resume elsewhere
-    from their last token."""
+async def stop_grpc_server(
+    server: grpc.aio.Server, health: Health, servicer: VaultServicer, *, grace: float
+) -> None:
+    """Drain: report NOT_SERVING, refuse new calls, end every StreamResults with UNAVAILABLE
+    (clients resume elsewhere from their last token), give unary calls in flight ``grace``
+    seconds, then cancel the rest.
+
+    Streams are told to end: they never finish by themselves, so they would hold the server for
+    the whole grace. They are told once the server has started stopping (it then refuses new
+    calls and tells clients to go away), so that a client resuming at once is sent to another
+    replica, not back here. Returns as soon as the last call is over.
+    """
     await health.drain()
-    await server.stop(grace)
+    stopping = asyncio.ensure_future(server.stop(grace))
+    await asyncio.sleep(0)  # the server's stop begins: from here on new calls are refused
+    servicer.drain()
+    await stopping

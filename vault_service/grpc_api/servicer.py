@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Final
 
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
@@ -19,6 +20,7 @@ from vault_service.grpc_api import mapping, validation
 from vault_service.grpc_api.auth import ANONYMOUS
 from vault_service.grpc_api.callers import VAULT_SCOPE, Caller
 from vault_service.grpc_api.errors import Context, stream_errors, unary_errors
+from vault_service.metrics import Metrics
 from vault_service.service.streaming import ResultStreams, StreamedEvent, StreamItem
 from vault_service.service.vaulting import VaultingService
 
@@ -93,6 +95,7 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
         caller_of: CallerOf = anonymous_caller,
         credentials_version: CredentialsVersion = _unchanging,
         deadline_margin: float = DEFAULT_DEADLINE_MARGIN,
+        metrics: Metrics | None = None,
     ) -> None:
         self._vaulting = vaulting
         self._streams = streams
@@ -102,6 +105,7 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
         self._calls = _Gauge()
         self._streams_open = _Gauge()
         self._event_messages: dict[int, pb.StreamResultsResponse] = {}
+        self._delivery_lag = (metrics if metrics is not None else Metrics()).delivery_lag
 
     @property
     def active_calls(self) -> int:
@@ -112,6 +116,11 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
     def active_streams(self) -> int:
         """StreamResults streams open now."""
         return self._streams_open.value
+
+    def drain(self) -> None:
+        """End every open stream now, and any opened later, with a resumable UNAVAILABLE:
+        the process is shutting down."""
+        self._streams.drain()
 
     @unary_errors
     async def CreateSession(  # noqa: N802 - the name is the RPC's, as in the .proto
@@ -163,6 +172,9 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
                     version = current
                     self._still_allowed(context, owner)
                 yield self._message(item)
+                if isinstance(item, StreamedEvent):
+                    lag = datetime.now(UTC) - item.event.occurred_at
+                    self._delivery_lag.observe(lag.total_seconds())
 
     def _still_allowed(self, context: Context, owner: str | None) -> None:
         """A stream outlives the credentials it opened with: once the callers change, a

@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from vault_service.antom.errors import AntomConfigurationError, AntomError, AntomRejectedError
 from vault_service.domain import Clock, VaultingRecord, utc_now
+from vault_service.metrics import Metrics
 from vault_service.service import observations
 from vault_service.service.vaulting import VaultingService
 from vault_service.store import Store, UnreadableRecord
@@ -41,7 +42,9 @@ class Reconciler:
         inquiry_budget: float,
         batch_size: int = 50,
         clock: Clock = utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics if metrics is not None else Metrics()
         self._store = store
         self._service = service
         self._interval = interval
@@ -69,6 +72,7 @@ class Reconciler:
         """
         lease = timedelta(seconds=self._inquiry_budget) + CLAIM_MARGIN
         due = await self._store.claim_due(self._clock(), self._batch_size, lease)
+        self._metrics.reconciler_due.set(len(due))
         limit = asyncio.Semaphore(INQUIRY_CONCURRENCY)
 
         async def guarded(record: VaultingRecord | UnreadableRecord) -> None:
@@ -109,11 +113,11 @@ class Reconciler:
         vaulting_request_id = record.vaulting_request_id
         try:
             await self._service.inquire(vaulting_request_id, budget=self._inquiry_budget)
-            antom_answered = True
+            antom_answered, outcome = True, "answered"
         except AntomRejectedError as exc:
             # A definitive F (e.g. Antom does not know the request) is still an answer: the
             # buyer never completed the session, so it may expire.
-            antom_answered = True
+            antom_answered, outcome = True, "refused"
             log.info(
                 "reconciliation inquiry refused",
                 extra={"vaulting_request_id": vaulting_request_id, "result_code": exc.result_code},
@@ -121,13 +125,14 @@ class Reconciler:
         except AntomConfigurationError:
             # Antom refused our credentials, not the request: no answer, so no expiry. The
             # client logs it at ERROR once per interval, not once per record.
-            antom_answered = False
+            antom_answered, outcome = False, "credentials_refused"
         except AntomError as exc:
-            antom_answered = False
+            antom_answered, outcome = False, "unavailable"
             log.warning(
                 "reconciliation inquiry failed",
                 extra={"vaulting_request_id": vaulting_request_id, "error": type(exc).__name__},
             )
+        self._metrics.reconciler_inquiries.labels(outcome).inc()
         current = await self._store.get(vaulting_request_id)
         if current is None or current.reconciled:
             return

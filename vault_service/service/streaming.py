@@ -26,8 +26,8 @@ import collections
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Final, TypeGuard
+from datetime import datetime, timedelta
+from typing import ClassVar, Final, TypeGuard
 
 from vault_service.domain import (
     Clock,
@@ -51,6 +51,7 @@ from vault_service.store import (
 PAGE_SIZE = 256
 TAIL_CAPACITY = 4096
 DATA_KEY_MISSING_REASON: Final = "DATA_KEY_MISSING"
+SHUTTING_DOWN_REASON: Final = "SHUTTING_DOWN"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,29 @@ class EventKeyMissingError(UnavailableError):
     @property
     def error_info(self) -> ErrorInfo:
         return ErrorInfo(VAULT_DOMAIN, DATA_KEY_MISSING_REASON, {"resume_token": self.resume_token})
+
+
+class ShuttingDownError(UnavailableError):
+    """This process is draining: the stream ends so that its client resumes on another
+    replica, from its last token or from ``resume_token`` (everything the stream had looked at,
+    which may be ahead of the last token sent when later events were someone else's).
+
+    Its retry delay is zero: the other replicas are serving, so waiting the usual second
+    would only leave the client's stream away that long (clients still back off a little)."""
+
+    retry_delay: ClassVar[timedelta] = timedelta(0)
+
+    def __init__(self, resume_token: str) -> None:
+        super().__init__("the server is shutting down")
+        self.resume_token = resume_token
+
+    @property
+    def public_message(self) -> str:
+        return f"{self}; resume from your last token on another server"
+
+    @property
+    def error_info(self) -> ErrorInfo:
+        return ErrorInfo(VAULT_DOMAIN, SHUTTING_DOWN_REASON, {"resume_token": self.resume_token})
 
 
 class LogTail:
@@ -194,6 +218,18 @@ class ResultStreams:
         self._tail = LogTail(store, hub)
         self._checkpoint_interval = checkpoint_interval
         self._clock = clock
+        self._draining = False
+
+    def drain(self) -> None:
+        """End every stream, open or opened later, with :class:`ShuttingDownError`.
+
+        One-way, for a process on its way out. A stream waiting for events is woken at once (a
+        spurious hub wake-up costs every subscriber one read of the tail, nothing more); one
+        replaying the log stops before its next page; one blocked sending to a client that
+        does not read ends when the server's grace runs out.
+        """
+        self._draining = True
+        self._hub.notify()
 
     async def start_position(self, resume_token: str) -> int:
         """Where a stream starts: the token's position, or the log's head for "from now".
@@ -222,6 +258,7 @@ class ResultStreams:
         yield self._checkpoint(position)
         next_checkpoint = time.monotonic() + self._checkpoint_interval
         while True:
+            self._unless_draining(position)
             generation = hub.generation
             await tail.catch_up()
             horizon = tail.position
@@ -265,6 +302,11 @@ class ResultStreams:
                 yield self._checkpoint(position)
                 next_checkpoint = time.monotonic() + self._checkpoint_interval
             await hub.wait(generation, max(0.0, next_checkpoint - time.monotonic()))
+
+    def _unless_draining(self, position: int) -> None:
+        """Raise :class:`ShuttingDownError` once :meth:`drain` was called."""
+        if self._draining:
+            raise ShuttingDownError(encode_resume_token(self._store.log_id, position))
 
     def _item(self, entry: LogEntry) -> StreamedEvent | UnreadableItem:
         token = encode_resume_token(self._store.log_id, entry.event_id)

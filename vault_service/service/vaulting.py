@@ -31,6 +31,7 @@ from vault_service.domain import (
 )
 from vault_service.errors import ConflictError, NotFoundError
 from vault_service.events import EventHub
+from vault_service.metrics import Metrics
 from vault_service.service import observations
 from vault_service.store import RecordExistsError, RecordNotFoundError, Store
 
@@ -61,9 +62,11 @@ class VaultingService:
         notify_url: str,
         first_check_after: timedelta,
         clock: Clock = utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._antom = antom
+        self._events_appended = (metrics if metrics is not None else Metrics()).events_appended
         self._hub = hub
         self._notify_url = notify_url
         self._first_check_after = first_check_after
@@ -215,6 +218,7 @@ class VaultingService:
         event = await self._store.apply(vaulting_request_id, observation)
         if event is not None:
             self._hub.notify()
+            self._events_appended.labels(event.source.value).inc()
         return event
 
     def _applied(self, applying: asyncio.Task[Event | None]) -> None:

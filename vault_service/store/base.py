@@ -36,6 +36,7 @@ from vault_service.errors import (
     UnavailableError,
     VaultError,
 )
+from vault_service.metrics import PoolUse
 
 
 class StoreError(VaultError):
@@ -192,6 +193,10 @@ class Store(Protocol):
 
         Work already submitted finishes first. Closing twice is harmless.
         """
+        ...
+
+    def pool_use(self) -> list[PoolUse]:
+        """Each connection pool and its use now, for the metrics (none without a pool)."""
         ...
 
     async def get(self, vaulting_request_id: str) -> VaultingRecord | None:

@@ -44,6 +44,7 @@ from asyncpg.pool import Pool
 
 from vault_service.database_url import DatabaseURL
 from vault_service.domain import Event, Observation
+from vault_service.metrics import PoolUse
 from vault_service.store.advisory_locks import (
     CREATION_LOCK_SPACE,
     EVENT_APPEND_LOCK,
@@ -198,6 +199,18 @@ class PostgresStore(SQLStore):
         self._lock_pool = lock_pool
         self._acquire_timeout = acquire_timeout
         self._creating: KeyedLocks[str] = KeyedLocks()
+
+    def pool_use(self) -> list[PoolUse]:
+        """The main pool and the creation-lock pool (see the module docstring)."""
+        return [
+            PoolUse(
+                name,
+                size=pool.get_size(),
+                in_use=pool.get_size() - pool.get_idle_size(),
+                max_size=pool.get_max_size(),
+            )
+            for name, pool in (("main", self._pool), ("locks", self._lock_pool))
+        ]
 
     @classmethod
     async def open(

@@ -21,6 +21,7 @@ from typing import ClassVar, Final
 
 from vault_service.domain import Event, Observation, SessionRequest, VaultingRecord
 from vault_service.domain import apply_observation as apply_to
+from vault_service.metrics import PoolUse
 from vault_service.store.base import (
     LogEntry,
     OrphanNotification,
@@ -113,6 +114,10 @@ class SQLStore(ABC):
     @property
     def log_id(self) -> str:
         return self._log_id
+
+    def pool_use(self) -> list[PoolUse]:
+        """None by default: SQLite has one connection on its own thread, no pool."""
+        return []
 
     @property
     def allows_plaintext(self) -> bool:

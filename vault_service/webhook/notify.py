@@ -62,7 +62,7 @@ from typing import Final, Protocol
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDictProxy
 
 from vault_service.antom.errors import SignatureError, UnknownKeyVersionError
@@ -70,6 +70,7 @@ from vault_service.antom.models import VaultingNotification
 from vault_service.antom.request_time import request_epoch
 from vault_service.antom.signing import Verifier
 from vault_service.errors import UnavailableError
+from vault_service.metrics import Metrics
 from vault_service.webhook.limiter import (
     DEFAULT_FAILURE_LIMIT,
     DEFAULT_FAILURE_WINDOW,
@@ -136,6 +137,7 @@ _UNAUTHORIZED: Final = _Refusal(401, "unauthorized")
 _TOO_MANY: Final = _Refusal(429, "too many requests", close=True)
 _BAD_REQUEST: Final = _Refusal(400, "bad request")
 _NOT_STORED: Final = _Refusal(500, "internal error")
+_OUTCOME: Final = web.ResponseKey("outcome", tuple[str, str])
 
 
 class _NotifyHandler:
@@ -225,7 +227,11 @@ class _NotifyHandler:
                 "vaulting_request_id": vaulting_request_id,
             },
         )
-        return web.Response(body=ACKNOWLEDGEMENT, content_type=JSON_MEDIA_TYPE)
+        return _with_outcome(
+            web.Response(body=ACKNOWLEDGEMENT, content_type=JSON_MEDIA_TYPE),
+            "acknowledged",
+            "stored",
+        )
 
     async def _read_body(self, request: web.Request) -> bytes | None:
         """The whole body, or ``None`` as soon as it exceeds the limit (the rest stays unread,
@@ -304,9 +310,11 @@ def _not_stored(exc: Exception, vaulting_request_id: str) -> web.Response:
     fields = {"outcome": "failed", "vaulting_request_id": vaulting_request_id}
     if isinstance(exc, UnavailableError):
         log.warning(message, extra={**fields, "reason": exc.public_message})
+        reason = "storage unavailable"
     else:
         log.error(message, exc_info=exc, extra={**fields, "reason": "storage failure"})
-    return _NOT_STORED.response()
+        reason = "storage failure"
+    return _with_outcome(_NOT_STORED.response(), "failed", reason)
 
 
 def _single(headers: CIMultiDictProxy[str], name: str) -> str | None:
@@ -343,7 +351,28 @@ def _refuse(
     ``source`` address, whether it is now ``source_limited``)."""
     extra = {"outcome": "rejected", "reason": reason, **fields}
     log.log(level, "notifyVaulting refused with HTTP %d", refusal.status, extra=extra)
-    return refusal.response()
+    return _with_outcome(refusal.response(), "rejected", reason)
+
+
+def _with_outcome(response: web.Response, outcome: str, reason: str) -> web.Response:
+    """``response``, marked with the outcome and reason its log line gives (each from a
+    small fixed set) for :func:`_counted` to count."""
+    response[_OUTCOME] = (outcome, reason)
+    return response
+
+
+def _counted(metrics: Metrics) -> Middleware:
+    """Count every answer by the outcome and reason it was marked with (``unmarked``: an
+    answer aiohttp made itself)."""
+
+    @web.middleware
+    async def counted(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        outcome, reason = response.get(_OUTCOME, ("rejected", "unmarked"))
+        metrics.webhook_requests.labels(outcome, reason).inc()
+        return response
+
+    return counted
 
 
 @web.middleware
@@ -368,6 +397,7 @@ def build_webhook_app(
     failure_window: float = DEFAULT_FAILURE_WINDOW,
     trusted_proxies: Iterable[Network] = (),
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     """The public webhook application: ``POST <path>`` and nothing else.
 
@@ -382,7 +412,7 @@ def build_webhook_app(
     ``trusted_proxies`` networks, the sender it names in ``X-Forwarded-For``; IPv6 sources
     are grouped by /64 (:mod:`vault_service.webhook.source`). ``max_clock_skew`` is how many
     seconds an authentic notification's ``request-time`` may be from our clock before a
-    warning is logged.
+    warning is logged. Every answer is counted in ``metrics`` by outcome and reason.
     """
     if not path.startswith("/") or "?" in path or "#" in path:
         raise ValueError(f"the webhook path must be an absolute path without query, got {path!r}")
@@ -406,7 +436,8 @@ def build_webhook_app(
         sources=SourceResolver(trusted_proxies),
         max_clock_skew=max_clock_skew,
     )
-    app = web.Application(middlewares=[_fixed_error_bodies])
+    counted = _counted(metrics if metrics is not None else Metrics())
+    app = web.Application(middlewares=[counted, _fixed_error_bodies])
     # One catch-all route: the handler matches the raw path itself, so that the router's
     # pattern syntax and path decoding never decide what counts as the notify path.
     app.router.add_route("*", "/{tail:.*}", handler.handle)

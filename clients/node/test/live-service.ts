@@ -61,6 +61,7 @@ export class LiveService {
         ...process.env,
         VAULT_GRPC_LISTEN: `127.0.0.1:${grpcPort}`,
         VAULT_HTTP_LISTEN: `127.0.0.1:${httpPort}`,
+        VAULT_ADMIN_LISTEN: "127.0.0.1:0",
         VAULT_DATABASE_URL: `sqlite:///${join(folder, "vault.db")}`,
         VAULT_AUTO_MIGRATE: "1",
         VAULT_DATA_KEY_FILE: dataKeyFile,
