@@ -23,6 +23,7 @@ from vault_service.domain import (
     Clock,
     Event,
     Observation,
+    ResultFilter,
     Session,
     SessionParameters,
     SessionRequest,
@@ -32,6 +33,7 @@ from vault_service.domain import (
 from vault_service.errors import ConflictError, NotFoundError
 from vault_service.events import EventHub
 from vault_service.service import observations
+from vault_service.service.listing import Page, list_page
 from vault_service.store import RecordExistsError, RecordNotFoundError, Store
 
 log = logging.getLogger(__name__)
@@ -182,6 +184,11 @@ class VaultingService:
             return record
         await self.inquire(vaulting_request_id, budget=remaining(deadline))
         return await self._owned(owner, vaulting_request_id)
+
+    async def list_results(self, query: ResultFilter, page_token: str, size: int) -> Page:
+        """One page of ListResults (:mod:`vault_service.service.listing`); ``query.owner``
+        is whose records may be read (``None``: any, an admin)."""
+        return await list_page(self._store, query, page_token, size)
 
     async def inquire(self, vaulting_request_id: str, *, budget: float | None = None) -> bool:
         """Ask Antom's inquireVaulting and record the answer; ``True`` if the state changed."""

@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar, Protocol
 
-from vault_service.domain import Event, Observation, SessionRequest, VaultingRecord
+from vault_service.domain import (
+    Event,
+    ListPosition,
+    Observation,
+    ResultFilter,
+    SessionRequest,
+    VaultingRecord,
+)
 from vault_service.errors import (
     ConfigurationError,
     ConflictError,
@@ -196,6 +203,18 @@ class Store(Protocol):
 
     async def get(self, vaulting_request_id: str) -> VaultingRecord | None:
         """The record with this id, or ``None``."""
+        ...
+
+    async def list_records(
+        self, query: ResultFilter, *, after: ListPosition | None, limit: int
+    ) -> list[VaultingRecord]:
+        """Up to ``limit`` records matching ``query``, in ascending ``(updated_at,
+        vaulting_request_id)`` order, starting after ``after`` (``None``: from the first).
+
+        Keyset paging: the position is the last record's key, so a page costs an index range
+        scan whatever its depth, and records that change between pages move, never shift the
+        pages of the others. A record that does not decode raises as :meth:`get` does.
+        """
         ...
 
     async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> None:

@@ -148,8 +148,13 @@ POSTGRES: Final = Dialect(
     schema_migrations_exists="SELECT to_regclass('schema_migrations')",
     mark_plaintext_free=mark_plaintext_free_sql("{}::bytea"),
     hold_schema=_hold_schema,
-    in_request_ids="vaulting_request_id = ANY({}::text[])",
-    request_ids=sorted,
+    in_texts="{column} = ANY({values}::text[])",
+    texts=sorted,
+    # Not jsonb containment (@>): it ignores the order inside a pair, so ["v", "k"] would match.
+    has_label=(
+        "EXISTS (SELECT 1 FROM jsonb_array_elements(records.parameters -> 'labels') AS label"
+        " WHERE label ->> 0 = {key} AND label ->> 1 = {value})"
+    ),
     instant=_utc,
     read_instant=_utc,
     record_row=_record_row,

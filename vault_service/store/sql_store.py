@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar, Final
 
-from vault_service.domain import Event, Observation, SessionRequest, VaultingRecord
+from vault_service.domain import (
+    Event,
+    ListPosition,
+    Observation,
+    ResultFilter,
+    SessionRequest,
+    VaultingRecord,
+)
 from vault_service.domain import apply_observation as apply_to
 from vault_service.store.base import (
     LogEntry,
@@ -150,6 +157,17 @@ class SQLStore(ABC):
             row = await db.fetchrow(SELECT_RECORD, vaulting_request_id)
         return None if row is None else self._open_record(row)
 
+    async def list_records(
+        self, query: ResultFilter, *, after: ListPosition | None, limit: int
+    ) -> list[VaultingRecord]:
+        check_limit(limit)
+        if query.statuses is not None and not query.statuses:
+            return []
+        sql, parameters = list_statement(self.dialect, query, after)
+        async with self._session() as db:
+            rows = await db.fetch(sql, *parameters, limit)
+        return [self._open_record(row) for row in rows]
+
     async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> None:
         values = self.dialect.record_values(self._sealer.seal_record(record))
         check_at = None if record.reconciled else self.dialect.instant(next_check_at)
@@ -234,8 +252,12 @@ class SQLStore(ABC):
             parameters.append(owner)
             conditions.append(f"owner = ${len(parameters)}")
         if vaulting_request_ids is not None:
-            parameters.append(self.dialect.request_ids(vaulting_request_ids))
-            conditions.append(self.dialect.in_request_ids.format(f"${len(parameters)}"))
+            parameters.append(self.dialect.texts(vaulting_request_ids))
+            conditions.append(
+                self.dialect.in_texts.format(
+                    column="vaulting_request_id", values=f"${len(parameters)}"
+                )
+            )
         where = " AND ".join(conditions)
         sql = f"{SELECT_EVENTS}{where} ORDER BY id LIMIT ${len(parameters) + 1}"
         async with self._session() as db:
@@ -368,3 +390,42 @@ def upgrade_statement(legacy: LegacyRows) -> str:
         f"{column} = ${n}" for n, column in enumerate((*legacy.columns, sealed), start=2)
     )
     return f"UPDATE {table} SET {assignments} WHERE {key} = $1 AND {sealed} IS NULL"  # noqa: S608
+
+
+def list_statement(
+    dialect: Dialect, query: ResultFilter, after: ListPosition | None
+) -> tuple[str, list[object]]:
+    """``list_records``'s statement (without the limit, the last parameter) and parameters.
+
+    One text per combination of filters, as in :meth:`SQLStore.events_after`. The owner and the
+    position are range conditions on ``records_listed_by_owner`` (or
+    ``records_listed`` for an admin), which also gives the order, so a page reads the index
+    from the position on; status, labels and the upper bound filter those rows.
+    """
+    parameters: list[object] = []
+
+    def parameter(value: object) -> str:
+        parameters.append(value)
+        return f"${len(parameters)}"
+
+    conditions: list[str] = []
+    if query.owner is not None:
+        conditions.append(f"owner = {parameter(query.owner)}")
+    if after is not None:
+        at, rid = parameter(dialect.instant(after[0])), parameter(after[1])
+        conditions.append(f"(updated_at, vaulting_request_id) > ({at}, {rid})")
+    if query.updated_from is not None:
+        conditions.append(f"updated_at >= {parameter(dialect.instant(query.updated_from))}")
+    if query.updated_before is not None:
+        conditions.append(f"updated_at < {parameter(dialect.instant(query.updated_before))}")
+    if query.statuses is not None:
+        statuses = dialect.texts(frozenset(status.value for status in query.statuses))
+        conditions.append(dialect.in_texts.format(column="status", values=parameter(statuses)))
+    for key, value in query.labels:
+        conditions.append(dialect.has_label.format(key=parameter(key), value=parameter(value)))
+    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+    sql = (
+        f"SELECT {_COLUMNS} FROM records {where}"  # noqa: S608 - constant names only
+        f"ORDER BY updated_at, vaulting_request_id LIMIT ${len(parameters) + 1}"
+    )
+    return sql, parameters

@@ -89,8 +89,14 @@ SQLITE: Final = Dialect(
     # BEGIN IMMEDIATE already makes one migrating process wait for another.
     hold_schema=no_schema_lock,
     # One JSON parameter instead of one placeholder per id: no variable-count limit.
-    in_request_ids="vaulting_request_id IN (SELECT value FROM json_each({}))",
-    request_ids=lambda ids: json.dumps(sorted(ids)),
+    in_texts="{column} IN (SELECT value FROM json_each({values}))",
+    texts=lambda texts: json.dumps(sorted(texts)),
+    # Labels are [key, value] pairs in the parameters' JSON (the codec).
+    has_label=(
+        "EXISTS (SELECT 1 FROM json_each(records.parameters, '$.labels') AS label"
+        " WHERE json_extract(label.value, '$[0]') = {key}"
+        " AND json_extract(label.value, '$[1]') = {value})"
+    ),
     instant=encode_instant,
     read_instant=decode_instant,
     record_row=lambda row: RecordRow(*row),
