@@ -8,6 +8,7 @@ from vault_service.service.listing import (
     Page,
     page_size,
 )
+from vault_service.service.retention import Pruner
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -15,5 +16,6 @@ __all__ = [
     "MAX_PAGE_TOKEN_CHARS",
     "InvalidPageTokenError",
     "Page",
+    "Pruner",
     "page_size",
 ]

@@ -29,8 +29,10 @@ from vault_service.domain import (
 )
 from vault_service.domain import apply_observation as apply_to
 from vault_service.store.base import (
+    EventsPrunedError,
     LogEntry,
     OrphanNotification,
+    Pruned,
     RecordExistsError,
     RecordNotFoundError,
     StoreClosedError,
@@ -47,6 +49,7 @@ from vault_service.store.codec import (
 )
 from vault_service.store.event_rows import SELECT_EVENTS, EventRow, ReportedEvents
 from vault_service.store.migrator import mark_plaintext_free
+from vault_service.store.pruning import prune_pass, read_floor
 from vault_service.store.sealer import Sealer
 from vault_service.store.sealing import (
     LEGACY_ROWS,
@@ -129,6 +132,15 @@ class SQLStore(ABC):
     @abstractmethod
     def _session(self) -> contextlib.AbstractAsyncContextManager[Session]:
         """A session for one unit of work; raises :class:`StoreClosedError` once closed."""
+
+    @abstractmethod
+    def _pruner(self) -> contextlib.AbstractAsyncContextManager[Session | None]:
+        """A session for a retention pass while this caller is the only pruner of the
+        database, or ``None`` when another one is pruning now."""
+
+    @abstractmethod
+    async def _reclaim(self, db: Session) -> None:
+        """Give the space pruning freed back (or leave it to the database's own vacuum)."""
 
     @abstractmethod
     async def _claim(self, now: datetime, limit: int, lease: timedelta) -> list[Row]:
@@ -262,6 +274,11 @@ class SQLStore(ABC):
         sql = f"{SELECT_EVENTS}{where} ORDER BY id LIMIT ${len(parameters) + 1}"
         async with self._session() as db:
             rows = await db.fetch(sql, *parameters, limit)
+            # Read after the page: a pruning that could have taken from it raised the floor
+            # first (pruning module docstring).
+            floor = await read_floor(db)
+        if after_event_id < floor:
+            raise EventsPrunedError(after_event_id, floor)
         read_instant = self.dialect.read_instant
         events = [
             EventRow(event_id, rid, owner, source, read_instant(occurred_at), *rest)
@@ -273,7 +290,30 @@ class SQLStore(ABC):
         # Readers never see an id below one they saw (base module docstring): max(id) is safe.
         async with self._session() as db:
             last: int = await db.fetchval("SELECT coalesce(max(id), 0) FROM events")
-        return last
+            # Ids are never reused, so a log pruned empty stands at its floor.
+            return max(last, await read_floor(db))
+
+    async def events_floor(self) -> int:
+        async with self._session() as db:
+            return await read_floor(db)
+
+    async def prune(
+        self, *, events_before: datetime, records_before: datetime | None, batch_size: int
+    ) -> Pruned | None:
+        check_limit(batch_size)
+        async with self._pruner() as db:
+            if db is None:
+                return None
+            pruned = await prune_pass(
+                db,
+                self.dialect,
+                events_before=events_before,
+                records_before=records_before,
+                batch_size=batch_size,
+            )
+            if pruned.any:
+                await self._reclaim(db)
+            return pruned
 
     async def claim_due(
         self, now: datetime, limit: int, lease: timedelta
