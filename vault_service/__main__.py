@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from vault_service import app, data_key_commands, logs
+from vault_service import app, data_key_commands, logs, orphan_commands
 from vault_service.config import SETTINGS_HELP, Settings, database_url_from_env
 from vault_service.emulator import cli as emulator_cli
 from vault_service.errors import ConfigurationError
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Safe to run again: applied versions are skipped.",
     )
     data_key_commands.configure_parsers(commands)
+    orphan_commands.configure_parser(commands)
     emulator_cli.configure_parser(
         commands.add_parser(
             "emulator",
@@ -126,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return data_key_commands.run_add(args, _fail)
     if args.command == "rotate-data-key":
         return data_key_commands.run_rotate(_fail)
+    if args.command == "orphans":
+        return orphan_commands.run(args, _fail)
     return emulator_cli.run(args)
 
 

@@ -88,6 +88,10 @@ class Reconciler:
                     )
 
         await asyncio.gather(*(guarded(record) for record in due))
+        # Notifications that arrived before their record and that CreateSession did not adopt
+        # (one that raced it, a record restored or written by a late replica). Last, so that a
+        # failure here fails the pass (logged, retried) after the due records had their turn.
+        await self._service.adopt_orphans()
         return len(due)
 
     async def _back_off_unreadable(self, record: UnreadableRecord) -> None:

@@ -288,6 +288,17 @@ class Store(Protocol):
         """The oldest ``limit`` orphan notifications, in the order they first arrived."""
         ...
 
+    async def adoptable_orphans(
+        self, *, limit: int, vaulting_request_id: str | None = None
+    ) -> list[OrphanNotification]:
+        """The oldest ``limit`` orphan notifications whose record exists now (created after
+        they arrived: a late replica, a restore), optionally of one id, in arrival order."""
+        ...
+
+    async def drop_orphan(self, vaulting_request_id: str, body: bytes) -> None:
+        """Forget one orphan notification (applied to its record); gone already is fine."""
+        ...
+
     async def events_after(
         self,
         after_event_id: int,

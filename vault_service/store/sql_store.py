@@ -230,12 +230,39 @@ class SQLStore(ABC):
             )
 
     async def list_orphans(self, *, limit: int) -> list[OrphanNotification]:
+        return await self._orphans("", limit)
+
+    async def adoptable_orphans(
+        self, *, limit: int, vaulting_request_id: str | None = None
+    ) -> list[OrphanNotification]:
+        adoptable = (
+            "WHERE EXISTS (SELECT 1 FROM records r "
+            "WHERE r.vaulting_request_id = o.vaulting_request_id)"
+        )
+        if vaulting_request_id is None:
+            return await self._orphans(adoptable, limit)
+        return await self._orphans(
+            f"{adoptable} AND o.vaulting_request_id = $2", limit, vaulting_request_id
+        )
+
+    async def drop_orphan(self, vaulting_request_id: str, body: bytes) -> None:
+        async with self._session() as db:
+            await db.execute(
+                "DELETE FROM orphan_notifications "
+                "WHERE vaulting_request_id = $1 AND body_sha256 = $2",
+                vaulting_request_id,
+                hashlib.sha256(body).digest(),
+            )
+
+    async def _orphans(self, where: str, limit: int, *args: object) -> list[OrphanNotification]:
+        """Orphans (``o``) matching ``where`` (its parameters from ``$2``), oldest first."""
         check_limit(limit)
         async with self._session() as db:
             rows = await db.fetch(
-                "SELECT vaulting_request_id, body, received_at FROM orphan_notifications "
-                "ORDER BY id LIMIT $1",
+                "SELECT vaulting_request_id, body, received_at FROM orphan_notifications o "  # noqa: S608 - constant conditions
+                f"{where} ORDER BY id LIMIT $1",
                 limit,
+                *args,
             )
         return [
             OrphanNotification(
