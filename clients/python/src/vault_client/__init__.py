@@ -1,6 +1,6 @@
 """The Python client of vault-service (``vault.v1.VaultService``).
 
-``VaultClient`` (blocking) and ``AsyncVaultClient`` (asyncio) wrap the three RPCs with default
+``VaultClient`` (blocking) and ``AsyncVaultClient`` (asyncio) wrap the four RPCs with default
 deadlines, retries, typed errors (:mod:`vault_client.errors`) and a ``results()`` stream that
 resumes by itself and keeps its place in a cursor store (:mod:`vault_client.cursor`). The
 contract's messages and enums are in :mod:`vault_client.pb`.

@@ -4,6 +4,7 @@ stream. The two APIs differ only in how they wait (threads or the event loop).""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Final
 
 import grpc
@@ -35,6 +36,31 @@ def create_session_request(
     )
     if is_3ds_authentication is not None:
         request.is_3ds_authentication = is_3ds_authentication
+    return request
+
+
+def list_results_request(
+    *,
+    statuses: Iterable[pb.VaultingStatus.ValueType] = (),
+    labels: Mapping[str, str] | None = None,
+    update_time_start: datetime | None = None,
+    update_time_end: datetime | None = None,
+    page_size: int = 0,
+    page_token: str = "",
+) -> pb.ListResultsRequest:
+    """A ListResults request; datetimes must be timezone-aware (naive ones are refused, so no
+    local time is silently taken for UTC)."""
+    request = pb.ListResultsRequest(
+        statuses=list(statuses), labels=labels, page_size=page_size, page_token=page_token
+    )
+    for field, moment in (
+        (request.update_time_start, update_time_start),
+        (request.update_time_end, update_time_end),
+    ):
+        if moment is not None:
+            if moment.utcoffset() is None:
+                raise ValueError("update_time_start and update_time_end must be timezone-aware")
+            field.FromDatetime(moment)
     return request
 
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
 import grpc
 
-from vault_client._core import StreamItem, StreamPosition, create_session_request
+from vault_client._core import (
+    StreamItem,
+    StreamPosition,
+    create_session_request,
+    list_results_request,
+)
 from vault_client._proto.vault.v1 import vault_service_pb2 as pb
 from vault_client._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 from vault_client.credentials import TokenSource, authorization_metadata
@@ -20,6 +26,7 @@ from vault_client.policy import (
     DEFAULT_RECONNECT,
     DEFAULT_RETRY,
     GET_RESULT_TIMEOUT,
+    LIST_RESULTS_TIMEOUT,
     ReconnectPolicy,
     RetryPolicy,
     channel_options,
@@ -143,6 +150,67 @@ class VaultClient:
         except grpc.RpcError as error:
             raise from_rpc_error(error) from error
         return response.result
+
+    def list_results(
+        self,
+        *,
+        statuses: Iterable[pb.VaultingStatus.ValueType] = (),
+        labels: Mapping[str, str] | None = None,
+        update_time_start: datetime | None = None,
+        update_time_end: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float = LIST_RESULTS_TIMEOUT,
+    ) -> pb.ListResultsResponse:
+        """One page of the caller's results matching every filter given (``statuses``: any
+        of them; ``labels``: all of these pairs; ``update_time_start`` <= update time <
+        ``update_time_end``), oldest change first. Pass ``next_page_token`` back as
+        ``page_token``, with the same filters, until it is empty; :meth:`iter_results` does."""
+        request = list_results_request(
+            statuses=statuses,
+            labels=labels,
+            update_time_start=update_time_start,
+            update_time_end=update_time_end,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        try:
+            response: pb.ListResultsResponse = self._stub.ListResults(
+                request, timeout=timeout, metadata=self._metadata()
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+        return response
+
+    def iter_results(
+        self,
+        *,
+        statuses: Iterable[pb.VaultingStatus.ValueType] = (),
+        labels: Mapping[str, str] | None = None,
+        update_time_start: datetime | None = None,
+        update_time_end: datetime | None = None,
+        page_size: int = 0,
+        timeout: float = LIST_RESULTS_TIMEOUT,
+    ) -> Iterator[pb.VaultingResult]:
+        """Every result :meth:`list_results` lists with these filters, page after page
+        (``timeout`` is per page). A result that changes meanwhile may come again, newer:
+        keep the copy with the latest ``update_time``."""
+        statuses = tuple(statuses)
+        token = ""
+        while True:
+            page = self.list_results(
+                statuses=statuses,
+                labels=labels,
+                update_time_start=update_time_start,
+                update_time_end=update_time_end,
+                page_size=page_size,
+                page_token=token,
+                timeout=timeout,
+            )
+            yield from page.results
+            token = page.next_page_token
+            if not token:
+                return
 
     def results(
         self,
