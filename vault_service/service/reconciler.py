@@ -17,6 +17,7 @@ from datetime import timedelta
 from vault_service.antom.errors import AntomConfigurationError, AntomError, AntomRejectedError
 from vault_service.domain import Clock, VaultingRecord, utc_now
 from vault_service.service import observations
+from vault_service.service.periodic import run_every
 from vault_service.service.vaulting import VaultingService
 from vault_service.store import Store, UnreadableRecord
 
@@ -54,12 +55,7 @@ class Reconciler:
 
     async def run(self) -> None:
         """Reconcile due sessions every ``interval`` seconds until cancelled."""
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("reconciliation pass failed; retrying next interval")
-            await asyncio.sleep(self._interval)
+        await run_every(self._interval, self.run_once, "reconciliation pass")
 
     async def run_once(self) -> int:
         """One pass over the sessions that are due; returns how many were looked at.

@@ -8,12 +8,12 @@ and how a resuming stream learns that its position was pruned.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 from typing import Final
 
 from vault_service.domain import Clock, utc_now
+from vault_service.service.periodic import run_every
 from vault_service.store import Pruned, Store
 
 log = logging.getLogger(__name__)
@@ -46,12 +46,7 @@ class Pruner:
 
     async def run(self) -> None:
         """Prune every ``interval`` seconds until cancelled; a failed pass is retried then."""
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("retention pass failed; retrying next interval")
-            await asyncio.sleep(self._interval)
+        await run_every(self._interval, self.run_once, "retention pass")
 
     async def run_once(self) -> Pruned | None:
         """One pass; ``None`` when another replica's pruner holds the turn."""

@@ -15,6 +15,7 @@ from vault_client import (
     AsyncVaultClient,
     FileCursorStore,
     MemoryCursorStore,
+    ResultFilter,
     ResumeTokenRejectedError,
     RetryPolicy,
     TokenFile,
@@ -261,29 +262,25 @@ async def test_list_results_pages_and_filters_in_both_apis(
     before any call (it would be taken for UTC)."""
     for index in range(5):
         await client.create_session(f"list-{index}", labels={"batch": "l", "n": str(index)})
-    first = await client.list_results(labels={"batch": "l"}, page_size=2)
+    batch = ResultFilter(labels={"batch": "l"})
+    first = await client.list_results(batch, page_size=2)
     assert [r.vaulting_request_id for r in first.results] == ["list-0", "list-1"]
-    assert first.next_page_token
-    listed = [
-        r.vaulting_request_id async for r in client.iter_results(labels={"batch": "l"}, page_size=2)
-    ]
+    second = await client.list_results(batch, page_size=2, page_token=first.next_page_token)
+    assert [r.vaulting_request_id for r in second.results] == ["list-2", "list-3"]
+    listed = [r.vaulting_request_id async for r in client.iter_results(batch, page_size=2)]
     assert listed == [f"list-{index}" for index in range(5)]
-    created = first.results[0].update_time.ToDatetime(tzinfo=UTC)
+    third = ResultFilter(
+        statuses=[pb.VAULTING_STATUS_SESSION_CREATED],
+        labels={"batch": "l", "n": "3"},
+        update_time_start=first.results[0].update_time.ToDatetime(tzinfo=UTC),
+    )
 
     def blocking() -> list[str]:
         with VaultClient(target(service)) as sync_client:
-            return [
-                r.vaulting_request_id
-                for r in sync_client.iter_results(
-                    statuses=[pb.VAULTING_STATUS_SESSION_CREATED],
-                    labels={"batch": "l", "n": "3"},
-                    update_time_start=created,
-                    page_size=1,
-                )
-            ]
+            return [r.vaulting_request_id for r in sync_client.iter_results(third, page_size=1)]
 
     assert await asyncio.to_thread(blocking) == ["list-3"]
-    none = await client.list_results(statuses=[pb.VAULTING_STATUS_FAILED], labels={"batch": "l"})
-    assert (list(none.results), none.next_page_token) == ([], "")
+    failed = await client.list_results(ResultFilter([pb.VAULTING_STATUS_FAILED], {"batch": "l"}))
+    assert (list(failed.results), failed.next_page_token) == ([], "")
     with pytest.raises(ValueError, match="timezone-aware"):
-        await client.list_results(update_time_start=datetime(2026, 1, 1))
+        ResultFilter(update_time_start=datetime(2026, 1, 1))

@@ -7,7 +7,7 @@ contract's messages and enums are in :mod:`vault_client.pb`.
 """
 
 from vault_client import pb
-from vault_client._core import StreamItem
+from vault_client._core import ALL_RESULTS, ResultFilter, StreamItem
 from vault_client.aio import AsyncResultStream, AsyncVaultClient
 from vault_client.credentials import TokenFile, mtls, mtls_from_files, tls
 from vault_client.cursor import (
@@ -36,6 +36,7 @@ from vault_client.policy import ReconnectPolicy, RetryPolicy
 from vault_client.sync import ResultStream, VaultClient
 
 __all__ = [
+    "ALL_RESULTS",
     "AlreadyExistsError",
     "AntomReason",
     "AsyncResultStream",
@@ -53,6 +54,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "ReconnectPolicy",
+    "ResultFilter",
     "ResultStream",
     "ResumeTokenRejectedError",
     "RetryPolicy",

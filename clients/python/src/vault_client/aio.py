@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -17,10 +16,11 @@ import grpc
 import grpc.aio
 
 from vault_client._core import (
+    ALL_RESULTS,
+    ResultFilter,
     StreamItem,
     StreamPosition,
     create_session_request,
-    list_results_request,
 )
 from vault_client._proto.vault.v1 import vault_service_pb2 as pb
 from vault_client._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
@@ -139,32 +139,18 @@ class AsyncVaultClient:
 
     async def list_results(
         self,
+        filters: ResultFilter = ALL_RESULTS,
         *,
-        statuses: Iterable[pb.VaultingStatus.ValueType] = (),
-        labels: Mapping[str, str] | None = None,
-        update_time_start: datetime | None = None,
-        update_time_end: datetime | None = None,
         page_size: int = 0,
         page_token: str = "",
         timeout: float = LIST_RESULTS_TIMEOUT,
     ) -> pb.ListResultsResponse:
-        """See :meth:`vault_client.VaultClient.list_results`.
-
-        One page of the caller's results matching every filter given (``statuses``: any
-        of them; ``labels``: all of these pairs; ``update_time_start`` <= update time <
-        ``update_time_end``), oldest change first. Pass ``next_page_token`` back as
-        ``page_token``, with the same filters, until it is empty; :meth:`iter_results` does."""
-        request = list_results_request(
-            statuses=statuses,
-            labels=labels,
-            update_time_start=update_time_start,
-            update_time_end=update_time_end,
-            page_size=page_size,
-            page_token=page_token,
-        )
+        """See :meth:`vault_client.VaultClient.list_results`."""
         try:
             response: pb.ListResultsResponse = await self._stub.ListResults(
-                request, timeout=timeout, metadata=self._metadata()
+                filters.request(page_size, page_token),
+                timeout=timeout,
+                metadata=self._metadata(),
             )
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from error
@@ -172,30 +158,16 @@ class AsyncVaultClient:
 
     async def iter_results(
         self,
+        filters: ResultFilter = ALL_RESULTS,
         *,
-        statuses: Iterable[pb.VaultingStatus.ValueType] = (),
-        labels: Mapping[str, str] | None = None,
-        update_time_start: datetime | None = None,
-        update_time_end: datetime | None = None,
         page_size: int = 0,
         timeout: float = LIST_RESULTS_TIMEOUT,
     ) -> AsyncIterator[pb.VaultingResult]:
-        """See :meth:`vault_client.VaultClient.iter_results`; iterate with ``async for``.
-
-        Every result :meth:`list_results` lists with these filters, page after page
-        (``timeout`` is per page). A result that changes meanwhile may come again, newer:
-        keep the copy with the latest ``update_time``."""
-        statuses = tuple(statuses)
+        """See :meth:`vault_client.VaultClient.iter_results`; iterate with ``async for``."""
         token = ""
         while True:
             page = await self.list_results(
-                statuses=statuses,
-                labels=labels,
-                update_time_start=update_time_start,
-                update_time_end=update_time_end,
-                page_size=page_size,
-                page_token=token,
-                timeout=timeout,
+                filters, page_size=page_size, page_token=token, timeout=timeout
             )
             for result in page.results:
                 yield result

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
 from types import TracebackType
 from typing import Protocol
 
 import grpc
 
 from vault_client._core import (
+    ALL_RESULTS,
+    ResultFilter,
     StreamItem,
     StreamPosition,
     create_session_request,
-    list_results_request,
 )
 from vault_client._proto.vault.v1 import vault_service_pb2 as pb
 from vault_client._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
@@ -153,30 +153,20 @@ class VaultClient:
 
     def list_results(
         self,
+        filters: ResultFilter = ALL_RESULTS,
         *,
-        statuses: Iterable[pb.VaultingStatus.ValueType] = (),
-        labels: Mapping[str, str] | None = None,
-        update_time_start: datetime | None = None,
-        update_time_end: datetime | None = None,
         page_size: int = 0,
         page_token: str = "",
         timeout: float = LIST_RESULTS_TIMEOUT,
     ) -> pb.ListResultsResponse:
-        """One page of the caller's results matching every filter given (``statuses``: any
-        of them; ``labels``: all of these pairs; ``update_time_start`` <= update time <
-        ``update_time_end``), oldest change first. Pass ``next_page_token`` back as
+        """One page of the caller's results matching ``filters``, oldest change first
+        (``page_size`` 0: the server's default, 50). Pass ``next_page_token`` back as
         ``page_token``, with the same filters, until it is empty; :meth:`iter_results` does."""
-        request = list_results_request(
-            statuses=statuses,
-            labels=labels,
-            update_time_start=update_time_start,
-            update_time_end=update_time_end,
-            page_size=page_size,
-            page_token=page_token,
-        )
         try:
             response: pb.ListResultsResponse = self._stub.ListResults(
-                request, timeout=timeout, metadata=self._metadata()
+                filters.request(page_size, page_token),
+                timeout=timeout,
+                metadata=self._metadata(),
             )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from error
@@ -184,33 +174,21 @@ class VaultClient:
 
     def iter_results(
         self,
+        filters: ResultFilter = ALL_RESULTS,
         *,
-        statuses: Iterable[pb.VaultingStatus.ValueType] = (),
-        labels: Mapping[str, str] | None = None,
-        update_time_start: datetime | None = None,
-        update_time_end: datetime | None = None,
         page_size: int = 0,
         timeout: float = LIST_RESULTS_TIMEOUT,
     ) -> Iterator[pb.VaultingResult]:
-        """Every result :meth:`list_results` lists with these filters, page after page
-        (``timeout`` is per page). A result that changes meanwhile may come again, newer:
-        keep the copy with the latest ``update_time``."""
-        statuses = tuple(statuses)
-        token = ""
-        while True:
+        """Every result :meth:`list_results` lists, page after page (``timeout`` is per
+        page). A result that changes meanwhile may come again, newer: keep the copy with the
+        latest ``update_time``."""
+        page = self.list_results(filters, page_size=page_size, timeout=timeout)
+        yield from page.results
+        while page.next_page_token:
             page = self.list_results(
-                statuses=statuses,
-                labels=labels,
-                update_time_start=update_time_start,
-                update_time_end=update_time_end,
-                page_size=page_size,
-                page_token=token,
-                timeout=timeout,
+                filters, page_size=page_size, page_token=page.next_page_token, timeout=timeout
             )
             yield from page.results
-            token = page.next_page_token
-            if not token:
-                return
 
     def results(
         self,
