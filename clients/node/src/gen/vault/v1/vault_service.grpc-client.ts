@@ -93,7 +93,9 @@ export interface IVaultServiceClient {
      * a session is not streamed (CreateSession's response already reports it).
      *
      * The server ends a stream with UNAVAILABLE when it drains or rebalances connections; the
-     * client reconnects with the last `resume_token` it received and loses nothing.
+     * client reconnects with the last `resume_token` it received and loses nothing. A stream so far
+     * behind that the events it has yet to send were pruned (see `resume_token`) ends with
+     * INVALID_ARGUMENT naming `resume_token`, like a resume from a token that old.
      *
      * An event this server cannot read is never passed over in silence, and no resume token moves
      * past it unannounced:
@@ -233,7 +235,9 @@ export class VaultServiceClient extends grpc.Client implements IVaultServiceClie
      * a session is not streamed (CreateSession's response already reports it).
      *
      * The server ends a stream with UNAVAILABLE when it drains or rebalances connections; the
-     * client reconnects with the last `resume_token` it received and loses nothing.
+     * client reconnects with the last `resume_token` it received and loses nothing. A stream so far
+     * behind that the events it has yet to send were pruned (see `resume_token`) ends with
+     * INVALID_ARGUMENT naming `resume_token`, like a resume from a token that old.
      *
      * An event this server cannot read is never passed over in silence, and no resume token moves
      * past it unannounced:

@@ -391,7 +391,8 @@ class StreamResultsRequest(_message.Message):
     processed, to receive every later event; or empty to start from now (only events recorded
     after the stream opened). Tokens are opaque (do not parse or build them), valid with any
     filter, and not secret. A malformed or unknown token, or one too old to resume from (the
-    event log no longer holds its successor events), is refused with INVALID_ARGUMENT and a
+    event log no longer holds its successor events: the service keeps events for a retention
+    period, 30 days by default), is refused with INVALID_ARGUMENT and a
     `google.rpc.BadRequest` naming `resume_token`; it is never treated as "from now". A client
     refused this way opens a stream from now, then catches up with ListResults from the
     `event_time` of the last event it processed (ListResults says how).

@@ -164,7 +164,9 @@ class VaultServiceServicer:
         a session is not streamed (CreateSession's response already reports it).
 
         The server ends a stream with UNAVAILABLE when it drains or rebalances connections; the
-        client reconnects with the last `resume_token` it received and loses nothing.
+        client reconnects with the last `resume_token` it received and loses nothing. A stream so far
+        behind that the events it has yet to send were pruned (see `resume_token`) ends with
+        INVALID_ARGUMENT naming `resume_token`, like a resume from a token that old.
 
         An event this server cannot read is never passed over in silence, and no resume token moves
         past it unannounced:
