@@ -184,33 +184,38 @@ class SQLStore(ABC):
         values = self.dialect.record_values(self._sealer.seal_record(record))
         check_at = None if record.reconciled else self.dialect.instant(next_check_at)
         async with self._session() as db:
-            if await db.execute(_INSERT_RECORD, *values, check_at):
-                return
-            # The conflicting insert has committed (ON CONFLICT waits for it): read it back.
-            row = await db.fetchrow(SELECT_RECORD, record.vaulting_request_id)
-        assert row is not None  # records are never deleted
+            while True:
+                if await db.execute(_INSERT_RECORD, *values, check_at):
+                    return
+                # The conflicting insert has committed (ON CONFLICT waits for it): read it back,
+                # unless record retention deleted it in between (then the id is free again).
+                row = await db.fetchrow(SELECT_RECORD, record.vaulting_request_id)
+                if row is not None:
+                    break
         raise RecordExistsError(self._open_record(row))
 
     async def keep_session_request(
         self, vaulting_request_id: str, request: SessionRequest, at: datetime
     ) -> SessionRequest:
         async with self._session() as db:
+            kept = None
             # A conflicting insert has committed when ON CONFLICT lets this one go: the
-            # SELECT after it sees the first request.
-            await db.execute(
-                _KEEP_SESSION_REQUEST,
-                vaulting_request_id,
-                request.owner,
-                encode_parameters(request.parameters),
-                request.body,
-                self.dialect.instant(at),
-            )
-            kept = await db.fetchrow(
-                "SELECT owner, parameters, body FROM session_requests "
-                "WHERE vaulting_request_id = $1",
-                vaulting_request_id,
-            )
-        assert kept is not None  # never deleted
+            # SELECT after it sees the first request, unless record retention deleted it in
+            # between (then this request is the first again).
+            while kept is None:
+                await db.execute(
+                    _KEEP_SESSION_REQUEST,
+                    vaulting_request_id,
+                    request.owner,
+                    encode_parameters(request.parameters),
+                    request.body,
+                    self.dialect.instant(at),
+                )
+                kept = await db.fetchrow(
+                    "SELECT owner, parameters, body FROM session_requests "
+                    "WHERE vaulting_request_id = $1",
+                    vaulting_request_id,
+                )
         owner, parameters, body = kept
         return SessionRequest(owner, decode_parameters(parameters), bytes(body))
 
