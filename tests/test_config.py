@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from ipaddress import ip_network
 from typing import Any
 
@@ -33,6 +34,10 @@ HELP_TEXT_COLUMN = 35
         ({"VAULT_WEBHOOK_FAILURE_LIMIT": "0"}, "VAULT_WEBHOOK_FAILURE_LIMIT must be"),
         ({"VAULT_WEBHOOK_FAILURE_WINDOW": "-1"}, "VAULT_WEBHOOK_FAILURE_WINDOW must be"),
         ({"VAULT_ANTOM_KEY_VERSION": "v2"}, "VAULT_ANTOM_KEY_VERSION must be"),
+        ({"VAULT_EVENT_RETENTION": "30"}, "VAULT_EVENT_RETENTION must be a number with a unit"),
+        ({"VAULT_EVENT_RETENTION": "0d"}, "VAULT_EVENT_RETENTION must be positive"),
+        ({"VAULT_RECORD_RETENTION": "1w"}, "VAULT_RECORD_RETENTION must be a number with a unit"),
+        ({"VAULT_RECORD_RETENTION": "7d"}, "VAULT_RECORD_RETENTION must be at least"),
         *(
             ({"VAULT_WEBHOOK_TRUSTED_PROXIES": value}, f"VAULT_WEBHOOK_TRUSTED_PROXIES {message}")
             for value, message in [
@@ -54,6 +59,20 @@ def test_inconsistent_key_settings_name_the_variable(
     env = {**service_env, **{k: v.format(next=next_key_file) for k, v in change.items()}}
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_retention_is_30_days_of_events_and_records_for_ever_by_default(
+    service_env: ServiceEnv,
+) -> None:
+    """The issue's defaults; units s, m, h and d."""
+    settings = Settings.from_env(service_env)
+    assert (settings.event_retention, settings.record_retention) == (timedelta(days=30), None)
+    env = {**service_env, "VAULT_EVENT_RETENTION": "90m", "VAULT_RECORD_RETENTION": "400d"}
+    settings = Settings.from_env(env)
+    assert (settings.event_retention, settings.record_retention) == (
+        timedelta(minutes=90),
+        timedelta(days=400),
+    )
 
 
 def test_trusted_proxies_are_parsed_as_networks(service_env: ServiceEnv) -> None:

@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from vault_service import app, check_antom, data_key_commands, logs
+from vault_service import app, check_antom, data_key_commands, logs, orphan_commands
 from vault_service.config import SETTINGS_HELP, Settings, database_url_from_env
 from vault_service.emulator import cli as emulator_cli
 from vault_service.errors import ConfigurationError
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "first failing stage, 2 for unusable settings. Run it from the pod before going live.",
     )
     data_key_commands.configure_parsers(commands)
+    orphan_commands.configure_parser(commands)
     emulator_cli.configure_parser(
         commands.add_parser(
             "emulator",
@@ -146,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return data_key_commands.run_add(args, _fail)
     if args.command == "rotate-data-key":
         return data_key_commands.run_rotate(_fail)
+    if args.command == "orphans":
+        return orphan_commands.run(args, _fail)
     return emulator_cli.run(args)
 
 

@@ -36,6 +36,7 @@ from vault_service.grpc_api.servicer import VaultServicer
 from vault_service.grpc_api.tls import ServerTls, TlsFiles
 from vault_service.grpc_api.token_file import TokenFile, describe
 from vault_service.metrics import Metrics
+from vault_service.service import Pruner
 from vault_service.service.reconciler import Reconciler
 from vault_service.service.streaming import ResultStreams
 from vault_service.service.vaulting import VaultingService
@@ -271,6 +272,12 @@ async def start(settings: Settings) -> RunningService:
             metrics=metrics,
         )
         resources.push_async_callback(_cancel, asyncio.create_task(reconciler.run()))
+        pruner = Pruner(
+            store,
+            event_retention=settings.event_retention,
+            record_retention=settings.record_retention,
+        )
+        resources.push_async_callback(_cancel, asyncio.create_task(pruner.run()))
         running = RunningService(
             settings=settings,
             grpc_port=grpc_port,

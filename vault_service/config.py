@@ -22,6 +22,7 @@ import ipaddress
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, Generic, Literal, TypeVar, cast
 from urllib.parse import urlsplit
@@ -157,6 +158,23 @@ def _seconds(name: str, value: str) -> float:
     if not seconds > 0:
         raise ConfigError(f"{name} must be positive, got {value!r}")
     return seconds
+
+
+_DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(name: str, value: str) -> timedelta:
+    """A positive duration: a number with a unit, s, m, h or d (``30d``, ``12h``)."""
+    number, unit = value[:-1], value[-1:].lower()
+    try:
+        amount = float(number) * _DURATION_UNITS[unit]
+    except (KeyError, ValueError):
+        raise ConfigError(
+            f"{name} must be a number with a unit s, m, h or d (e.g. 30d), got {value!r}"
+        ) from None
+    if not 0 < amount < 100 * 365 * 86400:
+        raise ConfigError(f"{name} must be positive and under 100 years, got {value!r}")
+    return timedelta(seconds=amount)
 
 
 def _count(name: str, value: str) -> int:
@@ -495,6 +513,23 @@ class Settings:
         "seconds after a session's expiry before it is marked EXPIRED\n(default {default})",
         default="300",
     )
+    event_retention: timedelta = setting(
+        "VAULT_EVENT_RETENTION",
+        _duration,
+        "how long StreamResults events (and orphan notifications) are\n"
+        "kept, e.g. 30d or 12h (default {default}); older ones are\n"
+        "pruned, and a resume token older than the oldest kept event\n"
+        "is refused (catch up with ListResults)",
+        default="30d",
+    )
+    record_retention: timedelta | None = setting(
+        "VAULT_RECORD_RETENTION",
+        _optional(_duration),
+        "how long a final vaulting request (SUCCEEDED, FAILED, EXPIRED)\n"
+        "is kept after its last change, card token included, e.g.\n"
+        "400d (default: for ever); older ones are deleted with their\n"
+        "events. At least VAULT_EVENT_RETENTION",
+    )
     shutdown_grace: float = setting(
         "VAULT_SHUTDOWN_GRACE",
         _seconds,
@@ -557,7 +592,17 @@ class Settings:
         settings = cls(**values)
         settings.check_exposure()
         settings.check_antom_public_keys()
+        settings.check_retention()
         return settings
+
+    def check_retention(self) -> None:
+        """Records outlive their events: deleting a record deletes its events, which must
+        already be older than the event retention, or a resuming stream would miss them."""
+        if self.record_retention is not None and self.record_retention < self.event_retention:
+            raise ConfigError(
+                "VAULT_RECORD_RETENTION must be at least VAULT_EVENT_RETENTION"
+                f" ({self.event_retention}), got {self.record_retention}"
+            )
 
     def check_exposure(self) -> None:
         """Refuse settings that would expose card data or lose notifications."""

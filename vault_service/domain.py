@@ -226,6 +226,27 @@ class VaultingRecord:
         return self.status.is_final and not self.card_pending
 
 
+@dataclass(frozen=True, slots=True)
+class ResultFilter:
+    """Which records a listing returns (ListResults): every condition given must hold.
+
+    ``owner`` ``None`` lists every owner's (an admin); ``statuses`` ``None`` any status;
+    ``labels`` are pairs that must all be among the record's labels, exactly; the update-time
+    bounds are ``updated_from <= updated_at < updated_before``, each optional.
+    """
+
+    owner: str | None
+    statuses: frozenset[VaultingStatus] | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    updated_from: datetime | None = None
+    updated_before: datetime | None = None
+
+
+ListPosition = tuple[datetime, str]
+"""Where a listing stands: the ``(updated_at, vaulting_request_id)`` of the last record returned;
+the next page holds the records after it in that order."""
+
+
 def apply_observation(record: VaultingRecord, observation: Observation) -> VaultingRecord | None:
     """The record after ``observation``, or ``None`` when it changes nothing (no event then)."""
     current, incoming = record.status, observation.status

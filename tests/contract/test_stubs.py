@@ -86,6 +86,7 @@ def test_stubs_import_under_their_package_and_keep_the_proto_file_name() -> None
         ("CreateSession", "CreateSessionRequest", "CreateSessionResponse", False),
         ("GetResult", "GetResultRequest", "GetResultResponse", False),
         ("StreamResults", "StreamResultsRequest", "StreamResultsResponse", True),
+        ("ListResults", "ListResultsRequest", "ListResultsResponse", False),
     ],
 )
 def test_service_has_the_rpc(
@@ -100,9 +101,14 @@ def test_service_has_the_rpc(
     assert method.server_streaming is server_streaming
 
 
-def test_service_has_exactly_three_rpcs() -> None:
+def test_service_has_exactly_its_four_rpcs() -> None:
     service = pb.DESCRIPTOR.services_by_name["VaultService"]
-    assert [m.name for m in service.methods] == ["CreateSession", "GetResult", "StreamResults"]
+    assert [m.name for m in service.methods] == [
+        "CreateSession",
+        "GetResult",
+        "StreamResults",
+        "ListResults",
+    ]
     assert list(pb.DESCRIPTOR.services_by_name) == ["VaultService"]
 
 

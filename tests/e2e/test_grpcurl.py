@@ -47,6 +47,7 @@ async def test_reflection_lists_and_describes_the_service(service: app.RunningSe
     assert methods == [
         "vault.v1.VaultService.CreateSession",
         "vault.v1.VaultService.GetResult",
+        "vault.v1.VaultService.ListResults",
         "vault.v1.VaultService.StreamResults",
     ]
     described = await grpcurl(service, target, "describe", "vault.v1.VaultService.StreamResults")

@@ -51,7 +51,7 @@ async def reflect(
 
 async def test_reflection_lists_and_describes_the_service(channel: grpc.aio.Channel) -> None:
     """grpcurl-style tools can find VaultService and health, and fetch VaultService's
-    descriptor with its three methods, without the .proto files."""
+    descriptor with its four methods, without the .proto files."""
     listed = await reflect(channel, reflection_pb2.ServerReflectionRequest(list_services=""))
     names = {service.name for service in listed.list_services_response.service}
     assert {VAULT_SERVICE_NAME, "grpc.health.v1.Health"} <= names
@@ -63,7 +63,12 @@ async def test_reflection_lists_and_describes_the_service(channel: grpc.aio.Chan
         for raw in described.file_descriptor_response.file_descriptor_proto
     ]
     [service] = [s for p in protos if p.package == "vault.v1" for s in p.service]
-    assert [m.name for m in service.method] == ["CreateSession", "GetResult", "StreamResults"]
+    assert [m.name for m in service.method] == [
+        "CreateSession",
+        "GetResult",
+        "StreamResults",
+        "ListResults",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ contract that the domain knows about is filled in here and nowhere else.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -22,10 +22,12 @@ from vault_service.domain import (
     Card,
     CardholderName,
     EventSource,
+    ResultFilter,
     SessionParameters,
     VaultingRecord,
     VaultingStatus,
 )
+from vault_service.service import Page
 from vault_service.service.streaming import Checkpoint, StreamItem, UnreadableItem
 from vault_service.service.vaulting import CreatedSession
 
@@ -41,6 +43,7 @@ _STATUS: Final[dict[VaultingStatus, pb.VaultingStatus.ValueType]] = {
     VaultingStatus.FAILED: pb.VAULTING_STATUS_FAILED,
     VaultingStatus.EXPIRED: pb.VAULTING_STATUS_EXPIRED,
 }
+_STATUS_OF: Final = {number: status for status, number in _STATUS.items()}
 _SOURCE: Final[dict[EventSource, pb.EventSource.ValueType]] = {
     EventSource.NOTIFICATION: pb.EVENT_SOURCE_NOTIFICATION,
     EventSource.INQUIRY: pb.EVENT_SOURCE_INQUIRY,
@@ -122,6 +125,28 @@ def vaulting_result(record: VaultingRecord) -> pb.VaultingResult:
     if record.final_at is not None:
         result.final_time.CopyFrom(timestamp(record.final_at))
     return result
+
+
+def result_filter(owner: str | None, request: pb.ListResultsRequest) -> ResultFilter:
+    """The filters of a (validated) ListResults request, for the records ``owner`` may read."""
+    return ResultFilter(
+        owner=owner,
+        statuses=frozenset(_STATUS_OF[number] for number in request.statuses) or None,
+        labels=tuple(sorted(request.labels.items())),
+        updated_from=request.update_time_start.ToDatetime(tzinfo=UTC)
+        if request.HasField("update_time_start")
+        else None,
+        updated_before=request.update_time_end.ToDatetime(tzinfo=UTC)
+        if request.HasField("update_time_end")
+        else None,
+    )
+
+
+def list_results(page: Page) -> pb.ListResultsResponse:
+    return pb.ListResultsResponse(
+        results=[vaulting_result(record) for record in page.records],
+        next_page_token=page.next_page_token,
+    )
 
 
 def stream_item(item: StreamItem) -> pb.StreamResultsResponse:

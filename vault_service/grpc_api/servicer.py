@@ -21,6 +21,7 @@ from vault_service.grpc_api.auth import ANONYMOUS
 from vault_service.grpc_api.callers import VAULT_SCOPE, Caller
 from vault_service.grpc_api.errors import Context, stream_errors, unary_errors
 from vault_service.metrics import Metrics
+from vault_service.service import page_size
 from vault_service.service.streaming import ResultStreams, StreamedEvent, StreamItem
 from vault_service.service.vaulting import VaultingService
 
@@ -109,7 +110,7 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
 
     @property
     def active_calls(self) -> int:
-        """Unary calls (CreateSession, GetResult) being handled now."""
+        """Unary calls (CreateSession, GetResult, ListResults) being handled now."""
         return self._calls.value
 
     @property
@@ -149,6 +150,20 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
                 deadline=self._antom_deadline(context) if request.refresh else None,
             )
             return pb.GetResultResponse(result=mapping.vaulting_result(record))
+
+    @unary_errors
+    async def ListResults(  # noqa: N802 - the name is the RPC's, as in the .proto
+        self, request: pb.ListResultsRequest, context: Context
+    ) -> pb.ListResultsResponse:
+        with self._calls.held():
+            owner = _reader(self._caller_of(context))
+            validation.ensure_valid(validation.list_results_violations(request))
+            page = await self._vaulting.list_results(
+                mapping.result_filter(owner, request),
+                request.page_token,
+                page_size(request.page_size),
+            )
+            return mapping.list_results(page)
 
     @stream_errors
     async def StreamResults(  # noqa: N802 - the name is the RPC's, as in the .proto

@@ -17,10 +17,12 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service.domain import MAX_VAULTING_REQUEST_ID_CHARS
 from vault_service.errors import InvalidArgumentError
+from vault_service.service import MAX_PAGE_TOKEN_CHARS
 
 MAX_REDIRECT_URL_CHARS: Final = 2048
 MAX_LABELS: Final = 16
@@ -29,6 +31,10 @@ MAX_LABEL_VALUE_CHARS: Final = 256
 MAX_STREAM_IDS: Final = 100
 MAX_RESUME_TOKEN_CHARS: Final = 200
 MAX_TIME_ZONE_OFFSET: Final = 720
+MAX_LIST_STATUSES: Final = 5
+# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+MIN_TIMESTAMP_SECONDS: Final = -62_135_596_800
+MAX_TIMESTAMP_SECONDS: Final = 253_402_300_799
 COLOR_DEPTHS: Final = frozenset({1, 4, 8, 15, 16, 24, 30, 32, 48})
 
 _REQUEST_ID: Final = re.compile(r"[\x21-\x7e]+")
@@ -98,10 +104,38 @@ def stream_results_violations(request: pb.StreamResultsRequest) -> Violations:
     return _merged(found)
 
 
+def list_results_violations(request: pb.ListResultsRequest) -> Violations:
+    found: list[tuple[str, str]] = []
+    if request.page_size < 0:
+        found.append(("page_size", "must not be negative"))
+    if len(request.page_token) > MAX_PAGE_TOKEN_CHARS:
+        found.append(("page_token", f"must be at most {MAX_PAGE_TOKEN_CHARS} characters"))
+    if len(request.statuses) > MAX_LIST_STATUSES:
+        found.append(("statuses", f"must list at most {MAX_LIST_STATUSES} statuses"))
+    known = set(pb.VaultingStatus.values()) - {pb.VAULTING_STATUS_UNSPECIFIED}
+    found += [
+        (f"statuses[{index}]", "must be a known status other than VAULTING_STATUS_UNSPECIFIED")
+        for index, status in enumerate(request.statuses)
+        if status not in known
+    ]
+    found += _labels(request.labels)
+    start, end = request.update_time_start, request.update_time_end
+    has_start, has_end = request.HasField("update_time_start"), request.HasField("update_time_end")
+    if has_start and not _valid_timestamp(start):
+        found.append(("update_time_start", "must be a valid timestamp (years 1 to 9999)"))
+    elif has_end and not _valid_timestamp(end):
+        found.append(("update_time_end", "must be a valid timestamp (years 1 to 9999)"))
+    elif has_start and has_end and end.ToDatetime() <= start.ToDatetime():
+        found.append(("update_time_end", "must be after update_time_start"))
+    found += _control_characters(request, "")
+    return _merged(found)
+
+
 REQUEST_VIOLATIONS: Final[Mapping[type[Message], Callable[[Any], Violations]]] = {
     pb.CreateSessionRequest: create_session_violations,
     pb.GetResultRequest: get_result_violations,
     pb.StreamResultsRequest: stream_results_violations,
+    pb.ListResultsRequest: list_results_violations,
 }
 """The check of each request message, by type (tests walk it against the service descriptor)."""
 
@@ -213,6 +247,13 @@ def _control_characters(message: Message, prefix: str) -> list[tuple[str, str]]:
         if any(_CONTROL_CHARACTER.search(text) for text in texts):
             found.append((path, CONTROL_CHARACTER_RULE))
     return found
+
+
+def _valid_timestamp(stamp: Timestamp) -> bool:
+    return (
+        MIN_TIMESTAMP_SECONDS <= stamp.seconds <= MAX_TIMESTAMP_SECONDS
+        and 0 <= stamp.nanos < 1_000_000_000
+    )
 
 
 def _indexed(path: str, index: int | None) -> str:

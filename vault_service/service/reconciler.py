@@ -18,6 +18,7 @@ from vault_service.antom.errors import AntomConfigurationError, AntomError, Anto
 from vault_service.domain import Clock, VaultingRecord, utc_now
 from vault_service.metrics import Metrics
 from vault_service.service import observations
+from vault_service.service.periodic import run_every
 from vault_service.service.vaulting import VaultingService
 from vault_service.store import Store, UnreadableRecord
 
@@ -57,12 +58,7 @@ class Reconciler:
 
     async def run(self) -> None:
         """Reconcile due sessions every ``interval`` seconds until cancelled."""
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("reconciliation pass failed; retrying next interval")
-            await asyncio.sleep(self._interval)
+        await run_every(self._interval, self.run_once, "reconciliation pass")
 
     async def run_once(self) -> int:
         """One pass over the sessions that are due; returns how many were looked at.
@@ -92,6 +88,10 @@ class Reconciler:
                     )
 
         await asyncio.gather(*(guarded(record) for record in due))
+        # Notifications that arrived before their record and that CreateSession did not adopt
+        # (one that raced it, a record restored or written by a late replica). Last, so that a
+        # failure here fails the pass (logged, retried) after the due records had their turn.
+        await self._service.adopt_orphans()
         return len(due)
 
     async def _back_off_unreadable(self, record: UnreadableRecord) -> None:

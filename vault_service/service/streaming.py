@@ -40,6 +40,7 @@ from vault_service.domain import (
 from vault_service.errors import VAULT_DOMAIN, ErrorInfo, UnavailableError
 from vault_service.events import EventHub
 from vault_service.store import (
+    EventsPrunedError,
     LogEntry,
     Store,
     Unreadable,
@@ -127,6 +128,14 @@ class ShuttingDownError(UnavailableError):
         return ErrorInfo(VAULT_DOMAIN, SHUTTING_DOWN_REASON, {"resume_token": self.resume_token})
 
 
+def too_old() -> InvalidResumeTokenError:
+    """The refusal of a position whose next events were pruned (the contract's "too old")."""
+    return InvalidResumeTokenError(
+        "the resume token is too old: the events after it were pruned (event retention);"
+        " open a stream from now and catch up with ListResults"
+    )
+
+
 class LogTail:
     """The newest events of the log, read once per wake-up for every live subscriber.
 
@@ -165,7 +174,14 @@ class LogTail:
             if self._position < 0:
                 self._floor = self._position = await self._store.last_event_id()
             while True:
-                page = await self._store.events_after(self._position, limit=PAGE_SIZE)
+                try:
+                    page = await self._store.events_after(self._position, limit=PAGE_SIZE)
+                except EventsPrunedError:
+                    # Quiet for longer than the retention: start again at the head. Every
+                    # subscriber is then behind the buffer and reads (and is refused) itself.
+                    self._events.clear()
+                    self._floor = self._position = await self._store.last_event_id()
+                    continue
                 for event in page:
                     self._append(event)
                 if len(page) < PAGE_SIZE:
@@ -234,8 +250,9 @@ class ResultStreams:
     async def start_position(self, resume_token: str) -> int:
         """Where a stream starts: the token's position, or the log's head for "from now".
 
-        Refuses (InvalidResumeTokenError) a token that is malformed, from another log, or
-        points past the head: never silently treated as "from now".
+        Refuses (InvalidResumeTokenError) a token that is malformed, from another log, points
+        past the head, or is too old (below the log's floor: events after it were pruned):
+        never silently treated as "from now".
         """
         head = await self._store.last_event_id()
         if not resume_token:
@@ -243,6 +260,8 @@ class ResultStreams:
         position = decode_resume_token(resume_token, self._store.log_id)
         if position > head:
             raise InvalidResumeTokenError("the resume token points past the end of the log")
+        if position < await self._store.events_floor():
+            raise too_old()
         return position
 
     async def follow(
@@ -278,12 +297,7 @@ class ResultStreams:
                     # Every event up to the tail's position has been looked at.
                     position = max(position, horizon)
             if buffered is None:
-                entries = await store.events_after(
-                    position,
-                    limit=PAGE_SIZE,
-                    owner=owner,
-                    vaulting_request_ids=vaulting_request_ids,
-                )
+                entries = await self._read_log(position, owner, vaulting_request_ids)
                 for entry in entries:
                     if _key_missing(entry):
                         raise EventKeyMissingError(
@@ -307,6 +321,18 @@ class ResultStreams:
         """Raise :class:`ShuttingDownError` once :meth:`drain` was called."""
         if self._draining:
             raise ShuttingDownError(encode_resume_token(self._store.log_id, position))
+
+    async def _read_log(
+        self, position: int, owner: str | None, vaulting_request_ids: frozenset[str] | None
+    ) -> list[LogEntry]:
+        """A subscriber's own page of the log; refused as too old when it fell behind by more
+        than the retention (what it missed is gone)."""
+        try:
+            return await self._store.events_after(
+                position, limit=PAGE_SIZE, owner=owner, vaulting_request_ids=vaulting_request_ids
+            )
+        except EventsPrunedError:
+            raise too_old() from None
 
     def _item(self, entry: LogEntry) -> StreamedEvent | UnreadableItem:
         token = encode_resume_token(self._store.log_id, entry.event_id)

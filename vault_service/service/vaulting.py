@@ -23,6 +23,7 @@ from vault_service.domain import (
     Clock,
     Event,
     Observation,
+    ResultFilter,
     Session,
     SessionParameters,
     SessionRequest,
@@ -33,9 +34,13 @@ from vault_service.errors import ConflictError, NotFoundError
 from vault_service.events import EventHub
 from vault_service.metrics import Metrics
 from vault_service.service import observations
+from vault_service.service.listing import Page, list_page
 from vault_service.store import RecordExistsError, RecordNotFoundError, Store
 
 log = logging.getLogger(__name__)
+
+ORPHAN_BATCH = 100
+"""Orphan notifications adopted per reconciler pass."""
 
 
 def remaining(deadline: float | None) -> float | None:
@@ -149,6 +154,14 @@ class VaultingService:
             "vaulting session created",
             extra={"vaulting_request_id": vaulting_request_id, "owner": owner},
         )
+        try:
+            await self.adopt_orphans(vaulting_request_id=vaulting_request_id)
+        except Exception:
+            # The session exists and the caller must hear so; the reconciler adopts it later.
+            log.exception(
+                "applying orphan notifications to a new record failed; the reconciler retries",
+                extra={"vaulting_request_id": vaulting_request_id},
+            )
         return CreatedSession(record, created=True)
 
     async def record_notification(self, notification: VaultingNotification, raw: bytes) -> None:
@@ -166,6 +179,31 @@ class VaultingService:
                 "notification for an unknown vaulting request kept as orphan",
                 extra={"vaulting_request_id": vaulting_request_id},
             )
+
+    async def adopt_orphans(
+        self, *, vaulting_request_id: str | None = None, limit: int = ORPHAN_BATCH
+    ) -> int:
+        """Apply the orphan notifications whose record exists now (of one id, or the oldest
+        ``limit`` of any) as the notifications they are, then forget them; how many.
+
+        A notification that arrived before its record (Antom is fast, a replica wrote late, a
+        database was restored) is thus not lost. Applying is idempotent, so a replica racing
+        this one, or a retry after a crash between the apply and the forget, emits no second
+        event; the change counts from now (its ``update_time``), when the service learned it.
+        """
+        orphans = await self._store.adoptable_orphans(
+            limit=limit, vaulting_request_id=vaulting_request_id
+        )
+        for orphan in orphans:
+            rid = orphan.vaulting_request_id
+            # Verified and parsed when it arrived: it parses again.
+            notification = VaultingNotification.from_antom_json(orphan.body)
+            await self.apply(rid, observations.from_notification(notification, self._clock()))
+            await self._store.drop_orphan(rid, orphan.body)
+            log.info(
+                "orphan notification applied to its record", extra={"vaulting_request_id": rid}
+            )
+        return len(orphans)
 
     async def get_result(
         self,
@@ -185,6 +223,11 @@ class VaultingService:
             return record
         await self.inquire(vaulting_request_id, budget=remaining(deadline))
         return await self._owned(owner, vaulting_request_id)
+
+    async def list_results(self, query: ResultFilter, page_token: str, size: int) -> Page:
+        """One page of ListResults (:mod:`vault_service.service.listing`); ``query.owner``
+        is whose records may be read (``None``: any, an admin)."""
+        return await list_page(self._store, query, page_token, size)
 
     async def inquire(self, vaulting_request_id: str, *, budget: float | None = None) -> bool:
         """Ask Antom's inquireVaulting and record the answer; ``True`` if the state changed."""

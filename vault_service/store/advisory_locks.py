@@ -22,5 +22,7 @@ EVENT_APPEND_LOCK: Final = _advisory_key("vault-service:event-append")
 """Serialises event appends (:mod:`vault_service.store.event_append`)."""
 MIGRATION_LOCK: Final = _advisory_key("vault-service:migrate")
 """Held while migrating (exclusive) or checking the schema (shared)."""
+PRUNER_LOCK: Final = _advisory_key("vault-service:prune")
+"""Held by the one replica running a retention pass (:mod:`vault_service.store.pruning`)."""
 CREATION_LOCK_SPACE: Final = _advisory_key("vault-service:create-session") >> 32
 """The first int4 of every creation lock's two-int4 key."""

@@ -27,11 +27,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar, Protocol
 
-from vault_service.domain import Event, Observation, SessionRequest, VaultingRecord
+from vault_service.domain import (
+    Event,
+    ListPosition,
+    Observation,
+    ResultFilter,
+    SessionRequest,
+    VaultingRecord,
+)
 from vault_service.errors import (
     ConfigurationError,
     ConflictError,
     InternalError,
+    InvalidArgumentError,
     NotFoundError,
     UnavailableError,
     VaultError,
@@ -100,6 +108,19 @@ class StoreBusyError(StoreUnavailableError):
     public_message: ClassVar[str] = "every database connection is busy; retry later"
 
 
+class EventsPrunedError(StoreError, InvalidArgumentError):
+    """A read of the event log from a position below its floor: events after that position
+    were pruned (event retention), so the reader cannot be given all of them."""
+
+    def __init__(self, position: int, floor: int) -> None:
+        super().__init__(
+            {"resume_token": "too old: the events after it were pruned (event retention)"},
+            f"events after {position} were pruned up to {floor}",
+        )
+        self.position = position
+        self.floor = floor
+
+
 class StoreClosedError(StoreError, InternalError):
     """The store was used after ``close()``: a shutdown ordering bug in the caller."""
 
@@ -115,6 +136,19 @@ class OrphanNotification:
     vaulting_request_id: str
     body: bytes
     received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """How many rows one retention pass deleted."""
+
+    events: int = 0
+    orphans: int = 0
+    records: int = 0
+
+    @property
+    def any(self) -> bool:
+        return bool(self.events or self.orphans or self.records)
 
 
 class Unreadable(enum.Enum):
@@ -203,6 +237,18 @@ class Store(Protocol):
         """The record with this id, or ``None``."""
         ...
 
+    async def list_records(
+        self, query: ResultFilter, *, after: ListPosition | None, limit: int
+    ) -> list[VaultingRecord]:
+        """Up to ``limit`` records matching ``query``, in ascending ``(updated_at,
+        vaulting_request_id)`` order, starting after ``after`` (``None``: from the first).
+
+        Keyset paging: the position is the last record's key, so a page costs an index range
+        scan whatever its depth, and records that change between pages move, never shift the
+        pages of the others. A record that does not decode raises as :meth:`get` does.
+        """
+        ...
+
     async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> None:
         """Store a new record, due for its first reconciliation at ``next_check_at`` (unless
         it is already ``reconciled``).
@@ -247,6 +293,17 @@ class Store(Protocol):
         """The oldest ``limit`` orphan notifications, in the order they first arrived."""
         ...
 
+    async def adoptable_orphans(
+        self, *, limit: int, vaulting_request_id: str | None = None
+    ) -> list[OrphanNotification]:
+        """The oldest ``limit`` orphan notifications whose record exists now (created after
+        they arrived: a late replica, a restore), optionally of one id, in arrival order."""
+        ...
+
+    async def drop_orphan(self, vaulting_request_id: str, body: bytes) -> None:
+        """Forget one orphan notification (applied to its record); gone already is fine."""
+        ...
+
     async def events_after(
         self,
         after_event_id: int,
@@ -255,7 +312,8 @@ class Store(Protocol):
         owner: str | None = None,
         vaulting_request_ids: frozenset[str] | None = None,
     ) -> list[LogEntry]:
-        """Up to ``limit`` events with ids above ``after_event_id``, in ascending id order.
+        """Up to ``limit`` events with ids above ``after_event_id``, in ascending id order;
+        :class:`EventsPrunedError` when ``after_event_id`` is below the log's floor.
 
         ``owner`` keeps one caller's events (``None``: every owner); ``vaulting_request_ids``
         keeps events of those ids (``None``: every id; an empty set matches nothing). An
@@ -266,10 +324,26 @@ class Store(Protocol):
         ...
 
     async def last_event_id(self) -> int:
-        """The id of the newest event a reader can see (0 when the log is empty).
+        """The id of the newest event a reader can see, or the log's floor when every event
+        was pruned (0 when the log never held one).
 
         Resuming from it with ``events_after`` never skips an event.
         """
+        ...
+
+    async def events_floor(self) -> int:
+        """The newest pruned event id (0: none pruned); a position below it has lost events,
+        and ``events_after`` from it raises :class:`EventsPrunedError`."""
+        ...
+
+    async def prune(
+        self, *, events_before: datetime, records_before: datetime | None, batch_size: int
+    ) -> Pruned | None:
+        """One retention pass, in batches of ``batch_size`` rows
+        (:mod:`vault_service.store.pruning`): events and orphan notifications older than
+        ``events_before``; final records unchanged since before ``records_before`` (``None``:
+        none), with their events and card data. Then the backend reclaims the space if it
+        must (SQLite). ``None`` when another replica is pruning now: one at a time."""
         ...
 
     async def claim_due(

@@ -71,6 +71,17 @@ def _sealed_fields(text: str) -> tuple[str, ...]:
     )
 
 
+_LISTING_INDEXES: Final = (
+    # Issue 14: ListResults pages by (updated_at, vaulting_request_id) after a position, for one
+    # owner or (an admin) for all; record retention finds old final records by final_at.
+    "CREATE INDEX records_listed_by_owner ON records (owner, updated_at, vaulting_request_id)",
+    "CREATE INDEX records_listed ON records (updated_at, vaulting_request_id)",
+    "CREATE INDEX records_final ON records (final_at) WHERE final_at IS NOT NULL",
+)
+"""Version 5 in both dialects (plain ``CREATE INDEX``: it blocks writes to ``records`` while it
+builds, which ``docs/operations.md`` says to plan a migration around on a large database)."""
+
+
 SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(
         version=1,
@@ -198,6 +209,11 @@ SQLITE_MIGRATIONS: Final[tuple[Migration, ...]] = (
         description="sealed fields: card details and acquirer info encrypted at rest",
         statements=_sealed_fields("TEXT"),
     ),
+    Migration(
+        version=5,
+        description="records: indexes for ListResults and record retention",
+        statements=_LISTING_INDEXES,
+    ),
 )
 
 
@@ -300,5 +316,10 @@ POSTGRES_MIGRATIONS: Final[tuple[Migration, ...]] = (
         version=4,
         description="sealed fields: card details and acquirer info encrypted at rest",
         statements=_sealed_fields("text"),
+    ),
+    Migration(
+        version=5,
+        description="records: indexes for ListResults and record retention",
+        statements=_LISTING_INDEXES,
     ),
 )

@@ -49,6 +49,7 @@ from vault_service.store.advisory_locks import (
     CREATION_LOCK_SPACE,
     EVENT_APPEND_LOCK,
     MIGRATION_LOCK,
+    PRUNER_LOCK,
 )
 from vault_service.store.base import StoreUnavailableError
 from vault_service.store.codec import RECORD_COLUMNS, RecordRow, decode_instant, encode_instant
@@ -149,8 +150,13 @@ POSTGRES: Final = Dialect(
     schema_migrations_exists="SELECT to_regclass('schema_migrations')",
     mark_plaintext_free=mark_plaintext_free_sql("{}::bytea"),
     hold_schema=_hold_schema,
-    in_request_ids="vaulting_request_id = ANY({}::text[])",
-    request_ids=sorted,
+    in_texts="{column} = ANY({values}::text[])",
+    texts=sorted,
+    # Not jsonb containment (@>): it ignores the order inside a pair, so ["v", "k"] would match.
+    has_label=(
+        "EXISTS (SELECT 1 FROM jsonb_array_elements(records.parameters -> 'labels') AS label"
+        " WHERE label ->> 0 = {key} AND label ->> 1 = {value})"
+    ),
     instant=_utc,
     read_instant=_utc,
     record_row=_record_row,
@@ -316,6 +322,24 @@ class PostgresStore(SQLStore):
     async def _session(self) -> AsyncIterator[Session]:
         async with self._connection() as connection:
             yield PoolSession(connection)
+
+    @contextlib.asynccontextmanager
+    async def _pruner(self) -> AsyncIterator[Session | None]:
+        """The pruner's advisory lock, tried (never waited for) on the pass's connection:
+        whichever replica holds it prunes, the others skip their turn. A replica that dies
+        mid-pass releases it with its connection; the release's reset drops it otherwise."""
+        async with self._connection() as connection:
+            if not await connection.fetchval("SELECT pg_try_advisory_lock($1)", PRUNER_LOCK):
+                yield None
+                return
+            try:
+                yield PoolSession(connection)
+            finally:
+                await connection.execute("SELECT pg_advisory_unlock($1)", PRUNER_LOCK)
+
+    async def _reclaim(self, db: Session) -> None:
+        """Nothing here: autovacuum reclaims the dead rows (docs/operations.md says what to
+        watch)."""
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:

@@ -74,10 +74,13 @@ class Dialect:
     """Held around checking (``False``) or migrating (``True``) the schema, so that several
     processes opening one database at once see it before or after a migration, never in
     between."""
-    in_request_ids: str
-    """The condition "``vaulting_request_id`` is one of the parameter ``{}``"."""
-    request_ids: Callable[[frozenset[str]], object]
-    """A set of ids as that parameter."""
+    in_texts: str
+    """The condition "the text column ``{column}`` is one of the parameter ``{values}``"."""
+    texts: Callable[[frozenset[str]], object]
+    """A set of texts as that parameter."""
+    has_label: str
+    """The condition "the record's labels hold the pair (parameter ``{key}``, parameter
+    ``{value}``)", on a ``records`` row."""
     instant: Callable[[datetime], object]
     """An aware datetime as a stored instant."""
     read_instant: Callable[[Any], datetime]

@@ -19,12 +19,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar, Final
 
-from vault_service.domain import Event, Observation, SessionRequest, VaultingRecord
+from vault_service.domain import (
+    Event,
+    ListPosition,
+    Observation,
+    ResultFilter,
+    SessionRequest,
+    VaultingRecord,
+)
 from vault_service.domain import apply_observation as apply_to
 from vault_service.metrics import PoolUse
 from vault_service.store.base import (
+    EventsPrunedError,
     LogEntry,
     OrphanNotification,
+    Pruned,
     RecordExistsError,
     RecordNotFoundError,
     StoreClosedError,
@@ -41,6 +50,7 @@ from vault_service.store.codec import (
 )
 from vault_service.store.event_rows import SELECT_EVENTS, EventRow, ReportedEvents
 from vault_service.store.migrator import mark_plaintext_free
+from vault_service.store.pruning import prune_pass, read_floor
 from vault_service.store.sealer import Sealer
 from vault_service.store.sealing import (
     LEGACY_ROWS,
@@ -129,6 +139,15 @@ class SQLStore(ABC):
         """A session for one unit of work; raises :class:`StoreClosedError` once closed."""
 
     @abstractmethod
+    def _pruner(self) -> contextlib.AbstractAsyncContextManager[Session | None]:
+        """A session for a retention pass while this caller is the only pruner of the
+        database, or ``None`` when another one is pruning now."""
+
+    @abstractmethod
+    async def _reclaim(self, db: Session) -> None:
+        """Give the space pruning freed back (or leave it to the database's own vacuum)."""
+
+    @abstractmethod
     async def _claim(self, now: datetime, limit: int, lease: timedelta) -> list[Row]:
         """``claim_due``'s atomic step: the due rows, claimed, in order, not yet decoded."""
 
@@ -155,37 +174,53 @@ class SQLStore(ABC):
             row = await db.fetchrow(SELECT_RECORD, vaulting_request_id)
         return None if row is None else self._open_record(row)
 
+    async def list_records(
+        self, query: ResultFilter, *, after: ListPosition | None, limit: int
+    ) -> list[VaultingRecord]:
+        check_limit(limit)
+        if query.statuses is not None and not query.statuses:
+            return []
+        sql, parameters = list_statement(self.dialect, query, after)
+        async with self._session() as db:
+            rows = await db.fetch(sql, *parameters, limit)
+        return [self._open_record(row) for row in rows]
+
     async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> None:
         values = self.dialect.record_values(self._sealer.seal_record(record))
         check_at = None if record.reconciled else self.dialect.instant(next_check_at)
         async with self._session() as db:
-            if await db.execute(_INSERT_RECORD, *values, check_at):
-                return
-            # The conflicting insert has committed (ON CONFLICT waits for it): read it back.
-            row = await db.fetchrow(SELECT_RECORD, record.vaulting_request_id)
-        assert row is not None  # records are never deleted
+            while True:
+                if await db.execute(_INSERT_RECORD, *values, check_at):
+                    return
+                # The conflicting insert has committed (ON CONFLICT waits for it): read it back,
+                # unless record retention deleted it in between (then the id is free again).
+                row = await db.fetchrow(SELECT_RECORD, record.vaulting_request_id)
+                if row is not None:
+                    break
         raise RecordExistsError(self._open_record(row))
 
     async def keep_session_request(
         self, vaulting_request_id: str, request: SessionRequest, at: datetime
     ) -> SessionRequest:
         async with self._session() as db:
+            kept = None
             # A conflicting insert has committed when ON CONFLICT lets this one go: the
-            # SELECT after it sees the first request.
-            await db.execute(
-                _KEEP_SESSION_REQUEST,
-                vaulting_request_id,
-                request.owner,
-                encode_parameters(request.parameters),
-                request.body,
-                self.dialect.instant(at),
-            )
-            kept = await db.fetchrow(
-                "SELECT owner, parameters, body FROM session_requests "
-                "WHERE vaulting_request_id = $1",
-                vaulting_request_id,
-            )
-        assert kept is not None  # never deleted
+            # SELECT after it sees the first request, unless record retention deleted it in
+            # between (then this request is the first again).
+            while kept is None:
+                await db.execute(
+                    _KEEP_SESSION_REQUEST,
+                    vaulting_request_id,
+                    request.owner,
+                    encode_parameters(request.parameters),
+                    request.body,
+                    self.dialect.instant(at),
+                )
+                kept = await db.fetchrow(
+                    "SELECT owner, parameters, body FROM session_requests "
+                    "WHERE vaulting_request_id = $1",
+                    vaulting_request_id,
+                )
         owner, parameters, body = kept
         return SessionRequest(owner, decode_parameters(parameters), bytes(body))
 
@@ -205,12 +240,39 @@ class SQLStore(ABC):
             )
 
     async def list_orphans(self, *, limit: int) -> list[OrphanNotification]:
+        return await self._orphans("", limit)
+
+    async def adoptable_orphans(
+        self, *, limit: int, vaulting_request_id: str | None = None
+    ) -> list[OrphanNotification]:
+        adoptable = (
+            "WHERE EXISTS (SELECT 1 FROM records r "
+            "WHERE r.vaulting_request_id = o.vaulting_request_id)"
+        )
+        if vaulting_request_id is None:
+            return await self._orphans(adoptable, limit)
+        return await self._orphans(
+            f"{adoptable} AND o.vaulting_request_id = $2", limit, vaulting_request_id
+        )
+
+    async def drop_orphan(self, vaulting_request_id: str, body: bytes) -> None:
+        async with self._session() as db:
+            await db.execute(
+                "DELETE FROM orphan_notifications "
+                "WHERE vaulting_request_id = $1 AND body_sha256 = $2",
+                vaulting_request_id,
+                hashlib.sha256(body).digest(),
+            )
+
+    async def _orphans(self, where: str, limit: int, *args: object) -> list[OrphanNotification]:
+        """Orphans (``o``) matching ``where`` (its parameters from ``$2``), oldest first."""
         check_limit(limit)
         async with self._session() as db:
             rows = await db.fetch(
-                "SELECT vaulting_request_id, body, received_at FROM orphan_notifications "
-                "ORDER BY id LIMIT $1",
+                "SELECT vaulting_request_id, body, received_at FROM orphan_notifications o "  # noqa: S608 - constant conditions
+                f"{where} ORDER BY id LIMIT $1",
                 limit,
+                *args,
             )
         return [
             OrphanNotification(
@@ -239,12 +301,21 @@ class SQLStore(ABC):
             parameters.append(owner)
             conditions.append(f"owner = ${len(parameters)}")
         if vaulting_request_ids is not None:
-            parameters.append(self.dialect.request_ids(vaulting_request_ids))
-            conditions.append(self.dialect.in_request_ids.format(f"${len(parameters)}"))
+            parameters.append(self.dialect.texts(vaulting_request_ids))
+            conditions.append(
+                self.dialect.in_texts.format(
+                    column="vaulting_request_id", values=f"${len(parameters)}"
+                )
+            )
         where = " AND ".join(conditions)
         sql = f"{SELECT_EVENTS}{where} ORDER BY id LIMIT ${len(parameters) + 1}"
         async with self._session() as db:
             rows = await db.fetch(sql, *parameters, limit)
+            # Read after the page: a pruning that could have taken from it raised the floor
+            # first (pruning module docstring).
+            floor = await read_floor(db)
+        if after_event_id < floor:
+            raise EventsPrunedError(after_event_id, floor)
         read_instant = self.dialect.read_instant
         events = [
             EventRow(event_id, rid, owner, source, read_instant(occurred_at), *rest)
@@ -256,7 +327,30 @@ class SQLStore(ABC):
         # Readers never see an id below one they saw (base module docstring): max(id) is safe.
         async with self._session() as db:
             last: int = await db.fetchval("SELECT coalesce(max(id), 0) FROM events")
-        return last
+            # Ids are never reused, so a log pruned empty stands at its floor.
+            return max(last, await read_floor(db))
+
+    async def events_floor(self) -> int:
+        async with self._session() as db:
+            return await read_floor(db)
+
+    async def prune(
+        self, *, events_before: datetime, records_before: datetime | None, batch_size: int
+    ) -> Pruned | None:
+        check_limit(batch_size)
+        async with self._pruner() as db:
+            if db is None:
+                return None
+            pruned = await prune_pass(
+                db,
+                self.dialect,
+                events_before=events_before,
+                records_before=records_before,
+                batch_size=batch_size,
+            )
+            if pruned.any:
+                await self._reclaim(db)
+            return pruned
 
     async def claim_due(
         self, now: datetime, limit: int, lease: timedelta
@@ -373,3 +467,42 @@ def upgrade_statement(legacy: LegacyRows) -> str:
         f"{column} = ${n}" for n, column in enumerate((*legacy.columns, sealed), start=2)
     )
     return f"UPDATE {table} SET {assignments} WHERE {key} = $1 AND {sealed} IS NULL"  # noqa: S608
+
+
+def list_statement(
+    dialect: Dialect, query: ResultFilter, after: ListPosition | None
+) -> tuple[str, list[object]]:
+    """``list_records``'s statement (without the limit, the last parameter) and parameters.
+
+    One text per combination of filters, as in :meth:`SQLStore.events_after`. The owner and the
+    position are range conditions on ``records_listed_by_owner`` (or
+    ``records_listed`` for an admin), which also gives the order, so a page reads the index
+    from the position on; status, labels and the upper bound filter those rows.
+    """
+    parameters: list[object] = []
+
+    def parameter(value: object) -> str:
+        parameters.append(value)
+        return f"${len(parameters)}"
+
+    conditions: list[str] = []
+    if query.owner is not None:
+        conditions.append(f"owner = {parameter(query.owner)}")
+    if after is not None:
+        at, rid = parameter(dialect.instant(after[0])), parameter(after[1])
+        conditions.append(f"(updated_at, vaulting_request_id) > ({at}, {rid})")
+    if query.updated_from is not None:
+        conditions.append(f"updated_at >= {parameter(dialect.instant(query.updated_from))}")
+    if query.updated_before is not None:
+        conditions.append(f"updated_at < {parameter(dialect.instant(query.updated_before))}")
+    if query.statuses is not None:
+        statuses = dialect.texts(frozenset(status.value for status in query.statuses))
+        conditions.append(dialect.in_texts.format(column="status", values=parameter(statuses)))
+    for key, value in query.labels:
+        conditions.append(dialect.has_label.format(key=parameter(key), value=parameter(value)))
+    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+    sql = (
+        f"SELECT {_COLUMNS} FROM records {where}"  # noqa: S608 - constant names only
+        f"ORDER BY updated_at, vaulting_request_id LIMIT ${len(parameters) + 1}"
+    )
+    return sql, parameters

@@ -23,6 +23,13 @@ sqlite3 shell) to release it, instead of failing half-way through a transaction.
 reads and moves the schedule in one such transaction, so two stores on one file never claim one
 record.
 
+Space. Retention deletes rows with ``secure_delete`` on (their bytes are overwritten) and then
+runs an incremental vacuum, which gives the freed pages back to the file system, and a WAL
+checkpoint that truncates the WAL. Incremental vacuum needs ``auto_vacuum = INCREMENTAL``,
+which SQLite only sets on a database without tables: a new database gets it at creation, and
+``vault-service migrate`` (or a start with auto-migration) converts an older one with one
+``VACUUM``, a full rewrite that needs as much free disk as the database's size.
+
 One serving process. SQLite is the single-replica backend: one ``vault-service serve`` owns the
 file. ``creation_lock`` is therefore an in-process asyncio lock keyed by (database file, id),
 which also covers several stores opened on one file in one process (tests do that); it needs
@@ -73,6 +80,8 @@ _INSERT_EVENT: Final = (
     "(vaulting_request_id, owner, source, occurred_at, snapshot, card_token, sealed) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+_INCREMENTAL_VACUUM: Final = 2
+"""``PRAGMA auto_vacuum``'s value for INCREMENTAL."""
 # (absolute database path, vaulting request id): shared by every store of this process.
 _CREATION_LOCKS: Final[KeyedLocks[tuple[Path, str]]] = KeyedLocks()
 
@@ -89,8 +98,14 @@ SQLITE: Final = Dialect(
     # BEGIN IMMEDIATE already makes one migrating process wait for another.
     hold_schema=no_schema_lock,
     # One JSON parameter instead of one placeholder per id: no variable-count limit.
-    in_request_ids="vaulting_request_id IN (SELECT value FROM json_each({}))",
-    request_ids=lambda ids: json.dumps(sorted(ids)),
+    in_texts="{column} IN (SELECT value FROM json_each({values}))",
+    texts=lambda texts: json.dumps(sorted(texts)),
+    # Labels are [key, value] pairs in the parameters' JSON (the codec).
+    has_label=(
+        "EXISTS (SELECT 1 FROM json_each(records.parameters, '$.labels') AS label"
+        " WHERE json_extract(label.value, '$[0]') = {key}"
+        " AND json_extract(label.value, '$[1]') = {value})"
+    ),
     instant=encode_instant,
     read_instant=decode_instant,
     record_row=lambda row: RecordRow(*row),
@@ -125,6 +140,7 @@ class SQLiteStore(SQLStore):
         self._sessions = 0
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
+        self._pruning = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -193,6 +209,22 @@ class SQLiteStore(SQLStore):
             if not self._sessions:
                 self._no_sessions.set()
 
+    @contextlib.asynccontextmanager
+    async def _pruner(self) -> AsyncIterator[Session | None]:
+        """One serving process per file (module docstring): an in-process lock suffices."""
+        if self._pruning.locked():
+            yield None
+            return
+        async with self._pruning, self._session() as db:
+            yield db
+
+    async def _reclaim(self, db: Session) -> None:
+        """Return the freed pages to the file system (incremental vacuum) and checkpoint the
+        WAL into the database and truncate it, so that deleted rows, already overwritten by
+        ``secure_delete``, leave no copy in either file."""
+        del db  # a script, on the connection itself
+        await self._run(_reclaim_space, self._connection)
+
     async def _shut_down(self) -> None:
         await self._no_sessions.wait()
         await self._thread.shut_down()
@@ -225,6 +257,12 @@ class SQLiteStore(SQLStore):
         return await self._run(_each, self._connection, update, rows)
 
 
+def _reclaim_space(connection: sqlite3.Connection) -> None:
+    # As a script: incremental_vacuum frees one page per step, and a script steps it to the
+    # end where execute() steps once.
+    connection.executescript("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
+
+
 def _each(connection: sqlite3.Connection, sql: str, rows: Sequence[Sequence[object]]) -> int:
     """``sql`` once per row in one write transaction; how many rows it changed in all."""
     return transaction(connection, lambda c: sum(c.execute(sql, row).rowcount for row in rows))
@@ -237,6 +275,9 @@ async def _start(
     thread = await StoreThread.start(path, create=migrate, synchronous=synchronous)
     try:
         schema = await open_schema(thread, SQLITE, where=str(path), migrate=migrate)
+        if migrate and await thread.fetchval("PRAGMA auto_vacuum") != _INCREMENTAL_VACUUM:
+            # A database created before incremental vacuum: one full rewrite turns it on.
+            await thread.execute("VACUUM")
     except BaseException:
         await asyncio.shield(thread.shut_down())
         raise

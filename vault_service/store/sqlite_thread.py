@@ -146,6 +146,9 @@ def _connect(
 
 
 def _configure(connection: sqlite3.Connection, path: Path, synchronous: Synchronous) -> None:
+    # Takes effect on a new database (before its first table); an existing one is converted
+    # once by `vault-service migrate` (sqlite module, "Space").
+    connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
     mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode != "wal":
         raise UnusableDatabaseError(
@@ -154,6 +157,9 @@ def _configure(connection: sqlite3.Connection, path: Path, synchronous: Synchron
         )
     connection.execute(f"PRAGMA synchronous = {synchronous}")
     connection.execute("PRAGMA foreign_keys = ON")
+    # Deleted rows (retention) are overwritten, not left readable in free pages: the data
+    # retention policy is about the file's bytes, card ciphertext included.
+    connection.execute("PRAGMA secure_delete = ON")
 
 
 def _close_opened(connecting: Future[tuple[sqlite3.Connection, Path]]) -> None:

@@ -43,7 +43,9 @@ type VaultServiceClient interface {
 	// a session is not streamed (CreateSession's response already reports it).
 	//
 	// The server ends a stream with UNAVAILABLE when it drains or rebalances connections; the
-	// client reconnects with the last `resume_token` it received and loses nothing.
+	// client reconnects with the last `resume_token` it received and loses nothing. A stream so far
+	// behind that the events it has yet to send were pruned (see `resume_token`) ends with
+	// INVALID_ARGUMENT naming `resume_token`, like a resume from a token that old.
 	//
 	// An event this server cannot read is never passed over in silence, and no resume token moves
 	// past it unannounced:
@@ -60,6 +62,33 @@ type VaultServiceClient interface {
 	// Either is sent only to streams that would have received the event: its owner's (or an
 	// admin's), matching the filter.
 	StreamResults(ctx context.Context, in *StreamResultsRequest, opts ...grpc.CallOption) (VaultService_StreamResultsClient, error)
+	// ListResults lists the caller's vaulting requests (every caller's, for the admin scope)
+	// with their current results, one page at a time, filtered by status, labels and update time.
+	//
+	// Order: ascending `update_time`, then ascending `vaulting_request_id`; this order is stable
+	// and pages are keyset-paginated, so a page costs the same at any depth.
+	//
+	// Paging (Google AIP-158): `page_size` results at most per page (50 when 0, at most 500:
+	// larger values are treated as 500); a page may hold fewer and still be followed by more.
+	// `next_page_token` is empty on the last page. Send it back as `page_token` with the same
+	// filters, as the same caller, to get the next page; a token given with other filters, by
+	// another caller, from another deployment, or malformed is refused with INVALID_ARGUMENT and a
+	// `google.rpc.BadRequest` naming `page_token`. Tokens are opaque (do not parse or build them)
+	// and do not expire.
+	//
+	// What a listing guarantees while results change (a listing is the pages of one chain of
+	// tokens): every result that matches the filters throughout the listing and exists when it
+	// starts is returned at least once; a result that did not change during the listing is
+	// returned exactly once. A change sets a result's `update_time` to the time of the change,
+	// which moves it after the results already returned: if the listing had passed it, it is
+	// returned again, with its new state (so it may be seen twice, the later copy being the
+	// newer); if not, once, with its new state. Compare `update_time` to keep the newest copy.
+	// (The guarantee assumes the servers' clocks agree, as the update times they record do.)
+	//
+	// Catching up after a refused StreamResults resume token: list with `update_time_start` at
+	// the time of the consumer's last processed event (its `event_time`), and open a stream from
+	// now before listing; together they deliver every change since, a change may arrive on both.
+	ListResults(ctx context.Context, in *ListResultsRequest, opts ...grpc.CallOption) (*ListResultsResponse, error)
 }
 
 type vaultServiceClient struct {
@@ -120,6 +149,15 @@ func (x *vaultServiceStreamResultsClient) Recv() (*StreamResultsResponse, error)
 	return m, nil
 }
 
+func (c *vaultServiceClient) ListResults(ctx context.Context, in *ListResultsRequest, opts ...grpc.CallOption) (*ListResultsResponse, error) {
+	out := new(ListResultsResponse)
+	err := c.cc.Invoke(ctx, "/vault.v1.VaultService/ListResults", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // VaultServiceServer is the server API for VaultService service.
 // All implementations must embed UnimplementedVaultServiceServer
 // for forward compatibility
@@ -150,7 +188,9 @@ type VaultServiceServer interface {
 	// a session is not streamed (CreateSession's response already reports it).
 	//
 	// The server ends a stream with UNAVAILABLE when it drains or rebalances connections; the
-	// client reconnects with the last `resume_token` it received and loses nothing.
+	// client reconnects with the last `resume_token` it received and loses nothing. A stream so far
+	// behind that the events it has yet to send were pruned (see `resume_token`) ends with
+	// INVALID_ARGUMENT naming `resume_token`, like a resume from a token that old.
 	//
 	// An event this server cannot read is never passed over in silence, and no resume token moves
 	// past it unannounced:
@@ -167,6 +207,33 @@ type VaultServiceServer interface {
 	// Either is sent only to streams that would have received the event: its owner's (or an
 	// admin's), matching the filter.
 	StreamResults(*StreamResultsRequest, VaultService_StreamResultsServer) error
+	// ListResults lists the caller's vaulting requests (every caller's, for the admin scope)
+	// with their current results, one page at a time, filtered by status, labels and update time.
+	//
+	// Order: ascending `update_time`, then ascending `vaulting_request_id`; this order is stable
+	// and pages are keyset-paginated, so a page costs the same at any depth.
+	//
+	// Paging (Google AIP-158): `page_size` results at most per page (50 when 0, at most 500:
+	// larger values are treated as 500); a page may hold fewer and still be followed by more.
+	// `next_page_token` is empty on the last page. Send it back as `page_token` with the same
+	// filters, as the same caller, to get the next page; a token given with other filters, by
+	// another caller, from another deployment, or malformed is refused with INVALID_ARGUMENT and a
+	// `google.rpc.BadRequest` naming `page_token`. Tokens are opaque (do not parse or build them)
+	// and do not expire.
+	//
+	// What a listing guarantees while results change (a listing is the pages of one chain of
+	// tokens): every result that matches the filters throughout the listing and exists when it
+	// starts is returned at least once; a result that did not change during the listing is
+	// returned exactly once. A change sets a result's `update_time` to the time of the change,
+	// which moves it after the results already returned: if the listing had passed it, it is
+	// returned again, with its new state (so it may be seen twice, the later copy being the
+	// newer); if not, once, with its new state. Compare `update_time` to keep the newest copy.
+	// (The guarantee assumes the servers' clocks agree, as the update times they record do.)
+	//
+	// Catching up after a refused StreamResults resume token: list with `update_time_start` at
+	// the time of the consumer's last processed event (its `event_time`), and open a stream from
+	// now before listing; together they deliver every change since, a change may arrive on both.
+	ListResults(context.Context, *ListResultsRequest) (*ListResultsResponse, error)
 	mustEmbedUnimplementedVaultServiceServer()
 }
 
@@ -182,6 +249,9 @@ func (UnimplementedVaultServiceServer) GetResult(context.Context, *GetResultRequ
 }
 func (UnimplementedVaultServiceServer) StreamResults(*StreamResultsRequest, VaultService_StreamResultsServer) error {
 	return status.Errorf(codes.Unimplemented, "method StreamResults not implemented")
+}
+func (UnimplementedVaultServiceServer) ListResults(context.Context, *ListResultsRequest) (*ListResultsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListResults not implemented")
 }
 func (UnimplementedVaultServiceServer) mustEmbedUnimplementedVaultServiceServer() {}
 
@@ -253,6 +323,24 @@ func (x *vaultServiceStreamResultsServer) Send(m *StreamResultsResponse) error {
 	return x.ServerStream.SendMsg(m)
 }
 
+func _VaultService_ListResults_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListResultsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(VaultServiceServer).ListResults(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/vault.v1.VaultService/ListResults",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(VaultServiceServer).ListResults(ctx, req.(*ListResultsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _VaultService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "vault.v1.VaultService",
 	HandlerType: (*VaultServiceServer)(nil),
@@ -264,6 +352,10 @@ var _VaultService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetResult",
 			Handler:    _VaultService_GetResult_Handler,
+		},
+		{
+			MethodName: "ListResults",
+			Handler:    _VaultService_ListResults_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -15,6 +16,7 @@ from vault_client import (
     AsyncVaultClient,
     FileCursorStore,
     MemoryCursorStore,
+    ResultFilter,
     ResumeTokenRejectedError,
     RetryPolicy,
     TokenFile,
@@ -243,3 +245,35 @@ async def test_mtls_credentials_name_the_caller(
         assert created.created
         result = await secured.get_result("mtls-1")
     assert result.status == pb.VAULTING_STATUS_SESSION_CREATED
+
+
+async def test_list_results_pages_and_filters_in_both_apis(
+    service: app.RunningService, client: AsyncVaultClient
+) -> None:
+    """ListResults through both APIs: one page with its token, every page with
+    ``iter_results``, filters by label, status and update time; a naive datetime is refused
+    before any call (it would be taken for UTC)."""
+    for index in range(5):
+        await client.create_session(f"list-{index}", labels={"batch": "l", "n": str(index)})
+    batch = ResultFilter(labels={"batch": "l"})
+    first = await client.list_results(batch, page_size=2)
+    assert [r.vaulting_request_id for r in first.results] == ["list-0", "list-1"]
+    second = await client.list_results(batch, page_size=2, page_token=first.next_page_token)
+    assert [r.vaulting_request_id for r in second.results] == ["list-2", "list-3"]
+    listed = [r.vaulting_request_id async for r in client.iter_results(batch, page_size=2)]
+    assert listed == [f"list-{index}" for index in range(5)]
+    third = ResultFilter(
+        statuses=[pb.VAULTING_STATUS_SESSION_CREATED],
+        labels={"batch": "l", "n": "3"},
+        update_time_start=first.results[0].update_time.ToDatetime(tzinfo=UTC),
+    )
+
+    def blocking() -> list[str]:
+        with VaultClient(target(service)) as sync_client:
+            return [r.vaulting_request_id for r in sync_client.iter_results(third, page_size=1)]
+
+    assert await asyncio.to_thread(blocking) == ["list-3"]
+    failed = await client.list_results(ResultFilter([pb.VAULTING_STATUS_FAILED], {"batch": "l"}))
+    assert (list(failed.results), failed.next_page_token) == ([], "")
+    with pytest.raises(ValueError, match="timezone-aware"):
+        ResultFilter(update_time_start=datetime(2026, 1, 1))

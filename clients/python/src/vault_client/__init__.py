@@ -1,13 +1,13 @@
 """The Python client of vault-service (``vault.v1.VaultService``).
 
-``VaultClient`` (blocking) and ``AsyncVaultClient`` (asyncio) wrap the three RPCs with default
+``VaultClient`` (blocking) and ``AsyncVaultClient`` (asyncio) wrap the four RPCs with default
 deadlines, retries, typed errors (:mod:`vault_client.errors`) and a ``results()`` stream that
 resumes by itself and keeps its place in a cursor store (:mod:`vault_client.cursor`). The
 contract's messages and enums are in :mod:`vault_client.pb`.
 """
 
 from vault_client import pb
-from vault_client._core import StreamItem
+from vault_client._core import ALL_RESULTS, ResultFilter, StreamItem
 from vault_client.aio import AsyncResultStream, AsyncVaultClient
 from vault_client.credentials import TokenFile, mtls, mtls_from_files, tls
 from vault_client.cursor import (
@@ -36,6 +36,7 @@ from vault_client.policy import ReconnectPolicy, RetryPolicy
 from vault_client.sync import ResultStream, VaultClient
 
 __all__ = [
+    "ALL_RESULTS",
     "AlreadyExistsError",
     "AntomReason",
     "AsyncResultStream",
@@ -53,6 +54,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "ReconnectPolicy",
+    "ResultFilter",
     "ResultStream",
     "ResumeTokenRejectedError",
     "RetryPolicy",

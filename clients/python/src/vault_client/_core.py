@@ -3,7 +3,9 @@ stream. The two APIs differ only in how they wait (threads or the event loop).""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Final
 
 import grpc
@@ -36,6 +38,42 @@ def create_session_request(
     if is_3ds_authentication is not None:
         request.is_3ds_authentication = is_3ds_authentication
     return request
+
+
+@dataclass(frozen=True)
+class ResultFilter:
+    """What ``list_results`` and ``iter_results`` return: results matching every condition
+    given (``statuses``: any of them; ``labels``: all of these pairs, exactly;
+    ``update_time_start`` <= update time < ``update_time_end``). A page token is bound to the
+    filter it came with: page with the same one. Datetimes must be timezone-aware (a naive one
+    is refused, so no local time is silently taken for UTC)."""
+
+    statuses: Sequence[pb.VaultingStatus.ValueType] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    update_time_start: datetime | None = None
+    update_time_end: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for moment in (self.update_time_start, self.update_time_end):
+            if moment is not None and moment.utcoffset() is None:
+                raise ValueError("update_time_start and update_time_end must be timezone-aware")
+
+    def request(self, page_size: int, page_token: str) -> pb.ListResultsRequest:
+        request = pb.ListResultsRequest(
+            statuses=list(self.statuses),
+            labels=dict(self.labels),
+            page_size=page_size,
+            page_token=page_token,
+        )
+        if self.update_time_start is not None:
+            request.update_time_start.FromDatetime(self.update_time_start)
+        if self.update_time_end is not None:
+            request.update_time_end.FromDatetime(self.update_time_end)
+        return request
+
+
+ALL_RESULTS: Final = ResultFilter()
+"""No condition: every result the caller may see."""
 
 
 StreamItem = pb.ResultEvent | pb.UnreadableEvent

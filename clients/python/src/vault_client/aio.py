@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeAlias
 
 import grpc
 import grpc.aio
 
-from vault_client._core import StreamItem, StreamPosition, create_session_request
+from vault_client._core import (
+    ALL_RESULTS,
+    ResultFilter,
+    StreamItem,
+    StreamPosition,
+    create_session_request,
+)
 from vault_client._proto.vault.v1 import vault_service_pb2 as pb
 from vault_client._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 from vault_client.credentials import TokenSource, authorization_metadata
@@ -26,6 +32,7 @@ from vault_client.policy import (
     DEFAULT_RECONNECT,
     DEFAULT_RETRY,
     GET_RESULT_TIMEOUT,
+    LIST_RESULTS_TIMEOUT,
     ReconnectPolicy,
     RetryPolicy,
     channel_options,
@@ -129,6 +136,44 @@ class AsyncVaultClient:
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from error
         return response.result
+
+    async def list_results(
+        self,
+        filters: ResultFilter = ALL_RESULTS,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float = LIST_RESULTS_TIMEOUT,
+    ) -> pb.ListResultsResponse:
+        """See :meth:`vault_client.VaultClient.list_results`."""
+        try:
+            response: pb.ListResultsResponse = await self._stub.ListResults(
+                filters.request(page_size, page_token),
+                timeout=timeout,
+                metadata=self._metadata(),
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+        return response
+
+    async def iter_results(
+        self,
+        filters: ResultFilter = ALL_RESULTS,
+        *,
+        page_size: int = 0,
+        timeout: float = LIST_RESULTS_TIMEOUT,
+    ) -> AsyncIterator[pb.VaultingResult]:
+        """See :meth:`vault_client.VaultClient.iter_results`; iterate with ``async for``."""
+        token = ""
+        while True:
+            page = await self.list_results(
+                filters, page_size=page_size, page_token=token, timeout=timeout
+            )
+            for result in page.results:
+                yield result
+            token = page.next_page_token
+            if not token:
+                return
 
     def results(
         self,

@@ -2,9 +2,10 @@
 
 The channel gets a gRPC service config by default: every method waits for the channel to be
 ready (a restarting server delays calls instead of failing them at once, within their
-deadlines), and GetResult, a read, is retried by gRPC itself on UNAVAILABLE. CreateSession is
-retried by this client instead (:class:`RetryPolicy`), because only the client reads the
-server's ``RetryInfo``; StreamResults is resumed by the stream (:class:`ReconnectPolicy`).
+deadlines), and GetResult and ListResults, reads, are retried by gRPC itself on UNAVAILABLE.
+CreateSession is retried by this client instead (:class:`RetryPolicy`), because only the client
+reads the server's ``RetryInfo``; StreamResults is resumed by the stream
+(:class:`ReconnectPolicy`).
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ CREATE_SESSION_TIMEOUT: Final = 30.0
 service needs room to reach Antom, and bounds its own Antom call by the deadline it is given."""
 GET_RESULT_TIMEOUT: Final = 10.0
 """Default deadline of one ``get_result`` (gRPC's own retries included)."""
+LIST_RESULTS_TIMEOUT: Final = 30.0
+"""Default deadline of one page of ``list_results`` (gRPC's own retries included)."""
 
 SERVICE_CONFIG: Final = json.dumps(
     {
         "methodConfig": [
             {
-                "name": [{"service": SERVICE, "method": "GetResult"}],
+                "name": [
+                    {"service": SERVICE, "method": "GetResult"},
+                    {"service": SERVICE, "method": "ListResults"},
+                ],
                 "waitForReady": True,
                 "retryPolicy": {
                     "maxAttempts": 4,

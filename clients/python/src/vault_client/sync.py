@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Protocol
 
 import grpc
 
-from vault_client._core import StreamItem, StreamPosition, create_session_request
+from vault_client._core import (
+    ALL_RESULTS,
+    ResultFilter,
+    StreamItem,
+    StreamPosition,
+    create_session_request,
+)
 from vault_client._proto.vault.v1 import vault_service_pb2 as pb
 from vault_client._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 from vault_client.credentials import TokenSource, authorization_metadata
@@ -20,6 +26,7 @@ from vault_client.policy import (
     DEFAULT_RECONNECT,
     DEFAULT_RETRY,
     GET_RESULT_TIMEOUT,
+    LIST_RESULTS_TIMEOUT,
     ReconnectPolicy,
     RetryPolicy,
     channel_options,
@@ -143,6 +150,45 @@ class VaultClient:
         except grpc.RpcError as error:
             raise from_rpc_error(error) from error
         return response.result
+
+    def list_results(
+        self,
+        filters: ResultFilter = ALL_RESULTS,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float = LIST_RESULTS_TIMEOUT,
+    ) -> pb.ListResultsResponse:
+        """One page of the caller's results matching ``filters``, oldest change first
+        (``page_size`` 0: the server's default, 50). Pass ``next_page_token`` back as
+        ``page_token``, with the same filters, until it is empty; :meth:`iter_results` does."""
+        try:
+            response: pb.ListResultsResponse = self._stub.ListResults(
+                filters.request(page_size, page_token),
+                timeout=timeout,
+                metadata=self._metadata(),
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+        return response
+
+    def iter_results(
+        self,
+        filters: ResultFilter = ALL_RESULTS,
+        *,
+        page_size: int = 0,
+        timeout: float = LIST_RESULTS_TIMEOUT,
+    ) -> Iterator[pb.VaultingResult]:
+        """Every result :meth:`list_results` lists, page after page (``timeout`` is per
+        page). A result that changes meanwhile may come again, newer: keep the copy with the
+        latest ``update_time``."""
+        page = self.list_results(filters, page_size=page_size, timeout=timeout)
+        yield from page.results
+        while page.next_page_token:
+            page = self.list_results(
+                filters, page_size=page_size, page_token=page.next_page_token, timeout=timeout
+            )
+            yield from page.results
 
     def results(
         self,

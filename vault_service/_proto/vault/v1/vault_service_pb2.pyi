@@ -391,10 +391,11 @@ class StreamResultsRequest(_message.Message):
     processed, to receive every later event; or empty to start from now (only events recorded
     after the stream opened). Tokens are opaque (do not parse or build them), valid with any
     filter, and not secret. A malformed or unknown token, or one too old to resume from (the
-    event log no longer holds its successor events), is refused with INVALID_ARGUMENT and a
+    event log no longer holds its successor events: the service keeps events for a retention
+    period, 30 days by default), is refused with INVALID_ARGUMENT and a
     `google.rpc.BadRequest` naming `resume_token`; it is never treated as "from now". A client
-    refused this way re-reads the vaulting requests it cares about with GetResult and then opens a
-    stream from now.
+    refused this way opens a stream from now, then catches up with ListResults from the
+    `event_time` of the last event it processed (ListResults says how).
     """
     @_builtins.property
     def vaulting_request_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -417,6 +418,113 @@ class StreamResultsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamResultsRequest: _TypeAlias = StreamResultsRequest  # noqa: Y015
+
+@_typing.final
+class ListResultsRequest(_message.Message):
+    """ListResultsRequest asks for one page of the caller's results, filtered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_START_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_END_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """The most results to return: 0 means 50; at most 500 (a larger value is treated as 500);
+    negative is INVALID_ARGUMENT.
+    """
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page, with the same filters; empty for the first page."""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___VaultingStatus.ValueType]:
+        """Only results with one of these statuses (at most 5, no VAULTING_STATUS_UNSPECIFIED).
+        Empty means every status.
+        """
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only results whose labels include every one of these pairs, exactly (key and value compared
+        as given, case-sensitive). At most 16 entries, with CreateSession's limits on keys and
+        values. Empty means any labels.
+        """
+
+    @_builtins.property
+    def update_time_start(self) -> _timestamp_pb2.Timestamp:
+        """Only results with `update_time` at or after this instant (inclusive). Unset: no lower bound."""
+
+    @_builtins.property
+    def update_time_end(self) -> _timestamp_pb2.Timestamp:
+        """Only results with `update_time` before this instant (exclusive); it must be after
+        `update_time_start` when both are set. Unset: no upper bound.
+        """
+
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        statuses: _abc.Iterable[Global___VaultingStatus.ValueType] | None = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        update_time_start: _timestamp_pb2.Timestamp | None = ...,
+        update_time_end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time_end", b"update_time_end", "update_time_start", b"update_time_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses", "update_time_end", b"update_time_end", "update_time_start", b"update_time_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListResultsRequest: _TypeAlias = ListResultsRequest  # noqa: Y015
+
+@_typing.final
+class ListResultsResponse(_message.Message):
+    """ListResultsResponse is one page of results."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """The token of the next page, or empty when this page is the last one."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___VaultingResult]:
+        """The page's results, in the order ListResults states (update time, then id)."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___VaultingResult] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListResultsResponse: _TypeAlias = ListResultsResponse  # noqa: Y015
 
 @_typing.final
 class StreamResultsResponse(_message.Message):

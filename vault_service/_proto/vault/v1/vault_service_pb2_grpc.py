@@ -83,6 +83,11 @@ class VaultServiceStub:
                 request_serializer=vault_dot_v1_dot_vault__service__pb2.StreamResultsRequest.SerializeToString,
                 response_deserializer=vault_dot_v1_dot_vault__service__pb2.StreamResultsResponse.FromString,
                 _registered_method=True)
+        self.ListResults = channel.unary_unary(
+                '/vault.v1.VaultService/ListResults',
+                request_serializer=vault_dot_v1_dot_vault__service__pb2.ListResultsRequest.SerializeToString,
+                response_deserializer=vault_dot_v1_dot_vault__service__pb2.ListResultsResponse.FromString,
+                _registered_method=True)
 
 
 class VaultServiceServicer:
@@ -159,7 +164,9 @@ class VaultServiceServicer:
         a session is not streamed (CreateSession's response already reports it).
 
         The server ends a stream with UNAVAILABLE when it drains or rebalances connections; the
-        client reconnects with the last `resume_token` it received and loses nothing.
+        client reconnects with the last `resume_token` it received and loses nothing. A stream so far
+        behind that the events it has yet to send were pruned (see `resume_token`) ends with
+        INVALID_ARGUMENT naming `resume_token`, like a resume from a token that old.
 
         An event this server cannot read is never passed over in silence, and no resume token moves
         past it unannounced:
@@ -174,6 +181,38 @@ class VaultServiceServicer:
         on.
         Either is sent only to streams that would have received the event: its owner's (or an
         admin's), matching the filter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListResults(self, request, context):
+        """ListResults lists the caller's vaulting requests (every caller's, for the admin scope)
+        with their current results, one page at a time, filtered by status, labels and update time.
+
+        Order: ascending `update_time`, then ascending `vaulting_request_id`; this order is stable
+        and pages are keyset-paginated, so a page costs the same at any depth.
+
+        Paging (Google AIP-158): `page_size` results at most per page (50 when 0, at most 500:
+        larger values are treated as 500); a page may hold fewer and still be followed by more.
+        `next_page_token` is empty on the last page. Send it back as `page_token` with the same
+        filters, as the same caller, to get the next page; a token given with other filters, by
+        another caller, from another deployment, or malformed is refused with INVALID_ARGUMENT and a
+        `google.rpc.BadRequest` naming `page_token`. Tokens are opaque (do not parse or build them)
+        and do not expire.
+
+        What a listing guarantees while results change (a listing is the pages of one chain of
+        tokens): every result that matches the filters throughout the listing and exists when it
+        starts is returned at least once; a result that did not change during the listing is
+        returned exactly once. A change sets a result's `update_time` to the time of the change,
+        which moves it after the results already returned: if the listing had passed it, it is
+        returned again, with its new state (so it may be seen twice, the later copy being the
+        newer); if not, once, with its new state. Compare `update_time` to keep the newest copy.
+        (The guarantee assumes the servers' clocks agree, as the update times they record do.)
+
+        Catching up after a refused StreamResults resume token: list with `update_time_start` at
+        the time of the consumer's last processed event (its `event_time`), and open a stream from
+        now before listing; together they deliver every change since, a change may arrive on both.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -196,6 +235,11 @@ def add_VaultServiceServicer_to_server(servicer, server):
                     servicer.StreamResults,
                     request_deserializer=vault_dot_v1_dot_vault__service__pb2.StreamResultsRequest.FromString,
                     response_serializer=vault_dot_v1_dot_vault__service__pb2.StreamResultsResponse.SerializeToString,
+            ),
+            'ListResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListResults,
+                    request_deserializer=vault_dot_v1_dot_vault__service__pb2.ListResultsRequest.FromString,
+                    response_serializer=vault_dot_v1_dot_vault__service__pb2.ListResultsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +357,33 @@ class VaultService:
             '/vault.v1.VaultService/StreamResults',
             vault_dot_v1_dot_vault__service__pb2.StreamResultsRequest.SerializeToString,
             vault_dot_v1_dot_vault__service__pb2.StreamResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vault.v1.VaultService/ListResults',
+            vault_dot_v1_dot_vault__service__pb2.ListResultsRequest.SerializeToString,
+            vault_dot_v1_dot_vault__service__pb2.ListResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,8 @@
 import { VaultService } from "./vault_service";
 import type { BinaryWriteOptions } from "@protobuf-ts/runtime";
 import type { BinaryReadOptions } from "@protobuf-ts/runtime";
+import type { ListResultsResponse } from "./vault_service";
+import type { ListResultsRequest } from "./vault_service";
 import type { StreamResultsResponse } from "./vault_service";
 import type { StreamResultsRequest } from "./vault_service";
 import type { GetResultResponse } from "./vault_service";
@@ -91,7 +93,9 @@ export interface IVaultServiceClient {
      * a session is not streamed (CreateSession's response already reports it).
      *
      * The server ends a stream with UNAVAILABLE when it drains or rebalances connections; the
-     * client reconnects with the last `resume_token` it received and loses nothing.
+     * client reconnects with the last `resume_token` it received and loses nothing. A stream so far
+     * behind that the events it has yet to send were pruned (see `resume_token`) ends with
+     * INVALID_ARGUMENT naming `resume_token`, like a resume from a token that old.
      *
      * An event this server cannot read is never passed over in silence, and no resume token moves
      * past it unannounced:
@@ -111,6 +115,40 @@ export interface IVaultServiceClient {
      */
     streamResults(input: StreamResultsRequest, metadata?: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<StreamResultsResponse>;
     streamResults(input: StreamResultsRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<StreamResultsResponse>;
+    /**
+     * ListResults lists the caller's vaulting requests (every caller's, for the admin scope)
+     * with their current results, one page at a time, filtered by status, labels and update time.
+     *
+     * Order: ascending `update_time`, then ascending `vaulting_request_id`; this order is stable
+     * and pages are keyset-paginated, so a page costs the same at any depth.
+     *
+     * Paging (Google AIP-158): `page_size` results at most per page (50 when 0, at most 500:
+     * larger values are treated as 500); a page may hold fewer and still be followed by more.
+     * `next_page_token` is empty on the last page. Send it back as `page_token` with the same
+     * filters, as the same caller, to get the next page; a token given with other filters, by
+     * another caller, from another deployment, or malformed is refused with INVALID_ARGUMENT and a
+     * `google.rpc.BadRequest` naming `page_token`. Tokens are opaque (do not parse or build them)
+     * and do not expire.
+     *
+     * What a listing guarantees while results change (a listing is the pages of one chain of
+     * tokens): every result that matches the filters throughout the listing and exists when it
+     * starts is returned at least once; a result that did not change during the listing is
+     * returned exactly once. A change sets a result's `update_time` to the time of the change,
+     * which moves it after the results already returned: if the listing had passed it, it is
+     * returned again, with its new state (so it may be seen twice, the later copy being the
+     * newer); if not, once, with its new state. Compare `update_time` to keep the newest copy.
+     * (The guarantee assumes the servers' clocks agree, as the update times they record do.)
+     *
+     * Catching up after a refused StreamResults resume token: list with `update_time_start` at
+     * the time of the consumer's last processed event (its `event_time`), and open a stream from
+     * now before listing; together they deliver every change since, a change may arrive on both.
+     *
+     * @generated from protobuf rpc: ListResults
+     */
+    listResults(input: ListResultsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: (err: grpc.ServiceError | null, value?: ListResultsResponse) => void): grpc.ClientUnaryCall;
+    listResults(input: ListResultsRequest, metadata: grpc.Metadata, callback: (err: grpc.ServiceError | null, value?: ListResultsResponse) => void): grpc.ClientUnaryCall;
+    listResults(input: ListResultsRequest, options: grpc.CallOptions, callback: (err: grpc.ServiceError | null, value?: ListResultsResponse) => void): grpc.ClientUnaryCall;
+    listResults(input: ListResultsRequest, callback: (err: grpc.ServiceError | null, value?: ListResultsResponse) => void): grpc.ClientUnaryCall;
 }
 /**
  * VaultService starts Antom card-vaulting sessions and reports their outcome.
@@ -197,7 +235,9 @@ export class VaultServiceClient extends grpc.Client implements IVaultServiceClie
      * a session is not streamed (CreateSession's response already reports it).
      *
      * The server ends a stream with UNAVAILABLE when it drains or rebalances connections; the
-     * client reconnects with the last `resume_token` it received and loses nothing.
+     * client reconnects with the last `resume_token` it received and loses nothing. A stream so far
+     * behind that the events it has yet to send were pruned (see `resume_token`) ends with
+     * INVALID_ARGUMENT naming `resume_token`, like a resume from a token that old.
      *
      * An event this server cannot read is never passed over in silence, and no resume token moves
      * past it unannounced:
@@ -218,5 +258,39 @@ export class VaultServiceClient extends grpc.Client implements IVaultServiceClie
     streamResults(input: StreamResultsRequest, metadata?: grpc.Metadata | grpc.CallOptions, options?: grpc.CallOptions): grpc.ClientReadableStream<StreamResultsResponse> {
         const method = VaultService.methods[2];
         return this.makeServerStreamRequest<StreamResultsRequest, StreamResultsResponse>(`/${VaultService.typeName}/${method.name}`, (value: StreamResultsRequest): Buffer => Buffer.from(method.I.toBinary(value, this._binaryOptions)), (value: Buffer): StreamResultsResponse => method.O.fromBinary(value, this._binaryOptions), input, (metadata as any), options);
+    }
+    /**
+     * ListResults lists the caller's vaulting requests (every caller's, for the admin scope)
+     * with their current results, one page at a time, filtered by status, labels and update time.
+     *
+     * Order: ascending `update_time`, then ascending `vaulting_request_id`; this order is stable
+     * and pages are keyset-paginated, so a page costs the same at any depth.
+     *
+     * Paging (Google AIP-158): `page_size` results at most per page (50 when 0, at most 500:
+     * larger values are treated as 500); a page may hold fewer and still be followed by more.
+     * `next_page_token` is empty on the last page. Send it back as `page_token` with the same
+     * filters, as the same caller, to get the next page; a token given with other filters, by
+     * another caller, from another deployment, or malformed is refused with INVALID_ARGUMENT and a
+     * `google.rpc.BadRequest` naming `page_token`. Tokens are opaque (do not parse or build them)
+     * and do not expire.
+     *
+     * What a listing guarantees while results change (a listing is the pages of one chain of
+     * tokens): every result that matches the filters throughout the listing and exists when it
+     * starts is returned at least once; a result that did not change during the listing is
+     * returned exactly once. A change sets a result's `update_time` to the time of the change,
+     * which moves it after the results already returned: if the listing had passed it, it is
+     * returned again, with its new state (so it may be seen twice, the later copy being the
+     * newer); if not, once, with its new state. Compare `update_time` to keep the newest copy.
+     * (The guarantee assumes the servers' clocks agree, as the update times they record do.)
+     *
+     * Catching up after a refused StreamResults resume token: list with `update_time_start` at
+     * the time of the consumer's last processed event (its `event_time`), and open a stream from
+     * now before listing; together they deliver every change since, a change may arrive on both.
+     *
+     * @generated from protobuf rpc: ListResults
+     */
+    listResults(input: ListResultsRequest, metadata: grpc.Metadata | grpc.CallOptions | ((err: grpc.ServiceError | null, value?: ListResultsResponse) => void), options?: grpc.CallOptions | ((err: grpc.ServiceError | null, value?: ListResultsResponse) => void), callback?: ((err: grpc.ServiceError | null, value?: ListResultsResponse) => void)): grpc.ClientUnaryCall {
+        const method = VaultService.methods[3];
+        return this.makeUnaryRequest<ListResultsRequest, ListResultsResponse>(`/${VaultService.typeName}/${method.name}`, (value: ListResultsRequest): Buffer => Buffer.from(method.I.toBinary(value, this._binaryOptions)), (value: Buffer): ListResultsResponse => method.O.fromBinary(value, this._binaryOptions), input, (metadata as any), (options as any), (callback as any));
     }
 }

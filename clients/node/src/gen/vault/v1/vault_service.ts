@@ -175,10 +175,11 @@ export interface StreamResultsRequest {
      * processed, to receive every later event; or empty to start from now (only events recorded
      * after the stream opened). Tokens are opaque (do not parse or build them), valid with any
      * filter, and not secret. A malformed or unknown token, or one too old to resume from (the
-     * event log no longer holds its successor events), is refused with INVALID_ARGUMENT and a
+     * event log no longer holds its successor events: the service keeps events for a retention
+     * period, 30 days by default), is refused with INVALID_ARGUMENT and a
      * `google.rpc.BadRequest` naming `resume_token`; it is never treated as "from now". A client
-     * refused this way re-reads the vaulting requests it cares about with GetResult and then opens a
-     * stream from now.
+     * refused this way opens a stream from now, then catches up with ListResults from the
+     * `event_time` of the last event it processed (ListResults says how).
      *
      * @generated from protobuf field: string resume_token = 1
      */
@@ -192,6 +193,75 @@ export interface StreamResultsRequest {
      * @generated from protobuf field: repeated string vaulting_request_ids = 2
      */
     vaultingRequestIds: string[];
+}
+/**
+ * ListResultsRequest asks for one page of the caller's results, filtered.
+ *
+ * @generated from protobuf message vault.v1.ListResultsRequest
+ */
+export interface ListResultsRequest {
+    /**
+     * The most results to return: 0 means 50; at most 500 (a larger value is treated as 500);
+     * negative is INVALID_ARGUMENT.
+     *
+     * @generated from protobuf field: int32 page_size = 1
+     */
+    pageSize: number;
+    /**
+     * The `next_page_token` of the previous page, with the same filters; empty for the first page.
+     *
+     * @generated from protobuf field: string page_token = 2
+     */
+    pageToken: string;
+    /**
+     * Only results with one of these statuses (at most 5, no VAULTING_STATUS_UNSPECIFIED).
+     * Empty means every status.
+     *
+     * @generated from protobuf field: repeated vault.v1.VaultingStatus statuses = 3
+     */
+    statuses: VaultingStatus[];
+    /**
+     * Only results whose labels include every one of these pairs, exactly (key and value compared
+     * as given, case-sensitive). At most 16 entries, with CreateSession's limits on keys and
+     * values. Empty means any labels.
+     *
+     * @generated from protobuf field: map<string, string> labels = 4
+     */
+    labels: {
+        [key: string]: string;
+    };
+    /**
+     * Only results with `update_time` at or after this instant (inclusive). Unset: no lower bound.
+     *
+     * @generated from protobuf field: google.protobuf.Timestamp update_time_start = 5
+     */
+    updateTimeStart?: Timestamp;
+    /**
+     * Only results with `update_time` before this instant (exclusive); it must be after
+     * `update_time_start` when both are set. Unset: no upper bound.
+     *
+     * @generated from protobuf field: google.protobuf.Timestamp update_time_end = 6
+     */
+    updateTimeEnd?: Timestamp;
+}
+/**
+ * ListResultsResponse is one page of results.
+ *
+ * @generated from protobuf message vault.v1.ListResultsResponse
+ */
+export interface ListResultsResponse {
+    /**
+     * The page's results, in the order ListResults states (update time, then id).
+     *
+     * @generated from protobuf field: repeated vault.v1.VaultingResult results = 1
+     */
+    results: VaultingResult[];
+    /**
+     * The token of the next page, or empty when this page is the last one.
+     *
+     * @generated from protobuf field: string next_page_token = 2
+     */
+    nextPageToken: string;
 }
 /**
  * StreamResultsResponse is one message of the stream: an event or a checkpoint.
@@ -1328,6 +1398,170 @@ class StreamResultsRequest$Type extends MessageType<StreamResultsRequest> {
  * @generated MessageType for protobuf message vault.v1.StreamResultsRequest
  */
 export const StreamResultsRequest = new StreamResultsRequest$Type();
+// @generated message type with reflection information, may provide speed optimized methods
+class ListResultsRequest$Type extends MessageType<ListResultsRequest> {
+    constructor() {
+        super("vault.v1.ListResultsRequest", [
+            { no: 1, name: "page_size", kind: "scalar", T: 5 /*ScalarType.INT32*/ },
+            { no: 2, name: "page_token", kind: "scalar", T: 9 /*ScalarType.STRING*/ },
+            { no: 3, name: "statuses", kind: "enum", repeat: 1 /*RepeatType.PACKED*/, T: () => ["vault.v1.VaultingStatus", VaultingStatus, "VAULTING_STATUS_"] },
+            { no: 4, name: "labels", kind: "map", K: 9 /*ScalarType.STRING*/, V: { kind: "scalar", T: 9 /*ScalarType.STRING*/ } },
+            { no: 5, name: "update_time_start", kind: "message", T: () => Timestamp },
+            { no: 6, name: "update_time_end", kind: "message", T: () => Timestamp }
+        ]);
+    }
+    create(value?: PartialMessage<ListResultsRequest>): ListResultsRequest {
+        const message = globalThis.Object.create((this.messagePrototype!));
+        message.pageSize = 0;
+        message.pageToken = "";
+        message.statuses = [];
+        message.labels = {};
+        if (value !== undefined)
+            reflectionMergePartial<ListResultsRequest>(this, message, value);
+        return message;
+    }
+    internalBinaryRead(reader: IBinaryReader, length: number, options: BinaryReadOptions, target?: ListResultsRequest): ListResultsRequest {
+        let message = target ?? this.create(), end = reader.pos + length;
+        while (reader.pos < end) {
+            let [fieldNo, wireType] = reader.tag();
+            switch (fieldNo) {
+                case /* int32 page_size */ 1:
+                    message.pageSize = reader.int32();
+                    break;
+                case /* string page_token */ 2:
+                    message.pageToken = reader.string();
+                    break;
+                case /* repeated vault.v1.VaultingStatus statuses */ 3:
+                    if (wireType === WireType.LengthDelimited)
+                        for (let e = reader.int32() + reader.pos; reader.pos < e;)
+                            message.statuses.push(reader.int32());
+                    else
+                        message.statuses.push(reader.int32());
+                    break;
+                case /* map<string, string> labels */ 4:
+                    this.binaryReadMap4(message.labels, reader, options);
+                    break;
+                case /* google.protobuf.Timestamp update_time_start */ 5:
+                    message.updateTimeStart = Timestamp.internalBinaryRead(reader, reader.uint32(), options, message.updateTimeStart);
+                    break;
+                case /* google.protobuf.Timestamp update_time_end */ 6:
+                    message.updateTimeEnd = Timestamp.internalBinaryRead(reader, reader.uint32(), options, message.updateTimeEnd);
+                    break;
+                default:
+                    let u = options.readUnknownField;
+                    if (u === "throw")
+                        throw new globalThis.Error(`Unknown field ${fieldNo} (wire type ${wireType}) for ${this.typeName}`);
+                    let d = reader.skip(wireType);
+                    if (u !== false)
+                        (u === true ? UnknownFieldHandler.onRead : u)(this.typeName, message, fieldNo, wireType, d);
+            }
+        }
+        return message;
+    }
+    private binaryReadMap4(map: ListResultsRequest["labels"], reader: IBinaryReader, options: BinaryReadOptions): void {
+        let len = reader.uint32(), end = reader.pos + len, key: keyof ListResultsRequest["labels"] | undefined, val: ListResultsRequest["labels"][any] | undefined;
+        while (reader.pos < end) {
+            let [fieldNo, wireType] = reader.tag();
+            switch (fieldNo) {
+                case 1:
+                    key = reader.string();
+                    break;
+                case 2:
+                    val = reader.string();
+                    break;
+                default: throw new globalThis.Error("unknown map entry field for vault.v1.ListResultsRequest.labels");
+            }
+        }
+        map[key ?? ""] = val ?? "";
+    }
+    internalBinaryWrite(message: ListResultsRequest, writer: IBinaryWriter, options: BinaryWriteOptions): IBinaryWriter {
+        /* int32 page_size = 1; */
+        if (message.pageSize !== 0)
+            writer.tag(1, WireType.Varint).int32(message.pageSize);
+        /* string page_token = 2; */
+        if (message.pageToken !== "")
+            writer.tag(2, WireType.LengthDelimited).string(message.pageToken);
+        /* repeated vault.v1.VaultingStatus statuses = 3; */
+        if (message.statuses.length) {
+            writer.tag(3, WireType.LengthDelimited).fork();
+            for (let i = 0; i < message.statuses.length; i++)
+                writer.int32(message.statuses[i]);
+            writer.join();
+        }
+        /* map<string, string> labels = 4; */
+        for (let k of globalThis.Object.keys(message.labels))
+            writer.tag(4, WireType.LengthDelimited).fork().tag(1, WireType.LengthDelimited).string(k).tag(2, WireType.LengthDelimited).string(message.labels[k]).join();
+        /* google.protobuf.Timestamp update_time_start = 5; */
+        if (message.updateTimeStart)
+            Timestamp.internalBinaryWrite(message.updateTimeStart, writer.tag(5, WireType.LengthDelimited).fork(), options).join();
+        /* google.protobuf.Timestamp update_time_end = 6; */
+        if (message.updateTimeEnd)
+            Timestamp.internalBinaryWrite(message.updateTimeEnd, writer.tag(6, WireType.LengthDelimited).fork(), options).join();
+        let u = options.writeUnknownFields;
+        if (u !== false)
+            (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
+        return writer;
+    }
+}
+/**
+ * @generated MessageType for protobuf message vault.v1.ListResultsRequest
+ */
+export const ListResultsRequest = new ListResultsRequest$Type();
+// @generated message type with reflection information, may provide speed optimized methods
+class ListResultsResponse$Type extends MessageType<ListResultsResponse> {
+    constructor() {
+        super("vault.v1.ListResultsResponse", [
+            { no: 1, name: "results", kind: "message", repeat: 2 /*RepeatType.UNPACKED*/, T: () => VaultingResult },
+            { no: 2, name: "next_page_token", kind: "scalar", T: 9 /*ScalarType.STRING*/ }
+        ]);
+    }
+    create(value?: PartialMessage<ListResultsResponse>): ListResultsResponse {
+        const message = globalThis.Object.create((this.messagePrototype!));
+        message.results = [];
+        message.nextPageToken = "";
+        if (value !== undefined)
+            reflectionMergePartial<ListResultsResponse>(this, message, value);
+        return message;
+    }
+    internalBinaryRead(reader: IBinaryReader, length: number, options: BinaryReadOptions, target?: ListResultsResponse): ListResultsResponse {
+        let message = target ?? this.create(), end = reader.pos + length;
+        while (reader.pos < end) {
+            let [fieldNo, wireType] = reader.tag();
+            switch (fieldNo) {
+                case /* repeated vault.v1.VaultingResult results */ 1:
+                    message.results.push(VaultingResult.internalBinaryRead(reader, reader.uint32(), options));
+                    break;
+                case /* string next_page_token */ 2:
+                    message.nextPageToken = reader.string();
+                    break;
+                default:
+                    let u = options.readUnknownField;
+                    if (u === "throw")
+                        throw new globalThis.Error(`Unknown field ${fieldNo} (wire type ${wireType}) for ${this.typeName}`);
+                    let d = reader.skip(wireType);
+                    if (u !== false)
+                        (u === true ? UnknownFieldHandler.onRead : u)(this.typeName, message, fieldNo, wireType, d);
+            }
+        }
+        return message;
+    }
+    internalBinaryWrite(message: ListResultsResponse, writer: IBinaryWriter, options: BinaryWriteOptions): IBinaryWriter {
+        /* repeated vault.v1.VaultingResult results = 1; */
+        for (let i = 0; i < message.results.length; i++)
+            VaultingResult.internalBinaryWrite(message.results[i], writer.tag(1, WireType.LengthDelimited).fork(), options).join();
+        /* string next_page_token = 2; */
+        if (message.nextPageToken !== "")
+            writer.tag(2, WireType.LengthDelimited).string(message.nextPageToken);
+        let u = options.writeUnknownFields;
+        if (u !== false)
+            (u == true ? UnknownFieldHandler.onWrite : u)(this.typeName, message, writer);
+        return writer;
+    }
+}
+/**
+ * @generated MessageType for protobuf message vault.v1.ListResultsResponse
+ */
+export const ListResultsResponse = new ListResultsResponse$Type();
 // @generated message type with reflection information, may provide speed optimized methods
 class StreamResultsResponse$Type extends MessageType<StreamResultsResponse> {
     constructor() {
@@ -2481,5 +2715,6 @@ export const BrowserInfo = new BrowserInfo$Type();
 export const VaultService = new ServiceType("vault.v1.VaultService", [
     { name: "CreateSession", options: {}, I: CreateSessionRequest, O: CreateSessionResponse },
     { name: "GetResult", options: {}, I: GetResultRequest, O: GetResultResponse },
-    { name: "StreamResults", serverStreaming: true, options: {}, I: StreamResultsRequest, O: StreamResultsResponse }
+    { name: "StreamResults", serverStreaming: true, options: {}, I: StreamResultsRequest, O: StreamResultsResponse },
+    { name: "ListResults", options: {}, I: ListResultsRequest, O: ListResultsResponse }
 ]);

@@ -1,0 +1,50 @@
+"""A live stream that falls behind the event retention: it ends as a too-old resume would,
+never passing the pruned events in silence (on every backend)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from tests.grpc_api.support import eventually
+from tests.store.strategies import T0, new_record, observe
+from vault_service.domain import InvalidResumeTokenError, VaultingStatus
+from vault_service.events import EventHub
+from vault_service.service.streaming import Checkpoint, ResultStreams
+from vault_service.store import Store
+
+
+@pytest.fixture
+def vault_store(each_backend_store: Store) -> Store:
+    return each_backend_store
+
+
+async def test_a_stream_whose_next_events_were_pruned_ends_too_old(vault_store: Store) -> None:
+    """Both streams follow at the head, with the shared tail; events then come and are all
+    pruned before anyone reads them. The tail, refused below the floor, starts again at the
+    head; each stream, now behind the floor, is refused with the resume token's "too old"
+    instead of skipping ahead."""
+    hub = EventHub()
+    streams = ResultStreams(vault_store, hub, checkpoint_interval=30.0)
+    start = await streams.start_position("")
+    followers = [streams.follow(start, owner=None, vaulting_request_ids=None) for _ in range(2)]
+    for follower in followers:
+        assert isinstance(await anext(follower), Checkpoint)
+    # Each goes on to follow the log: the shared tail reads up to the head, then they wait.
+    waiting = [asyncio.ensure_future(anext(follower)) for follower in followers]
+    await eventually(lambda: streams._tail.position >= 0, within=5)
+    for index in range(3):
+        rid = f"vr-{index}"
+        await vault_store.insert(new_record(rid), next_check_at=T0)
+        await vault_store.apply(rid, observe(VaultingStatus.PROCESSING, at=T0))
+    await vault_store.prune(
+        events_before=T0 + timedelta(days=1), records_before=None, batch_size=10
+    )
+    hub.notify()
+    for follower, step in zip(followers, waiting, strict=True):
+        with pytest.raises(InvalidResumeTokenError, match="too old"):
+            await step
+        await follower.aclose()
+    assert await streams.start_position("") == await vault_store.events_floor()
