@@ -7,7 +7,7 @@ import importlib
 import pkgutil
 
 import vault_service
-from vault_service.antom.errors import AntomError, AntomResultError
+from vault_service.antom import AntomError, AntomResultError
 from vault_service.errors import (
     ConfigurationError,
     ConflictError,

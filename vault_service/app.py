@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-from vault_service.antom.client import AntomClient, AntomClientConfig
+from vault_service.antom import AntomClient, AntomClientConfig
 from vault_service.antom_key_files import AntomKeyFiles
 from vault_service.config import ConfigError, Settings
 from vault_service.data_key_files import load_data_keys, reload_data_keys

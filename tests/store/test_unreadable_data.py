@@ -31,7 +31,7 @@ from tests.store.test_data_at_rest import (
     save_card,
     token,
 )
-from vault_service.antom.client import AntomClient
+from vault_service.antom import AntomClient
 from vault_service.database_url import parse_database_url
 from vault_service.domain import Event, SessionParameters, decode_resume_token
 from vault_service.emulator import EmulatorServer

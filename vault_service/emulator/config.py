@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from vault_service.antom.rsa_keys import PrivateKey, PublicKey
+from vault_service.antom import PrivateKey, PublicKey
 from vault_service.emulator.faults import FaultPlan
 from vault_service.emulator.messages import ExpirySpelling
 
