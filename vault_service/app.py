@@ -33,9 +33,7 @@ from vault_service.grpc_api.server import (
 from vault_service.grpc_api.servicer import VaultServicer
 from vault_service.grpc_api.tls import ServerTls, TlsFiles
 from vault_service.grpc_api.token_file import TokenFile, describe
-from vault_service.service.reconciler import Reconciler
-from vault_service.service.streaming import ResultStreams
-from vault_service.service.vaulting import VaultingService
+from vault_service.service import Reconciler, ResultStreams, VaultingService
 from vault_service.store import DataKeyRing, open_store
 from vault_service.webhook import bind, build_webhook_app, serve_webhook
 

@@ -1,0 +1,32 @@
+"""The use cases: create a vaulting session, record Antom's observations, read a result,
+stream results, reconcile sessions Antom has not finished.
+
+This is the package's public face: code outside ``vault_service.service`` imports from here,
+never from its modules (tests of the package's internals aside). :mod:`.vaulting` holds the
+use cases and the one place that wakes the event hub, :mod:`.observations` turns Antom's answers
+into domain observations, :mod:`.streaming` serves ``StreamResults`` and :mod:`.reconciler`
+inquires and expires unfinished sessions.
+"""
+
+from vault_service.service.reconciler import Reconciler
+from vault_service.service.streaming import (
+    Checkpoint,
+    EventKeyMissingError,
+    ResultStreams,
+    StreamedEvent,
+    StreamItem,
+    UnreadableItem,
+)
+from vault_service.service.vaulting import CreatedSession, VaultingService
+
+__all__ = [
+    "Checkpoint",
+    "CreatedSession",
+    "EventKeyMissingError",
+    "Reconciler",
+    "ResultStreams",
+    "StreamItem",
+    "StreamedEvent",
+    "UnreadableItem",
+    "VaultingService",
+]
