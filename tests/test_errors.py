@@ -21,7 +21,7 @@ from vault_service.errors import (
     UnavailableError,
     VaultError,
 )
-from vault_service.store.base import StoreError
+from vault_service.store import StoreError
 
 CATEGORIES = (
     ConfigurationError,

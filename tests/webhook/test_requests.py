@@ -21,7 +21,7 @@ from tests.fixtures.antom import CLIENT_ID
 from vault_service.antom import PrivateKey, SignatureHeader, Signer, VaultingNotification, Verifier
 from vault_service.domain import VaultingStatus
 from vault_service.logs import formatter
-from vault_service.store.base import StoreBusyError
+from vault_service.store import StoreBusyError
 from vault_service.webhook import ACKNOWLEDGEMENT, build_webhook_app
 
 from .conftest import (
