@@ -26,10 +26,16 @@ from pathlib import Path
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from vault_service.antom.client import AntomClient, AntomClientConfig
-from vault_service.antom.models import CreateVaultingSessionRequest
-from vault_service.antom.rsa_keys import PrivateKey, ensure_key_pair, load_private_key
-from vault_service.antom.signing import Signer, Verifier
+from vault_service.antom import (
+    AntomClient,
+    AntomClientConfig,
+    CreateVaultingSessionRequest,
+    PrivateKey,
+    Signer,
+    Verifier,
+    ensure_key_pair,
+    load_private_key,
+)
 
 CLIENT_ID = "BENCH0000000001"
 NOTIFY_URL = "http://127.0.0.1:9/notify"

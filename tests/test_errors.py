@@ -7,7 +7,7 @@ import importlib
 import pkgutil
 
 import vault_service
-from vault_service.antom.errors import AntomError, AntomResultError
+from vault_service.antom import AntomError, AntomResultError
 from vault_service.errors import (
     ConfigurationError,
     ConflictError,
@@ -21,7 +21,7 @@ from vault_service.errors import (
     UnavailableError,
     VaultError,
 )
-from vault_service.store.base import StoreError
+from vault_service.store import StoreError
 
 CATEGORIES = (
     ConfigurationError,

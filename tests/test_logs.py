@@ -12,7 +12,7 @@ import structlog
 
 import vault_service
 from tests.fixtures.logs import CapturedLog
-from vault_service.antom.rsa_keys import PrivateKey
+from vault_service.antom import PrivateKey
 from vault_service.logs import ALLOWED_FIELDS, formatter
 from vault_service.redaction import REDACTED
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vault_service.antom.rsa_keys import PrivateKey
-from vault_service.antom.signing import Signer
+from vault_service.antom import PrivateKey, Signer
 from vault_service.redaction import REDACTED, redact
 
 CARD_TOKEN = "ALIPAYq3Jx0mZ8Hn2bV5cR7tY9uI1oP4aS6dF8gH0jK2lZ4xC"

@@ -14,9 +14,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from vault_service import app, check_antom, data_key_commands, logs, orphan_commands
+from vault_service import app, check_antom, data_key_commands, emulator, logs, orphan_commands
 from vault_service.config import SETTINGS_HELP, Settings, database_url_from_env
-from vault_service.emulator import cli as emulator_cli
 from vault_service.errors import ConfigurationError
 from vault_service.store import StoreError, migrate
 
@@ -54,13 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data_key_commands.configure_parsers(commands)
     orphan_commands.configure_parser(commands)
-    emulator_cli.configure_parser(
+    emulator.configure_parser(
         commands.add_parser(
             "emulator",
             help="run a local Antom emulator (createVaultingSession, inquireVaulting, "
             "buyer submissions, signed notifyVaulting delivery, fault injection)",
-            description=emulator_cli.DESCRIPTION,
-            epilog=emulator_cli.EPILOG,
+            description=emulator.DESCRIPTION,
+            epilog=emulator.EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
     )
@@ -149,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return data_key_commands.run_rotate(_fail)
     if args.command == "orphans":
         return orphan_commands.run(args, _fail)
-    return emulator_cli.run(args)
+    return emulator.run(args)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from vault_service.antom.rsa_keys import (
+from vault_service.antom import (
     KeyFormatError,
     PrivateKey,
     PublicKey,
+    Signer,
+    Verifier,
     read_private_key_file,
     read_public_key_file,
 )
-from vault_service.antom.signing import Signer, Verifier
 from vault_service.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)

@@ -18,28 +18,30 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from vault_service.admin import build_admin_app, serve_admin
-from vault_service.antom.client import AntomClient, AntomClientConfig
+from vault_service.antom import AntomClient, AntomClientConfig
 from vault_service.antom_key_files import AntomKeyFiles
 from vault_service.config import ConfigError, Settings
 from vault_service.data_key_files import load_data_keys, reload_data_keys
 from vault_service.events import EventHub, PostgresWakeups
-from vault_service.grpc_api.auth import AuthenticationInterceptor, Authenticator
-from vault_service.grpc_api.callers import NO_FILE, CallerDirectory, CallersFileError
-from vault_service.grpc_api.metrics import MetricsInterceptor
-from vault_service.grpc_api.server import (
+from vault_service.grpc_api import (
+    NO_FILE,
+    AuthenticationInterceptor,
+    Authenticator,
+    CallerDirectory,
+    CallersFileError,
     Health,
+    MetricsInterceptor,
+    ServerTls,
+    TlsFiles,
+    TokenFile,
+    VaultServicer,
     build_grpc_server,
     build_health_server,
+    describe,
     stop_grpc_server,
 )
-from vault_service.grpc_api.servicer import VaultServicer
-from vault_service.grpc_api.tls import ServerTls, TlsFiles
-from vault_service.grpc_api.token_file import TokenFile, describe
 from vault_service.metrics import Metrics
-from vault_service.service import Pruner
-from vault_service.service.reconciler import Reconciler
-from vault_service.service.streaming import ResultStreams
-from vault_service.service.vaulting import VaultingService
+from vault_service.service import Pruner, Reconciler, ResultStreams, VaultingService
 from vault_service.store import DataKeyRing, open_store
 from vault_service.webhook import bind, build_webhook_app, serve_webhook
 

@@ -27,29 +27,27 @@ from urllib.parse import urlsplit
 import httpx
 from cryptography import x509
 
-from vault_service.antom import causes
-from vault_service.antom.client import (
+from vault_service.antom import (
+    GATEWAY_REFUSAL_CODES,
     INQUIRE_VAULTING_PATH,
+    AntomConfigurationError,
+    AntomProtocolError,
+    InquireVaultingRequest,
+    SignatureError,
+    SignatureHeader,
+    Signer,
+    Verifier,
     answer_result,
+    causes,
     check_response_signature,
-    request_path,
-    signed_headers,
-)
-from vault_service.antom.connection import (
     new_http_client,
     proxy_address,
     proxy_parts,
+    request_epoch,
+    request_path,
+    signed_headers,
     tls_context,
 )
-from vault_service.antom.errors import (
-    GATEWAY_REFUSAL_CODES,
-    AntomConfigurationError,
-    AntomProtocolError,
-    SignatureError,
-)
-from vault_service.antom.models import InquireVaultingRequest
-from vault_service.antom.request_time import request_epoch
-from vault_service.antom.signing import SignatureHeader, Signer, Verifier
 from vault_service.antom_key_files import AntomKeyFiles
 from vault_service.config import Settings
 from vault_service.secret import Secret

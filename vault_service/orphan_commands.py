@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 
-from vault_service.antom.models import VaultingNotification
+from vault_service.antom import VaultingNotification
 from vault_service.config import data_key_file_from_env, database_url_from_env
 from vault_service.data_key_commands import Fail
 from vault_service.data_key_files import load_data_keys

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
-from vault_service.antom.rsa_keys import read_private_key_file
-from vault_service.antom.signing import Signer
+from vault_service.antom import Signer, read_private_key_file
 from vault_service.config import DEFAULT_NOTIFY_PATH
 from vault_service.webhook import ACKNOWLEDGEMENT
 

@@ -25,7 +25,7 @@ from tests.e2e.test_flow import VISA, next_event
 from tests.fixtures.antom import CLIENT_ID, buyer_submits
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
-from vault_service.antom.rsa_keys import PrivateKey
+from vault_service.antom import PrivateKey
 from vault_service.emulator import EmulatorServer
 
 pytestmark = pytest.mark.timeout(600)  # the first build makes the base image and downloads

@@ -13,7 +13,7 @@ import pytest
 from tests.fixtures.antom import CLIENT_ID
 from vault_service import app
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
-from vault_service.antom.rsa_keys import PrivateKey
+from vault_service.antom import PrivateKey
 from vault_service.config import Settings
 from vault_service.emulator import EmulatorServer
 

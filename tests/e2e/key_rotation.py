@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from tests.e2e.conftest import ServiceEnv
-from vault_service.antom.rsa_keys import PrivateKey
+from vault_service.antom import PrivateKey
 from vault_service.emulator import EmulatorServer
 
 

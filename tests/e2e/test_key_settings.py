@@ -12,8 +12,7 @@ import pytest
 
 from tests.e2e.conftest import ServiceEnv, StartService
 from tests.fixtures.antom import CLIENT_ID
-from vault_service.antom.rsa_keys import PrivateKey
-from vault_service.antom.signing import Signer
+from vault_service.antom import PrivateKey, Signer
 from vault_service.antom_key_files import AntomKeyFiles
 from vault_service.config import DEFAULT_NOTIFY_PATH, ConfigError, Settings
 

@@ -41,8 +41,7 @@ from tests.fixtures.tls import Authority, Issued, ServerFiles
 from vault_service import app
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
-from vault_service.antom.rsa_keys import PrivateKey
-from vault_service.antom.signing import Signer
+from vault_service.antom import PrivateKey, Signer
 from vault_service.emulator import EmulatorServer
 from vault_service.emulator.messages import notification_body
 from vault_service.emulator.wire import JSON_CONTENT_TYPE, antom_time

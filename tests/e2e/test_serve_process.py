@@ -20,7 +20,7 @@ from tests.e2e.key_rotation import install_keys, replace_file, rotate_emulator
 from tests.fixtures.antom import buyer_submits
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
-from vault_service.antom.rsa_keys import PrivateKey
+from vault_service.antom import PrivateKey
 from vault_service.domain import VaultingStatus
 from vault_service.emulator import EmulatorServer
 from vault_service.store import DataKeyRing, SQLiteStore

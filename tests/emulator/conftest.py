@@ -20,8 +20,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from vault_service.antom.rsa_keys import PrivateKey
-from vault_service.antom.signing import Signer, Verifier
+from vault_service.antom import PrivateKey, Signer, Verifier
 from vault_service.emulator import ACKNOWLEDGEMENT, EmulatorConfig, EmulatorServer
 
 SANDBOX_API = "/ams/sandbox/api/v1/vaults"

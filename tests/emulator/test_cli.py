@@ -12,8 +12,7 @@ import aiohttp
 import pytest
 
 from vault_service.__main__ import main
-from vault_service.antom.rsa_keys import read_private_key_file, read_public_key_file
-from vault_service.antom.signing import Signer, Verifier
+from vault_service.antom import Signer, Verifier, read_private_key_file, read_public_key_file
 from vault_service.emulator.cli import EPILOG
 
 FLAGS = (

@@ -8,8 +8,7 @@ import time
 import pytest
 
 from tests.emulator.conftest import CREATE, INQUIRE, VISA, Api, ConfigFactory, Receiver
-from vault_service.antom.errors import InvalidSignatureError
-from vault_service.antom.signing import SignatureHeader
+from vault_service.antom import InvalidSignatureError, SignatureHeader
 from vault_service.emulator import EmulatorServer, FaultPlan
 from vault_service.emulator.faults import Counter, FaultPlanError, Faults
 

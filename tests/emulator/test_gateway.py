@@ -16,8 +16,7 @@ from tests.emulator.conftest import (
     Receiver,
     raw_exchange,
 )
-from vault_service.antom.errors import InvalidSignatureError
-from vault_service.antom.signing import Signer, Verifier
+from vault_service.antom import InvalidSignatureError, Signer, Verifier
 from vault_service.emulator import EmulatorServer
 
 UNSIGNED = "algorithm=RSA256,keyVersion=1,signature="

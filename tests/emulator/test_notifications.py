@@ -20,7 +20,7 @@ from tests.emulator.conftest import (
     Receiver,
     eventually,
 )
-from vault_service.antom.signing import Verifier
+from vault_service.antom import Verifier
 from vault_service.emulator import RETRY_INTERVALS, EmulatorServer
 
 NOT_ACK = json.dumps({"result": {"resultCode": "SUCCESS", "resultStatus": "S"}}).encode()

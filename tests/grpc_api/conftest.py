@@ -19,8 +19,7 @@ from vault_service.grpc_api.callers import VAULT_SCOPE, Caller
 from vault_service.grpc_api.errors import Context
 from vault_service.grpc_api.server import Health, build_grpc_server
 from vault_service.grpc_api.servicer import VaultServicer
-from vault_service.service.streaming import ResultStreams
-from vault_service.service.vaulting import VaultingService
+from vault_service.service import ResultStreams, VaultingService
 from vault_service.store import Store
 
 if TYPE_CHECKING:

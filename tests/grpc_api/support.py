@@ -14,10 +14,10 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
-from vault_service.antom.models import VaultingNotification
+from vault_service.antom import VaultingNotification
 from vault_service.grpc_api.server import Health, build_grpc_server
 from vault_service.grpc_api.servicer import VaultServicer
-from vault_service.service.vaulting import VaultingService
+from vault_service.service import VaultingService
 
 if TYPE_CHECKING:
     from vault_service._proto.vault.v1.vault_service_pb2_grpc import VaultServiceAsyncStub

@@ -23,11 +23,10 @@ from tests.grpc_api.support import (
     serving,
 )
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
-from vault_service.antom.client import AntomClient
-from vault_service.antom.models import CreateVaultingSessionRequest
+from vault_service.antom import AntomClient, CreateVaultingSessionRequest
 from vault_service.emulator import EmulatorServer
 from vault_service.grpc_api.servicer import VaultServicer
-from vault_service.service.streaming import ResultStreams
+from vault_service.service import ResultStreams
 from vault_service.service.vaulting import CreatedSession, VaultingService, remaining
 
 if TYPE_CHECKING:

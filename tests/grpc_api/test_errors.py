@@ -8,7 +8,7 @@ from google.rpc import code_pb2, error_details_pb2
 
 from vault_service.errors import InternalError, UnavailableError
 from vault_service.grpc_api.errors import rich_status
-from vault_service.store.data_keys import DataKeyFileError
+from vault_service.store import DataKeyFileError
 
 
 def test_a_configuration_error_is_unavailable_without_its_operator_text() -> None:

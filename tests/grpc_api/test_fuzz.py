@@ -47,8 +47,7 @@ from vault_service.grpc_api.callers import VAULT_SCOPE, parse_callers
 from vault_service.grpc_api.decoding import MALFORMED_MESSAGE
 from vault_service.grpc_api.errors import Context
 from vault_service.grpc_api.servicer import CallerOf, VaultServicer
-from vault_service.service.streaming import ResultStreams
-from vault_service.service.vaulting import VaultingService
+from vault_service.service import ResultStreams, VaultingService
 from vault_service.store import Store
 
 if TYPE_CHECKING:

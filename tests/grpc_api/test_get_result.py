@@ -19,7 +19,7 @@ from tests.grpc_api.support import (
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service.domain import EventSource
 from vault_service.emulator import EmulatorServer
-from vault_service.service.vaulting import VaultingService
+from vault_service.service import VaultingService
 from vault_service.store import SQLiteStore
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from vault_service.domain import (
 )
 from vault_service.grpc_api import mapping
 from vault_service.secret import Secret
-from vault_service.service.streaming import Checkpoint, StreamedEvent
+from vault_service.service import Checkpoint, StreamedEvent
 
 T0 = datetime(2026, 11, 25, 8, 30, 15, 123000, tzinfo=UTC)
 ACQUIRER_FIELDS = sorted(pb.AcquirerInfo.DESCRIPTOR.fields_by_name)

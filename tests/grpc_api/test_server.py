@@ -26,8 +26,8 @@ from vault_service.grpc_api.server import (
     stop_grpc_server,
 )
 from vault_service.grpc_api.servicer import VaultServicer
-from vault_service.service.streaming import SHUTTING_DOWN_REASON, ResultStreams
-from vault_service.service.vaulting import VaultingService
+from vault_service.service import ResultStreams, VaultingService
+from vault_service.service.streaming import SHUTTING_DOWN_REASON
 
 if TYPE_CHECKING:
     from vault_service._proto.vault.v1.vault_service_pb2_grpc import VaultServiceAsyncStub

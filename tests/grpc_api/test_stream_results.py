@@ -29,8 +29,8 @@ from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 from vault_service.domain import decode_resume_token, encode_resume_token, utc_now
 from vault_service.events import EventHub
 from vault_service.grpc_api.servicer import VaultServicer
+from vault_service.service import VaultingService
 from vault_service.service.observations import from_notification
-from vault_service.service.vaulting import VaultingService
 from vault_service.store import SQLiteStore
 
 if TYPE_CHECKING:

@@ -36,8 +36,7 @@ from vault_service.domain import (
     Observation,
     VaultingStatus,
 )
-from vault_service.emulator import EmulatorServer
-from vault_service.emulator.notifier import Outcome
+from vault_service.emulator import EmulatorServer, Outcome
 from vault_service.grpc_api import mapping
 from vault_service.store import DataKeyRing, PostgresStore
 from vault_service.store.postgres_pool import APPLICATION_NAME

@@ -8,8 +8,7 @@ from tests.fixtures.antom import buyer_submits
 from tests.replicas.cards import VISA
 from tests.replicas.conftest import OpenStub, StartReplica, Subscriber, subscribed, wait_until
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
-from vault_service.emulator import EmulatorServer
-from vault_service.emulator.notifier import Outcome
+from vault_service.emulator import EmulatorServer, Outcome
 
 
 async def test_a_notification_to_replica_a_reaches_streams_on_b_and_c_and_reads_everywhere(

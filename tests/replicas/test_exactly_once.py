@@ -42,7 +42,7 @@ from vault_service.domain import (
 )
 from vault_service.events import EventHub, PostgresWakeups
 from vault_service.secret import Secret
-from vault_service.service.streaming import ResultStreams, StreamedEvent, StreamItem
+from vault_service.service import ResultStreams, StreamedEvent, StreamItem
 from vault_service.store import DataKeyRing, PostgresStore
 
 REPLICAS = 3

@@ -20,8 +20,7 @@ from tests.replicas.conftest import (
     wait_until,
 )
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
-from vault_service.emulator import EmulatorServer
-from vault_service.emulator.notifier import Outcome
+from vault_service.emulator import EmulatorServer, Outcome
 from vault_service.store import DataKeyRing
 
 SESSIONS = 24

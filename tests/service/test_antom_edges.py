@@ -23,11 +23,17 @@ from tests.fixtures.antom import CLIENT_ID, buyer_submits
 from tests.fixtures.clock import ManualClock
 from tests.fixtures.logs import CapturedLog
 from tests.store.backends import BACKENDS, Backend, MakeBackend
-from vault_service.antom.client import AntomClient, AntomClientConfig, RetryPolicy
-from vault_service.antom.errors import AntomConfigurationError, AntomUnknownResultError
-from vault_service.antom.models import InquireVaultingResponse
-from vault_service.antom.rsa_keys import PrivateKey
-from vault_service.antom.signing import Signer, Verifier
+from vault_service.antom import (
+    AntomClient,
+    AntomClientConfig,
+    AntomConfigurationError,
+    AntomUnknownResultError,
+    InquireVaultingResponse,
+    PrivateKey,
+    RetryPolicy,
+    Signer,
+    Verifier,
+)
 from vault_service.domain import EventSource, SessionParameters, VaultingStatus
 from vault_service.emulator import EmulatorServer
 from vault_service.events import EventHub

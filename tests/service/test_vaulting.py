@@ -11,9 +11,7 @@ import pytest
 
 from tests.fixtures.antom import buyer_submits
 from tests.fixtures.clock import ManualClock
-from vault_service.antom.client import AntomClient
-from vault_service.antom.errors import AntomUnavailableError
-from vault_service.antom.models import VaultingNotification
+from vault_service.antom import AntomClient, AntomUnavailableError, VaultingNotification
 from vault_service.domain import EventSource, SessionParameters, VaultingStatus
 from vault_service.emulator import EmulatorServer
 from vault_service.errors import ConflictError, NotFoundError

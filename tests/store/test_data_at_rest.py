@@ -22,12 +22,11 @@ import pytest
 
 from tests.store.backends import BACKEND_AT, Backend
 from tests.store.strategies import T0, full_card, new_record, observe
-from vault_service.antom.client import AntomClient
-from vault_service.antom.models import VaultingNotification
+from vault_service.antom import AntomClient, VaultingNotification
 from vault_service.database_url import parse_database_url
 from vault_service.domain import Event, VaultingStatus
 from vault_service.events import EventHub
-from vault_service.service.vaulting import VaultingService
+from vault_service.service import VaultingService
 from vault_service.store import CorruptDataError, Store
 from vault_service.store.codec import encode_snapshot, record_to_row
 from vault_service.store.data_keys import (

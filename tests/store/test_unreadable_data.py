@@ -32,21 +32,21 @@ from tests.store.test_data_at_rest import (
     save_card,
     token,
 )
-from vault_service.antom.client import AntomClient
+from vault_service.antom import AntomClient
 from vault_service.database_url import parse_database_url
 from vault_service.domain import Event, SessionParameters, decode_resume_token
 from vault_service.emulator import EmulatorServer
 from vault_service.events import EventHub
-from vault_service.service.reconciler import Reconciler
-from vault_service.service.streaming import (
+from vault_service.service import (
     Checkpoint,
     EventKeyMissingError,
+    Reconciler,
     ResultStreams,
     StreamedEvent,
     StreamItem,
     UnreadableItem,
+    VaultingService,
 )
-from vault_service.service.vaulting import VaultingService
 from vault_service.store import CorruptDataError, Store
 from vault_service.store.base import LogEntry, Unreadable, UnreadableEvent
 from vault_service.store.data_keys import DataKeyRing, add_data_key, read_data_key_file

@@ -10,11 +10,10 @@ from typing import cast
 import pytest
 
 from tests.store.strategies import T0, full_card, new_record, observe
-from vault_service.antom.client import AntomClient
+from vault_service.antom import AntomClient
 from vault_service.domain import Event, Observation, VaultingStatus
 from vault_service.events import EventHub
-from vault_service.service.streaming import Checkpoint, ResultStreams, StreamedEvent
-from vault_service.service.vaulting import VaultingService
+from vault_service.service import Checkpoint, ResultStreams, StreamedEvent, VaultingService
 from vault_service.store import Store
 
 

@@ -28,11 +28,10 @@ from multidict import CIMultiDictProxy
 
 from tests.fixtures.antom import CLIENT_ID, buyer_submits
 from tests.fixtures.stack import VaultingFactory
-from vault_service.antom.rsa_keys import PrivateKey
-from vault_service.antom.signing import Signer, Verifier
+from vault_service.antom import PrivateKey, Signer, Verifier
 from vault_service.domain import ANONYMOUS_OWNER, SessionParameters, VaultingRecord
 from vault_service.emulator import EmulatorServer
-from vault_service.service.vaulting import VaultingService
+from vault_service.service import VaultingService
 from vault_service.store import Store
 from vault_service.webhook import (
     NotificationSink,

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import http_parser, web_protocol
 
 from tests.fixtures.logs import CapturedLog
-from vault_service.antom.rsa_keys import PrivateKey
+from vault_service.antom import PrivateKey
 from vault_service.webhook import ACKNOWLEDGEMENT
 
 from .conftest import PATH, Webhook, forge, notification, raw_exchange

@@ -9,7 +9,7 @@ attempt log, which shows whether our answer counted as an acknowledgement.
 from __future__ import annotations
 
 from tests.fixtures.stack import VaultingFactory
-from vault_service.antom.models import VaultingNotification
+from vault_service.antom import VaultingNotification
 from vault_service.domain import ANONYMOUS_OWNER, EventSource, SessionParameters, VaultingStatus
 from vault_service.emulator import RETRY_INTERVALS
 

@@ -13,8 +13,7 @@ import aiohttp
 import pytest
 
 from tests.fixtures.antom import CLIENT_ID
-from vault_service.antom.rsa_keys import PrivateKey
-from vault_service.antom.signing import Signer
+from vault_service.antom import PrivateKey, Signer
 from vault_service.domain import VaultingStatus
 
 from .conftest import (

@@ -27,8 +27,7 @@ from hypothesis import strategies as st
 
 from tests.fixtures.antom import CLIENT_ID
 from tests.fuzzing import fuzz_property
-from vault_service.antom.rsa_keys import PrivateKey
-from vault_service.antom.signing import Signer
+from vault_service.antom import PrivateKey, Signer
 from vault_service.store import Store
 
 from .conftest import JSON_UTF8, PATH, ServeFactory, Webhook, WebhookCaller, notification

@@ -18,12 +18,10 @@ import pytest
 from multidict import CIMultiDict
 
 from tests.fixtures.antom import CLIENT_ID
-from vault_service.antom.models import VaultingNotification
-from vault_service.antom.rsa_keys import PrivateKey
-from vault_service.antom.signing import SignatureHeader, Signer, Verifier
+from vault_service.antom import PrivateKey, SignatureHeader, Signer, VaultingNotification, Verifier
 from vault_service.domain import VaultingStatus
 from vault_service.logs import formatter
-from vault_service.store.base import StoreBusyError
+from vault_service.store import StoreBusyError
 from vault_service.webhook import ACKNOWLEDGEMENT, build_webhook_app
 
 from .conftest import (

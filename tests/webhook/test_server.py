@@ -8,9 +8,7 @@ import aiohttp
 import pytest
 
 from tests.fixtures.antom import CLIENT_ID
-from vault_service.antom.models import VaultingNotification
-from vault_service.antom.rsa_keys import PrivateKey
-from vault_service.antom.signing import Verifier
+from vault_service.antom import PrivateKey, VaultingNotification, Verifier
 from vault_service.webhook import bind, build_webhook_app, serve_webhook
 
 from .conftest import PATH

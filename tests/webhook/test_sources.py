@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vault_service.antom.rsa_keys import PrivateKey
+from vault_service.antom import PrivateKey
 from vault_service.domain import VaultingStatus
 from vault_service.throttle import Throttle
 from vault_service.webhook.limiter import FailureLimiter

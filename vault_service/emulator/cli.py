@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from vault_service.antom.rsa_keys import (
+from vault_service.antom import (
     KeyFormatError,
     PrivateKey,
     PublicKey,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from vault_service.antom.rsa_keys import PrivateKey, PublicKey
+from vault_service.antom import PrivateKey, PublicKey
 from vault_service.emulator.faults import FaultPlan
 from vault_service.emulator.messages import ExpirySpelling
 

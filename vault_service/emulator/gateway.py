@@ -16,7 +16,7 @@ from typing import Final
 
 from aiohttp import web
 
-from vault_service.antom.errors import SignatureError
+from vault_service.antom import SignatureError
 from vault_service.emulator.faults import Counter
 from vault_service.emulator.messages import UNKNOWN_EXCEPTION_MESSAGE, Answer, failure
 from vault_service.emulator.operations import OPERATIONS

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from vault_service.antom.signing import Signer
+from vault_service.antom import Signer
 from vault_service.emulator.faults import Counter, Faults
 from vault_service.emulator.wire import JSON_CONTENT_TYPE, WallClock, antom_time, precise_time
 

@@ -24,7 +24,7 @@ from typing import Final
 
 from aiohttp import web
 
-from vault_service.antom.rsa_keys import PublicKey
+from vault_service.antom import PublicKey
 from vault_service.emulator.app import build_app
 from vault_service.emulator.config import EmulatorConfig
 from vault_service.emulator.state import EmulatorState

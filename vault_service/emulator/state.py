@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from vault_service.antom.signing import Signer, Verifier
+from vault_service.antom import Signer, Verifier
 from vault_service.emulator.config import EmulatorConfig
 from vault_service.emulator.faults import Faults
 from vault_service.emulator.messages import notification_body

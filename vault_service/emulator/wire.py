@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Final
 from urllib.parse import urlsplit
 
-from vault_service.antom.request_time import request_epoch
+from vault_service.antom import request_epoch
 
 ANTOM_TZ: Final = timezone(timedelta(hours=8))
 JSON_CONTENT_TYPE: Final = "application/json; charset=UTF-8"

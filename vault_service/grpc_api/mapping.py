@@ -27,9 +27,13 @@ from vault_service.domain import (
     VaultingRecord,
     VaultingStatus,
 )
-from vault_service.service import Page
-from vault_service.service.streaming import Checkpoint, StreamItem, UnreadableItem
-from vault_service.service.vaulting import CreatedSession
+from vault_service.service import (
+    Checkpoint,
+    CreatedSession,
+    Page,
+    StreamItem,
+    UnreadableItem,
+)
 
 DEFAULT_PAYMENT_METHOD_TYPE: Final = "CARD"
 UNREADABLE_REASON: Final = (

@@ -21,9 +21,13 @@ from vault_service.grpc_api.auth import ANONYMOUS
 from vault_service.grpc_api.callers import VAULT_SCOPE, Caller
 from vault_service.grpc_api.errors import Context, stream_errors, unary_errors
 from vault_service.metrics import Metrics
-from vault_service.service import page_size
-from vault_service.service.streaming import ResultStreams, StreamedEvent, StreamItem
-from vault_service.service.vaulting import VaultingService
+from vault_service.service import (
+    ResultStreams,
+    StreamedEvent,
+    StreamItem,
+    VaultingService,
+    page_size,
+)
 
 DEFAULT_DEADLINE_MARGIN: Final = 0.05
 """Seconds kept back from the caller's deadline so that an Antom call that runs out of time

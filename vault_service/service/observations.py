@@ -11,7 +11,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from vault_service.antom import models
+from vault_service.antom import (
+    AcquirerInfo,
+    InquireVaultingResponse,
+    PaymentMethodDetail,
+    VaultingNotification,
+)
 from vault_service.domain import (
     Address,
     AntomResult,
@@ -30,7 +35,7 @@ _INQUIRY_STATUS = {
 }
 
 
-def from_notification(notification: models.VaultingNotification, now: datetime) -> Observation:
+def from_notification(notification: VaultingNotification, now: datetime) -> Observation:
     """A notification: ``S`` means stored, ``F`` failed, ``U`` (undocumented) still open.
 
     APO notifications may also carry ``vaultingStatus``; when present it is the finer word,
@@ -61,7 +66,7 @@ def from_notification(notification: models.VaultingNotification, now: datetime) 
     )
 
 
-def from_inquiry(answer: models.InquireVaultingResponse, now: datetime) -> Observation | None:
+def from_inquiry(answer: InquireVaultingResponse, now: datetime) -> Observation | None:
     """An inquiry answer, or ``None`` when it carries no vaulting status to act on (one this
     build does not know still gives an Observation, without a status)."""
     if answer.vaulting_status is None:
@@ -85,7 +90,7 @@ def expiry(now: datetime) -> Observation:
     return Observation(status=VaultingStatus.EXPIRED, source=EventSource.EXPIRY, observed_at=now)
 
 
-def _card(detail: models.PaymentMethodDetail | None) -> Card | None:
+def _card(detail: PaymentMethodDetail | None) -> Card | None:
     card = detail.card if detail is not None else None
     if card is None:
         return None
@@ -125,7 +130,7 @@ def _card(detail: models.PaymentMethodDetail | None) -> Card | None:
     )
 
 
-def _acquirer_info(info: models.AcquirerInfo | None) -> tuple[tuple[str, str], ...]:
+def _acquirer_info(info: AcquirerInfo | None) -> tuple[tuple[str, str], ...]:
     if info is None:
         return ()
     return tuple(sorted((k, v) for k, v in info.model_dump().items() if v))

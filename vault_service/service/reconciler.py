@@ -14,7 +14,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from vault_service.antom.errors import AntomConfigurationError, AntomError, AntomRejectedError
+from vault_service.antom import AntomConfigurationError, AntomError, AntomRejectedError
 from vault_service.domain import Clock, VaultingRecord, utc_now
 from vault_service.metrics import Metrics
 from vault_service.service import observations

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from vault_service.antom.client import AntomClient
-from vault_service.antom.errors import AntomProtocolError
-from vault_service.antom.models import (
+from vault_service.antom import (
+    AntomClient,
+    AntomProtocolError,
     CreateVaultingSessionRequest,
     InquireVaultingRequest,
     VaultingNotification,

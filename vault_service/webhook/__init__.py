@@ -4,24 +4,31 @@ Health and metrics live on the separate admin port, so that the port exposed to 
 answers one signed POST and 404/405 to everything else (see :mod:`vault_service.webhook.notify`
 for the order of checks and the answers).
 
-Wiring, in the event loop that also runs the gRPC server::
+This is the package's public face: code outside ``vault_service.webhook`` imports from here,
+never from its modules (tests of the package's internals aside).
+
+Wiring, in the event loop that also runs the gRPC server (:func:`vault_service.app.start` does
+this; ``tests/webhook/test_wiring_sample.py`` runs this very snippet, so it stays true)::
 
     sock = bind(settings.http_listen.host, settings.http_listen.port)
-    notify_url = settings.notify_url or (
-        f"http://{settings.http_listen.host}:{sock.getsockname()[1]}{DEFAULT_NOTIFY_PATH}"
-    )
-    service = VaultingService(store, antom, hub, notify_url=notify_url, ...)
-    app = build_webhook_app(
-        service,
-        path=urlsplit(notify_url).path,
-        client_id=settings.antom_client_id,
-        verifier=antom_keys.verifier,  # Antom's public keys by keyVersion, swapped on reload
-        failure_limit=settings.webhook_failure_limit,
-        failure_window=settings.webhook_failure_window,
-        trusted_proxies=settings.webhook_trusted_proxies,  # X-Forwarded-For believed from these
+    notify_url = settings.notify_url_for(sock.getsockname()[1])  # carries the bound port
+    service = VaultingService(
+        store,
+        antom,
+        hub,
+        notify_url=notify_url,
+        first_check_after=timedelta(seconds=settings.reconcile_after),
     )
     server = await serve_webhook(
-        app,
+        build_webhook_app(
+            service,  # any NotificationSink: it records what a verified notification says
+            path=urlsplit(notify_url).path,
+            client_id=settings.antom_client_id,
+            verifier=antom_keys.verifier,  # Antom's public keys by keyVersion, swapped on reload
+            failure_limit=settings.webhook_failure_limit,
+            failure_window=settings.webhook_failure_window,
+            trusted_proxies=settings.webhook_trusted_proxies,  # X-Forwarded-For believed from these
+        ),
         sock,
         header_timeout=settings.webhook_header_timeout,  # complete headers within, or closed
         max_connections=settings.webhook_max_connections,  # beyond: 503 and closed
@@ -33,10 +40,20 @@ The socket is bound before the service exists because the notify URL (which carr
 possibly chosen by the OS) is part of every createVaultingSession call.
 """
 
-from vault_service.webhook.notify import ACKNOWLEDGEMENT as ACKNOWLEDGEMENT
-from vault_service.webhook.notify import DEFAULT_MAX_BODY_BYTES as DEFAULT_MAX_BODY_BYTES
-from vault_service.webhook.notify import NotificationSink as NotificationSink
-from vault_service.webhook.notify import build_webhook_app as build_webhook_app
-from vault_service.webhook.server import WebhookServer as WebhookServer
-from vault_service.webhook.server import bind as bind
-from vault_service.webhook.server import serve_webhook as serve_webhook
+from vault_service.webhook.notify import (
+    ACKNOWLEDGEMENT,
+    DEFAULT_MAX_BODY_BYTES,
+    NotificationSink,
+    build_webhook_app,
+)
+from vault_service.webhook.server import WebhookServer, bind, serve_webhook
+
+__all__ = [
+    "ACKNOWLEDGEMENT",
+    "DEFAULT_MAX_BODY_BYTES",
+    "NotificationSink",
+    "WebhookServer",
+    "bind",
+    "build_webhook_app",
+    "serve_webhook",
+]

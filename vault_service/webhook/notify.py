@@ -65,10 +65,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDictProxy
 
-from vault_service.antom.errors import SignatureError, UnknownKeyVersionError
-from vault_service.antom.models import VaultingNotification
-from vault_service.antom.request_time import request_epoch
-from vault_service.antom.signing import Verifier
+from vault_service.antom import (
+    SignatureError,
+    UnknownKeyVersionError,
+    VaultingNotification,
+    Verifier,
+    request_epoch,
+)
 from vault_service.errors import UnavailableError
 from vault_service.metrics import Metrics
 from vault_service.webhook.limiter import (

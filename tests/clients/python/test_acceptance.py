@@ -19,8 +19,7 @@ from tests.e2e.conftest import ServiceEnv
 from tests.fixtures.antom import buyer_submits
 from tests.replicas.cards import DECLINED, THREE_DS, VISA
 from vault_service import app
-from vault_service.antom.client import AntomClient
-from vault_service.antom.models import CreateVaultingSessionRequest
+from vault_service.antom import AntomClient, CreateVaultingSessionRequest
 from vault_service.domain import decode_resume_token
 from vault_service.emulator import EmulatorServer
 
