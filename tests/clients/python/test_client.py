@@ -113,6 +113,41 @@ async def test_create_session_waits_the_servers_retry_delay_between_attempts(
     assert (await client.create_session("retry-1")).vaulting_request_id == "retry-1"
 
 
+async def test_create_session_retries_a_call_the_server_cancelled() -> None:
+    """Regression: in a rolling restart under load a CreateSession reached a replica as it
+    shut down, and gRPC core cancelled it before the service saw it; the client gave up with
+    CANCELLED although the call is safe to repeat (same vaulting_request_id). It is retried
+    now, with the same request."""
+    requests: list[bytes] = []
+
+    async def create(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        requests.append(request)
+        if len(requests) == 1:
+            await context.abort(grpc.StatusCode.CANCELLED, "server shutting down")
+        return pb.CreateSessionResponse(vaulting_request_id="cancelled-1").SerializeToString()
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "vault.v1.VaultService",
+                {"CreateSession": grpc.unary_unary_rpc_method_handler(create)},
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    retry = RetryPolicy(max_attempts=2, initial_backoff=0.01)
+    try:
+        async with AsyncVaultClient(f"127.0.0.1:{port}", retry=retry) as client:
+            created = await client.create_session("cancelled-1")
+    finally:
+        await server.stop(None)
+    assert created.vaulting_request_id == "cancelled-1"
+    assert len(requests) == 2
+    assert requests[0] == requests[1]
+
+
 def test_file_cursor_store_replaces_the_token_atomically(tmp_path: Path) -> None:
     """The file holds the old or the new token, never a torn one, and no staging file stays."""
     store = FileCursorStore(tmp_path / "state" / "cursor")

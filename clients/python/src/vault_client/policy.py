@@ -88,13 +88,21 @@ def channel_options(
     return options
 
 
+_RETRIED_CODES: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How ``create_session`` retries UNAVAILABLE (always with the same
+    """How ``create_session`` retries UNAVAILABLE and a server's CANCELLED (always with the same
     ``vaulting_request_id``, so retries are safe): up to ``max_attempts`` calls within the call's
     budget, waiting the server's ``RetryInfo`` delay or a jittered exponential backoff,
     whichever is longer. Each attempt's deadline is ``attempt_timeout`` (or what is left of
-    the call's budget, if less)."""
+    the call's budget, if less).
+
+    CANCELLED counts because a server that shuts down cancels the calls its transport had
+    accepted but not yet handed to the service (gRPC core does so on shutdown), which a rolling
+    restart under load meets; this client's own cancellations never reach here (asyncio raises
+    ``CancelledError``, a blocking call is not cancelled)."""
 
     max_attempts: int = 4
     attempt_timeout: float = 10.0
@@ -110,7 +118,7 @@ class RetryPolicy:
     def delay(self, error: VaultError, attempt: int, remaining: float) -> float | None:
         """Seconds to wait before attempt ``attempt + 1`` after ``error``; ``None`` to give up
         (not retryable, attempts used up, or no time left for the wait and a call)."""
-        if error.code is not grpc.StatusCode.UNAVAILABLE or attempt >= self.max_attempts:
+        if error.code not in _RETRIED_CODES or attempt >= self.max_attempts:
             return None
         wait = max(error.retry_delay or 0.0, jittered(self, attempt))
         return wait if wait < remaining else None
