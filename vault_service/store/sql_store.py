@@ -7,12 +7,14 @@ A backend brings a :class:`~vault_service.store.sql.Session` per unit of work an
 of statements that are each atomic alone. What needs a transaction of several writes stays in
 the backend, because the transactions really differ (a SQLite unit runs whole on the store
 thread, a PostgreSQL one holds row locks and the append lock): ``apply``, and the writes of
-``claim_due`` and of a rotation batch. :meth:`SQLStore._change` is ``apply``'s shared part.
+``claim_due``, of a rotation batch and of a record retention batch. :meth:`SQLStore._change`
+is ``apply``'s shared part.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -50,7 +52,7 @@ from vault_service.store.codec import (
 )
 from vault_service.store.event_rows import SELECT_EVENTS, EventRow, ReportedEvents
 from vault_service.store.migrator import mark_plaintext_free
-from vault_service.store.pruning import prune_pass, read_floor
+from vault_service.store.pruning import RecordBatch, prune_pass, read_floor
 from vault_service.store.sealer import Sealer
 from vault_service.store.sealing import (
     LEGACY_ROWS,
@@ -146,6 +148,12 @@ class SQLStore(ABC):
     @abstractmethod
     async def _reclaim(self, db: Session) -> None:
         """Give the space pruning freed back (or leave it to the database's own vacuum)."""
+
+    @abstractmethod
+    async def _delete_records(self, db: Session, batch: RecordBatch) -> int:
+        """Record retention's atomic step, on the pruner's session ``db``: in one transaction,
+        lock and check again the records of ``batch`` and delete those that still qualify
+        (:class:`RecordBatch`); how many it deleted."""
 
     @abstractmethod
     async def _claim(self, now: datetime, limit: int, lease: timedelta) -> list[Row]:
@@ -347,6 +355,7 @@ class SQLStore(ABC):
                 events_before=events_before,
                 records_before=records_before,
                 batch_size=batch_size,
+                delete_records=functools.partial(self._delete_records, db),
             )
             if pruned.any:
                 await self._reclaim(db)
