@@ -34,11 +34,11 @@ from vault_service.metrics import PoolUse
 from vault_service.store.base import (
     EventsPrunedError,
     LogEntry,
-    OrphanNotification,
     Pruned,
     RecordExistsError,
     RecordNotFoundError,
     StoreClosedError,
+    StoredOrphan,
     UnreadableRecord,
     check_lease,
     check_limit,
@@ -247,12 +247,12 @@ class SQLStore(ABC):
                 self.dialect.instant(received_at),
             )
 
-    async def list_orphans(self, *, limit: int) -> list[OrphanNotification]:
+    async def list_orphans(self, *, limit: int) -> list[StoredOrphan]:
         return await self._orphans("", limit)
 
     async def adoptable_orphans(
         self, *, limit: int, vaulting_request_id: str | None = None
-    ) -> list[OrphanNotification]:
+    ) -> list[StoredOrphan]:
         adoptable = (
             "WHERE EXISTS (SELECT 1 FROM records r "
             "WHERE r.vaulting_request_id = o.vaulting_request_id)"
@@ -272,7 +272,7 @@ class SQLStore(ABC):
                 hashlib.sha256(body).digest(),
             )
 
-    async def _orphans(self, where: str, limit: int, *args: object) -> list[OrphanNotification]:
+    async def _orphans(self, where: str, limit: int, *args: object) -> list[StoredOrphan]:
         """Orphans (``o``) matching ``where`` (its parameters from ``$2``), oldest first."""
         check_limit(limit)
         async with self._session() as db:
@@ -282,10 +282,9 @@ class SQLStore(ABC):
                 limit,
                 *args,
             )
+        # Opened one by one: a body that does not open is reported in its place.
         return [
-            OrphanNotification(
-                rid, self._sealer.open_body(rid, body), self.dialect.read_instant(received_at)
-            )
+            self._sealer.open_orphan(rid, body, self.dialect.read_instant(received_at))
             for rid, body, received_at in rows
         ]
 
