@@ -22,13 +22,15 @@ from vault_service.config import data_key_file_from_env, database_url_from_env
 from vault_service.data_key_commands import Fail
 from vault_service.data_key_files import load_data_keys
 from vault_service.errors import ConfigurationError
-from vault_service.store import OrphanNotification, StoreError, open_store
+from vault_service.store import StoredOrphan, StoreError, UnreadableOrphan, open_store
 
 DESCRIPTION = (
     "List the orphan notifications of VAULT_DATABASE_URL (decrypted with VAULT_DATA_KEY_FILE): "
     "verified notifyVaulting bodies for ids that had no record when they arrived, not yet "
     "applied. One JSON object per line, oldest first: vaulting_request_id, received_time, "
-    "body_sha256, and Antom's result_code, result_status and vaulting_status; never card data."
+    "body_sha256, and Antom's result_code, result_status and vaulting_status (for one whose "
+    "body does not decode: unreadable, the error, and key_id if a data key is missing); never "
+    "card data."
 )
 DEFAULT_LIMIT = 1000
 
@@ -61,13 +63,20 @@ def run(args: argparse.Namespace, fail: Fail) -> int:
     return 0
 
 
-def audit_line(orphan: OrphanNotification) -> dict[str, str]:
-    """What an auditor sees of one orphan: never a value of the body but Antom's result."""
+def audit_line(orphan: StoredOrphan) -> dict[str, str]:
+    """What an auditor sees of one orphan: never a value of the body but Antom's result; of
+    one whose body does not open, why (``unreadable``: the error's class, and the missing
+    ``key_id`` if that is the cause)."""
     line = {
         "vaulting_request_id": orphan.vaulting_request_id,
         "received_time": orphan.received_at.isoformat(),
-        "body_sha256": hashlib.sha256(orphan.body).hexdigest(),
     }
+    if isinstance(orphan, UnreadableOrphan):
+        line["unreadable"] = orphan.error
+        if orphan.key_id is not None:
+            line["key_id"] = orphan.key_id
+        return line
+    line["body_sha256"] = hashlib.sha256(orphan.body).hexdigest()
     try:
         notification = VaultingNotification.from_antom_json(orphan.body)
     except ValueError:
@@ -78,7 +87,7 @@ def audit_line(orphan: OrphanNotification) -> dict[str, str]:
     return line
 
 
-async def _list(limit: int) -> list[OrphanNotification]:
+async def _list(limit: int) -> list[StoredOrphan]:
     database = database_url_from_env(os.environ)
     keys = await load_data_keys(data_key_file_from_env(os.environ))
     store = await open_store(database, auto_migrate=False, data_keys=keys)

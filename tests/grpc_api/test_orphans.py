@@ -4,6 +4,7 @@ and by the reconciler's pass for a record that appeared otherwise (a restore, a 
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -11,11 +12,13 @@ import grpc
 import pytest
 
 from tests.grpc_api.support import notification
+from tests.store.backends import Backend
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service.domain import Session, SessionParameters, VaultingRecord, VaultingStatus
+from vault_service.orphan_commands import audit_line
 from vault_service.service.reconciler import Reconciler
 from vault_service.service.vaulting import VaultingService
-from vault_service.store import Store
+from vault_service.store import OrphanNotification, Store, UnreadableOrphan
 
 if TYPE_CHECKING:
     from vault_service._proto.vault.v1.vault_service_pb2_grpc import VaultServiceAsyncStub
@@ -31,6 +34,20 @@ async def notify_raw(vaulting: VaultingService, vaulting_request_id: str) -> Non
     """A verified notification as the webhook hands it over: the model and its exact body."""
     parsed = notification(vaulting_request_id)
     await vaulting.record_notification(parsed, parsed.to_json_bytes())
+
+
+async def insert_record(store: Store, vaulting_request_id: str) -> None:
+    """A record that appears without CreateSession (a restore, a late replica's write)."""
+    now = datetime.now(UTC)
+    record = VaultingRecord(
+        vaulting_request_id=vaulting_request_id,
+        owner="anonymous",
+        parameters=SessionParameters(),
+        session=Session("s", "d", now + timedelta(hours=1)),
+        created_at=now,
+        updated_at=now,
+    )
+    await store.insert(record, next_check_at=now + timedelta(hours=1))
 
 
 async def next_event(
@@ -82,16 +99,7 @@ async def test_the_reconciler_adopts_an_orphan_whose_record_appeared_otherwise(
     """A record that appears without CreateSession (restored from a backup, written by a
     replica that lagged) gets its orphan notification on the next reconciler pass."""
     await notify_raw(vaulting, "vr-restored")
-    now = datetime.now(UTC)
-    record = VaultingRecord(
-        vaulting_request_id="vr-restored",
-        owner="anonymous",
-        parameters=SessionParameters(),
-        session=Session("s", "d", now + timedelta(hours=1)),
-        created_at=now,
-        updated_at=now,
-    )
-    await vault_store.insert(record, next_check_at=now + timedelta(hours=1))
+    await insert_record(vault_store, "vr-restored")
     reconciler = Reconciler(
         vault_store,
         vaulting,
@@ -106,3 +114,57 @@ async def test_the_reconciler_adopts_an_orphan_whose_record_appeared_otherwise(
     assert stored is not None
     assert stored.status is VaultingStatus.SUCCEEDED
     assert await vault_store.list_orphans(limit=10) == []
+
+
+async def test_one_bad_orphan_does_not_stop_the_adoption_of_the_others(
+    vaulting: VaultingService,
+    vault_store: Store,
+    each_backend: Backend,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Broke: reading the adoptable orphans raised for the whole batch when one body did not
+    open (its data key missing, an edited row), and adoption stopped at the first orphan whose
+    apply raised; the reconciler starts with the oldest on every pass, so every later orphan
+    stayed unapplied until pruned. Now an unreadable body is listed as such (and so by
+    ``vault-service orphans``), each failure is logged once by its error's class, never the
+    body, and the orphans after it are adopted."""
+    await notify_raw(vaulting, "vr-unreadable")
+    await vault_store.record_orphan("vr-garbled", b"not a notification", datetime.now(UTC))
+    await notify_raw(vaulting, "vr-good")
+    plaintext = "X'7b7d'" if each_backend.name == "sqlite" else "'\\x7b7d'::bytea"  # b"{}"
+    await each_backend.execute(
+        f"UPDATE orphan_notifications SET body = {plaintext} "
+        "WHERE vaulting_request_id = 'vr-unreadable'"
+    )
+    for rid in ("vr-unreadable", "vr-garbled", "vr-good"):
+        await insert_record(vault_store, rid)
+
+    with caplog.at_level(logging.WARNING):
+        assert await vaulting.adopt_orphans() == 1
+    good = await vault_store.get("vr-good")
+    assert good is not None
+    assert good.status is VaultingStatus.SUCCEEDED
+    unreadable, garbled = await vault_store.list_orphans(limit=10)
+    assert isinstance(unreadable, UnreadableOrphan)
+    assert (unreadable.vaulting_request_id, unreadable.error) == (
+        "vr-unreadable",
+        "PlaintextCardDataError",
+    )
+    assert isinstance(garbled, OrphanNotification)
+    assert garbled.vaulting_request_id == "vr-garbled"
+    failures = {
+        (r.vaulting_request_id, r.error)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.levelno == logging.WARNING and hasattr(r, "error")
+    }
+    assert failures == {
+        ("vr-unreadable", "PlaintextCardDataError"),
+        ("vr-garbled", "JSONDecodeError"),
+    }
+    assert "not a notification" not in caplog.text
+    assert all(r.exc_info is None for r in caplog.records)
+    assert audit_line(unreadable) == {
+        "vaulting_request_id": "vr-unreadable",
+        "received_time": unreadable.received_at.isoformat(),
+        "unreadable": "PlaintextCardDataError",
+    }

@@ -27,7 +27,7 @@ from vault_service.database_url import parse_database_url
 from vault_service.domain import Event, VaultingStatus
 from vault_service.events import EventHub
 from vault_service.service import VaultingService
-from vault_service.store import CorruptDataError, Store
+from vault_service.store import CorruptDataError, OrphanNotification, Store, UnreadableOrphan
 from vault_service.store.codec import encode_snapshot, record_to_row
 from vault_service.store.data_keys import (
     DataKeyRing,
@@ -143,7 +143,6 @@ async def test_card_data_is_ciphertext_at_rest(backend: Backend, filled: Store) 
 
 READS: dict[str, Callable[[Store], Awaitable[object]]] = {
     "record": lambda store: store.get("b"),
-    "orphans": lambda store: store.list_orphans(limit=100),
 }
 
 
@@ -162,14 +161,8 @@ READS: dict[str, Callable[[Store], Awaitable[object]]] = {
             "WHERE vaulting_request_id = 'b'",
             "record",
         ),
-        (
-            "UPDATE orphan_notifications SET body = "
-            "(SELECT body FROM orphan_notifications WHERE vaulting_request_id = 'orphan-a') "
-            "WHERE vaulting_request_id = 'orphan-b'",
-            "orphans",
-        ),
     ],
-    ids=["record-to-record", "sealed-fields-to-record", "orphan-to-orphan"],
+    ids=["record-to-record", "sealed-fields-to-record"],
 )
 async def test_a_ciphertext_moved_to_another_row_does_not_decrypt(
     backend: Backend, filled: Store, move: str, read: str
@@ -183,15 +176,39 @@ async def test_a_ciphertext_moved_to_another_row_does_not_decrypt(
         await READS[read](filled)
 
 
+async def test_an_orphan_body_moved_to_another_row_does_not_decrypt(
+    backend: Backend, filled: Store
+) -> None:
+    """Guards the row binding of orphan bodies: A's body copied into B's row does not open as
+    B's; B is listed as unreadable (corrupt), in its place, and A still reads."""
+    await backend.execute(
+        "UPDATE orphan_notifications SET body = "
+        "(SELECT body FROM orphan_notifications WHERE vaulting_request_id = 'orphan-a') "
+        "WHERE vaulting_request_id = 'orphan-b'"
+    )
+    listed = {o.vaulting_request_id: o for o in await filled.list_orphans(limit=100)}
+    moved = listed["orphan-b"]
+    assert isinstance(moved, UnreadableOrphan)
+    assert (moved.error, moved.key_id) == ("CorruptDataError", None)
+    assert isinstance(listed["orphan-a"], OrphanNotification)
+
+
 async def test_an_unknown_key_id_fails_naming_it(backend: Backend, filled: Store) -> None:
     """Guards the operator's message when a key left the file too early: the key id, and no
-    card data. (Events are left out of reads instead: test_unreadable_data.)"""
+    card data; an orphan under it is listed as unreadable, naming the key. (Events are left
+    out of reads instead: test_unreadable_data.)"""
     other = await reopen(backend, DataKeyRing.generate("unrelated"))
     try:
-        for read in (other.get("a"), other.list_orphans(limit=10)):
-            with pytest.raises(UnknownDataKeyError, match="data key 'session'") as refused:
-                await read
-            assert "ALIPAY" not in str(refused.value)
+        with pytest.raises(UnknownDataKeyError, match="data key 'session'") as refused:
+            await other.get("a")
+        assert "ALIPAY" not in str(refused.value)
+        orphans = await other.list_orphans(limit=10)
+        assert orphans
+        assert all(
+            isinstance(o, UnreadableOrphan)
+            and (o.error, o.key_id) == ("UnknownDataKeyError", "session")
+            for o in orphans
+        )
     finally:
         await other.close()
 

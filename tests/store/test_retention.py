@@ -13,11 +13,12 @@ import asyncpg
 import pytest
 
 from tests.store.backends import Backend
-from tests.store.strategies import T0, new_record, observe
+from tests.store.strategies import T0, full_card, new_record, observe
 from tests.store.test_data_at_rest import raw_database, raw_values, save_card
-from vault_service.domain import Event, VaultingStatus
+from vault_service.domain import Event, SessionRequest, VaultingStatus
 from vault_service.store import EventsPrunedError, Pruned, Store
 from vault_service.store.advisory_locks import PRUNER_LOCK
+from vault_service.store.pruning import RecordBatch
 
 S = VaultingStatus
 
@@ -91,15 +92,16 @@ async def test_old_final_records_go_with_their_events_and_card_data(
     sealed_before = {
         value if isinstance(value, bytes) else value.encode() for value in await raw_values(backend)
     }
+    # Their events are pruned first (the floor passes them): a record goes only then.
     pruned = await store.prune(
-        events_before=T0, records_before=T0 + timedelta(days=1), batch_size=1
+        events_before=T0 + timedelta(days=1), records_before=T0 + timedelta(days=1), batch_size=1
     )
-    assert pruned == Pruned(records=2)
+    assert pruned.records == 2
     assert await store.get("old-a") is None
     assert await store.get("old-b") is None
     assert await store.get("open") is not None
     assert await store.get("recent") is not None
-    remaining = await store.events_after(0, limit=10)
+    remaining = await store.events_after(await store.events_floor(), limit=10)
     assert {e.record.vaulting_request_id for e in remaining if isinstance(e, Event)} == {"recent"}
     sealed_after = {
         value if isinstance(value, bytes) else value.encode() for value in await raw_values(backend)
@@ -110,6 +112,75 @@ async def test_old_final_records_go_with_their_events_and_card_data(
     assert [value for value in gone if value in raw] == []
     assert b"old-a" not in raw
     assert b"old-b" not in raw
+
+
+async def test_record_retention_never_deletes_an_event_above_the_floor(store: Store) -> None:
+    """Broke: record retention deleted an old final record's events whatever their id, but
+    only the prefix prune raises the floor, and ``occurred_at`` is not monotonic in id order:
+    an event after a newer one that the prefix kept went, leaving a hole above the floor that
+    a reader skipped without being refused. A record with an event above the floor now waits
+    until the prefix prune has passed it."""
+    await store.insert(new_record("newer"), next_check_at=T0)
+    await store.apply("newer", observe(S.PROCESSING, at=T0 + timedelta(days=5)))
+    await save_card(store, "older")  # SUCCEEDED at T0 + 1 min, logged after "newer"'s event
+    cutoff = T0 + timedelta(days=1)
+    assert await store.prune(events_before=cutoff, records_before=cutoff, batch_size=10) == Pruned()
+    assert await store.events_floor() == 0
+    logged = await store.events_after(0, limit=10)
+    assert [e.record.vaulting_request_id for e in logged if isinstance(e, Event)] == [
+        "newer",
+        "older",
+    ]
+    assert await store.get("older") is not None
+    # Once the prefix prune has passed its event, the record goes.
+    later = T0 + timedelta(days=6)
+    pruned = await store.prune(events_before=later, records_before=cutoff, batch_size=10)
+    assert pruned == Pruned(events=2, records=1)
+    assert await store.get("older") is None
+
+
+async def test_a_record_changed_during_its_deletion_keeps_its_event_and_request(
+    backend: Backend, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broke: record retention deleted the chosen records' events and kept
+    createVaultingSession request each in a statement of its own, re-checking only before the
+    record's own delete: an EXPIRED record that learned its card between the selection and the
+    deletes lost its new event (above the floor, so streams skipped it) and its request, and
+    kept its row. The batch is one transaction now, its records locked and checked again: an
+    apply landing between selection and deletion keeps the record, its event and its
+    request."""
+    record = new_record("late")
+    await store.insert(record, next_check_at=T0)
+    kept = SessionRequest(record.owner, record.parameters, b'{"first": true}')
+    await store.keep_session_request("late", kept, T0)
+    await store.apply("late", observe(S.EXPIRED, at=T0 + timedelta(minutes=1)))
+    learned = observe(S.SUCCEEDED, at=T0 + timedelta(days=3), card=full_card())
+    news: list[Event | None] = []
+    delete_records = store._delete_records  # type: ignore[attr-defined]
+
+    async def card_arrives_first(db: object, batch: RecordBatch) -> int:
+        """The seam between choosing the batch and deleting it: a GetResult lands there."""
+        news.append(await store.apply("late", learned))
+        deleted: int = await delete_records(db, batch)
+        return deleted
+
+    monkeypatch.setattr(store, "_delete_records", card_arrives_first)
+    cutoff = T0 + timedelta(days=1)
+    pruned = await store.prune(events_before=cutoff, records_before=cutoff, batch_size=10)
+    assert pruned == Pruned(events=1)
+    [event] = news
+    assert event is not None
+    assert event.event_id > await store.events_floor()
+    survivor = await store.get("late")
+    assert survivor is not None
+    assert survivor.status is S.SUCCEEDED
+    logged = await store.events_after(await store.events_floor(), limit=10)
+    assert [e.event_id for e in logged] == [event.event_id]
+    assert await backend.query("SELECT vaulting_request_id FROM session_requests") == [("late",)]
+    # The pass's own connection (PostgreSQL) or thread (SQLite) is left as it was: the next
+    # pass prunes normally.
+    monkeypatch.undo()
+    assert await store.prune(events_before=cutoff, records_before=cutoff, batch_size=10) == Pruned()
 
 
 async def test_sqlite_gives_the_space_back(backend: Backend, store: Store) -> None:

@@ -35,7 +35,13 @@ from vault_service.events import EventHub
 from vault_service.metrics import Metrics
 from vault_service.service import observations
 from vault_service.service.listing import Page, list_page
-from vault_service.store import RecordExistsError, RecordNotFoundError, Store
+from vault_service.store import (
+    OrphanNotification,
+    RecordExistsError,
+    RecordNotFoundError,
+    Store,
+    UnreadableOrphan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -184,26 +190,52 @@ class VaultingService:
         self, *, vaulting_request_id: str | None = None, limit: int = ORPHAN_BATCH
     ) -> int:
         """Apply the orphan notifications whose record exists now (of one id, or the oldest
-        ``limit`` of any) as the notifications they are, then forget them; how many.
+        ``limit`` of any) as the notifications they are, then forget them; how many were.
 
         A notification that arrived before its record (Antom is fast, a replica wrote late, a
         database was restored) is thus not lost. Applying is idempotent, so a replica racing
         this one, or a retry after a crash between the apply and the forget, emits no second
         event; the change counts from now (its ``update_time``), when the service learned it.
+
+        Each orphan is adopted on its own: one that does not decode, or whose apply fails, is
+        logged (its error's class, never its body) and kept for the next pass, and the others
+        are still adopted, since the oldest come first on every pass.
         """
         orphans = await self._store.adoptable_orphans(
             limit=limit, vaulting_request_id=vaulting_request_id
         )
+        adopted = 0
         for orphan in orphans:
             rid = orphan.vaulting_request_id
-            # Verified and parsed when it arrived: it parses again.
-            notification = VaultingNotification.from_antom_json(orphan.body)
-            await self.apply(rid, observations.from_notification(notification, self._clock()))
-            await self._store.drop_orphan(rid, orphan.body)
-            log.info(
-                "orphan notification applied to its record", extra={"vaulting_request_id": rid}
-            )
-        return len(orphans)
+            if isinstance(orphan, UnreadableOrphan):
+                log.warning(
+                    "an orphan notification does not decode: not applied",
+                    extra={
+                        "vaulting_request_id": rid,
+                        "error": orphan.error,
+                        "key_id": orphan.key_id,
+                    },
+                )
+                continue
+            try:
+                await self._adopt(orphan)
+            except Exception as exc:
+                # No traceback: the error's message may quote the body.
+                log.warning(
+                    "applying an orphan notification failed; kept for the next pass",
+                    extra={"vaulting_request_id": rid, "error": type(exc).__name__},
+                )
+                continue
+            adopted += 1
+        return adopted
+
+    async def _adopt(self, orphan: OrphanNotification) -> None:
+        rid = orphan.vaulting_request_id
+        # Verified and parsed when it arrived: it parses again.
+        notification = VaultingNotification.from_antom_json(orphan.body)
+        await self.apply(rid, observations.from_notification(notification, self._clock()))
+        await self._store.drop_orphan(rid, orphan.body)
+        log.info("orphan notification applied to its record", extra={"vaulting_request_id": rid})
 
     async def get_result(
         self,

@@ -139,6 +139,26 @@ class OrphanNotification:
 
 
 @dataclass(frozen=True, slots=True)
+class UnreadableOrphan:
+    """An orphan notification whose stored body does not open here (under a data key the ring
+    lacks, a tampered ciphertext, an edited row).
+
+    Listed in its place rather than raised, so that one bad row neither hides the others from
+    an audit nor stops the adoption of the orphans after it. ``error`` is the error's class
+    name and ``key_id`` the missing data key, if that is the cause: never a stored value.
+    """
+
+    vaulting_request_id: str
+    received_at: datetime
+    error: str
+    key_id: str | None = None
+
+
+StoredOrphan = OrphanNotification | UnreadableOrphan
+"""An orphan notification as a reader meets it."""
+
+
+@dataclass(frozen=True, slots=True)
 class Pruned:
     """How many rows one retention pass deleted."""
 
@@ -289,13 +309,13 @@ class Store(Protocol):
         """Keep a notification for an unknown id for audit; idempotent per (id, body)."""
         ...
 
-    async def list_orphans(self, *, limit: int) -> list[OrphanNotification]:
+    async def list_orphans(self, *, limit: int) -> list[StoredOrphan]:
         """The oldest ``limit`` orphan notifications, in the order they first arrived."""
         ...
 
     async def adoptable_orphans(
         self, *, limit: int, vaulting_request_id: str | None = None
-    ) -> list[OrphanNotification]:
+    ) -> list[StoredOrphan]:
         """The oldest ``limit`` orphan notifications whose record exists now (created after
         they arrived: a late replica, a restore), optionally of one id, in arrival order."""
         ...

@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -68,6 +69,7 @@ from vault_service.store.postgres_pool import (
     close_pools,
     create_pool,
 )
+from vault_service.store.pruning import RecordBatch
 from vault_service.store.sealer import Sealer
 from vault_service.store.sealing import LegacyRows, SealedColumn, mark_plaintext_free_sql
 from vault_service.store.sql import Dialect, Row, Session
@@ -363,6 +365,25 @@ class PostgresStore(SQLStore):
             # The pool is closing: a call raced close().
             self._check_open()
             raise
+
+    async def _delete_records(self, db: Session, batch: RecordBatch) -> int:
+        # The pruner's session (its connection holds the pruner's lock): a transaction on it is
+        # the pass's own.
+        assert isinstance(db, PoolSession)
+        check, parameters = batch.lock(self.dialect)
+        async with db.transaction():
+            locked = [rid for (rid,) in await db.fetch(f"{check} FOR UPDATE", *parameters)]
+            # Checked again by a statement of its own: a lock waited for re-checks the row
+            # itself, but not the events its subquery had read before the wait.
+            if locked:
+                check, parameters = replace(batch, ids=self.dialect.texts(frozenset(locked))).lock(
+                    self.dialect
+                )
+                locked = [rid for (rid,) in await db.fetch(check, *parameters)]
+            deleted = 0
+            for sql, arguments in batch.deletes(self.dialect, locked) if locked else []:
+                deleted = await db.execute(sql, *arguments)
+            return deleted
 
     async def _claim(self, now: datetime, limit: int, lease: timedelta) -> list[Row]:
         async with self._connection() as connection:

@@ -11,12 +11,19 @@ gap always sees the new floor; an interruption between the two leaves a floor ab
 still exist, which refuses a little early and is finished by the next pass.
 
 Record retention deletes a final record whose last change is older than the cut-off, with its
-events and its kept createVaultingSession request. The record is deleted last and only if it
-still qualifies, so one that changed meanwhile (an EXPIRED record that learned its card) stays.
+events and its kept createVaultingSession request, and only once none of its events is above
+the floor: deleting an event the prefix prune has not reached would leave a hole that readers
+skip without being refused (a record whose events are still kept waits for a later pass). Each
+batch is one transaction of its backend (:class:`RecordBatch`): the chosen records are locked
+and checked again, and only those that still qualify lose their events, request and row, so
+that an ``apply`` racing the pass (an EXPIRED record that learned its card) either lands before
+the batch, and its record is then no longer chosen, or waits for it and finds no record.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
@@ -29,6 +36,58 @@ _RAISE_FLOOR: Final = (
     f"INSERT INTO meta (key, value) VALUES ('{EVENTS_FLOOR_KEY}', $1) "  # noqa: S608
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
+
+
+# A final record unchanged since the cut-off ($1) with no event above the floor ($2).
+_PRUNABLE: Final = (
+    "final_at < $1 AND updated_at < $1 AND NOT EXISTS (SELECT 1 FROM events e "
+    "WHERE e.vaulting_request_id = records.vaulting_request_id AND e.id > $2)"
+)
+_SELECT_RECORDS: Final = (
+    f"SELECT vaulting_request_id FROM records WHERE {_PRUNABLE} ORDER BY final_at LIMIT $3"  # noqa: S608
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBatch:
+    """Records chosen for deletion, in the dialect's values: ``ids`` (a texts parameter),
+    ``cutoff`` (an instant) and the event log's ``floor``. A backend deletes them in one
+    transaction (:meth:`~vault_service.store.sql_store.SQLStore._delete_records`): first
+    :meth:`lock` (its rows locked, as the backend can), then :meth:`deletes` of what it found."""
+
+    ids: object
+    cutoff: object
+    floor: int
+
+    def lock(self, dialect: Dialect) -> tuple[str, tuple[object, ...]]:
+        """The statement choosing those of :attr:`ids` that still qualify, in key order (the
+        backend appends its row lock), and its parameters."""
+        in_ids = dialect.in_texts.format(column="vaulting_request_id", values="$3")
+        sql = (
+            f"SELECT vaulting_request_id FROM records WHERE {in_ids} AND {_PRUNABLE} "  # noqa: S608
+            "ORDER BY vaulting_request_id"
+        )
+        return sql, (self.cutoff, self.floor, self.ids)
+
+    def deletes(self, dialect: Dialect, locked: list[str]) -> list[tuple[str, tuple[object, ...]]]:
+        """The deletes of the ``locked`` records' events, request and row (checked once more),
+        with their parameters; the last one's count is the records deleted."""
+        chosen = dialect.texts(frozenset(locked))
+        in_ids = dialect.in_texts.format(column="vaulting_request_id", values="$1")
+        in_chosen = dialect.in_texts.format(column="vaulting_request_id", values="$3")
+        # Built from constant names and the dialect's constant condition.
+        return [
+            (f"DELETE FROM events WHERE {in_ids}", (chosen,)),  # noqa: S608
+            (f"DELETE FROM session_requests WHERE {in_ids}", (chosen,)),  # noqa: S608
+            (
+                f"DELETE FROM records WHERE {in_chosen} AND {_PRUNABLE}",  # noqa: S608
+                (self.cutoff, self.floor, chosen),
+            ),
+        ]
+
+
+DeleteRecords = Callable[[RecordBatch], Awaitable[int]]
+"""A backend's deletion of one :class:`RecordBatch` in one transaction: how many it deleted."""
 
 
 async def read_floor(db: Session) -> int:
@@ -44,9 +103,11 @@ async def prune_pass(
     events_before: datetime,
     records_before: datetime | None,
     batch_size: int,
+    delete_records: DeleteRecords,
 ) -> Pruned:
     """One pass: events, then orphan notifications older than ``events_before``, then final
-    records unchanged since before ``records_before`` (``None``: records are kept for ever)."""
+    records unchanged since before ``records_before`` (``None``: records are kept for ever),
+    each batch of those deleted by ``delete_records``."""
     events = await _prune_events(db, dialect, events_before, batch_size)
     orphans = await _batches(
         db,
@@ -57,7 +118,7 @@ async def prune_pass(
     )
     records = 0
     if records_before is not None:
-        records = await _prune_records(db, dialect, records_before, batch_size)
+        records = await _prune_records(db, dialect, records_before, batch_size, delete_records)
     return Pruned(events, orphans, records)
 
 
@@ -79,31 +140,17 @@ async def _prune_events(db: Session, dialect: Dialect, before: datetime, batch_s
             return deleted
 
 
-async def _prune_records(db: Session, dialect: Dialect, before: datetime, batch_size: int) -> int:
+async def _prune_records(
+    db: Session, dialect: Dialect, before: datetime, batch_size: int, delete: DeleteRecords
+) -> int:
     cutoff = dialect.instant(before)
-    in_ids = dialect.in_texts.format(column="vaulting_request_id", values="$1")
+    floor = await read_floor(db)
     deleted = 0
     while True:
-        ids = [
-            rid
-            for (rid,) in await db.fetch(
-                "SELECT vaulting_request_id FROM records WHERE final_at < $1 AND updated_at < $1 "
-                "ORDER BY final_at LIMIT $2",
-                cutoff,
-                batch_size,
-            )
-        ]
+        ids = [rid for (rid,) in await db.fetch(_SELECT_RECORDS, cutoff, floor, batch_size)]
         if not ids:
             return deleted
-        chosen = dialect.texts(frozenset(ids))
-        # Built from constant names and the dialect's constant condition.
-        await db.execute(f"DELETE FROM events WHERE {in_ids}", chosen)  # noqa: S608
-        await db.execute(f"DELETE FROM session_requests WHERE {in_ids}", chosen)  # noqa: S608
-        deleted += await db.execute(
-            f"DELETE FROM records WHERE {in_ids} AND final_at < $2 AND updated_at < $2",  # noqa: S608
-            chosen,
-            cutoff,
-        )
+        deleted += await delete(RecordBatch(dialect.texts(frozenset(ids)), cutoff, floor))
         if len(ids) < batch_size:
             return deleted
 

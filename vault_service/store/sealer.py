@@ -8,9 +8,10 @@ writes or reads goes through the :class:`Sealer` holding them, so no call site p
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from vault_service.domain import VaultingRecord
-from vault_service.store.base import LogEntry, UnreadableRecord
+from vault_service.store.base import LogEntry, StoredOrphan, UnreadableRecord
 from vault_service.store.codec import RecordRow, encode_snapshot, record_from_row, record_to_row
 from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.event_rows import EventRow, ReportedEvents, log_entries
@@ -21,11 +22,11 @@ from vault_service.store.sealing import (
     ResealPlan,
     SealedColumn,
     UpgradePlan,
-    open_body,
     open_record_row,
     plan_reseal,
     plan_upgrade,
     read_claimed_row,
+    read_orphan,
     seal_body,
     seal_record_row,
     seal_token,
@@ -73,8 +74,13 @@ class Sealer:
     def seal_body(self, vaulting_request_id: str, body: bytes) -> bytes:
         return seal_body(self._keys, vaulting_request_id, body)
 
-    def open_body(self, vaulting_request_id: str, stored: bytes) -> bytes:
-        return open_body(self._keys, vaulting_request_id, stored, plaintext=self._plaintext)
+    def open_orphan(
+        self, vaulting_request_id: str, stored: bytes, received_at: datetime
+    ) -> StoredOrphan:
+        """An orphan notification, or the report that its body does not open."""
+        return read_orphan(
+            self._keys, vaulting_request_id, stored, received_at, plaintext=self._plaintext
+        )
 
     def plan_reseal(
         self, column: SealedColumn, rows: Iterable[tuple[str | int, str, str | bytes]]

@@ -32,10 +32,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 from vault_service.domain import VaultingRecord
-from vault_service.store.base import CorruptDataError, UnreadableRecord
+from vault_service.store.base import (
+    CorruptDataError,
+    OrphanNotification,
+    StoredOrphan,
+    UnreadableOrphan,
+    UnreadableRecord,
+)
 from vault_service.store.codec import (
     RecordRow,
     record_from_row,
@@ -276,6 +283,25 @@ def open_body(
             return stored
         raise PlaintextCardDataError(ORPHAN_BODY, vaulting_request_id)
     return keys.open(envelope, ORPHAN_BODY.context(vaulting_request_id))
+
+
+def read_orphan(
+    keys: DataKeyRing,
+    vaulting_request_id: str,
+    stored: bytes,
+    received_at: datetime,
+    *,
+    plaintext: bool,
+) -> StoredOrphan:
+    """An orphan notification with its body opened; one whose body does not open is reported
+    in its place instead of failing the read of every orphan read with it."""
+    try:
+        body = open_body(keys, vaulting_request_id, stored, plaintext=plaintext)
+    except (CorruptDataError, UnknownDataKeyError) as exc:
+        return UnreadableOrphan(
+            vaulting_request_id, received_at, type(exc).__name__, getattr(exc, "key_id", None)
+        )
+    return OrphanNotification(vaulting_request_id, body, received_at)
 
 
 def seal_record_row(keys: DataKeyRing, row: RecordRow) -> RecordRow:

@@ -7,12 +7,14 @@ A backend brings a :class:`~vault_service.store.sql.Session` per unit of work an
 of statements that are each atomic alone. What needs a transaction of several writes stays in
 the backend, because the transactions really differ (a SQLite unit runs whole on the store
 thread, a PostgreSQL one holds row locks and the append lock): ``apply``, and the writes of
-``claim_due`` and of a rotation batch. :meth:`SQLStore._change` is ``apply``'s shared part.
+``claim_due``, of a rotation batch and of a record retention batch. :meth:`SQLStore._change`
+is ``apply``'s shared part.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -32,11 +34,11 @@ from vault_service.metrics import PoolUse
 from vault_service.store.base import (
     EventsPrunedError,
     LogEntry,
-    OrphanNotification,
     Pruned,
     RecordExistsError,
     RecordNotFoundError,
     StoreClosedError,
+    StoredOrphan,
     UnreadableRecord,
     check_lease,
     check_limit,
@@ -50,7 +52,7 @@ from vault_service.store.codec import (
 )
 from vault_service.store.event_rows import SELECT_EVENTS, EventRow, ReportedEvents
 from vault_service.store.migrator import mark_plaintext_free
-from vault_service.store.pruning import prune_pass, read_floor
+from vault_service.store.pruning import RecordBatch, prune_pass, read_floor
 from vault_service.store.sealer import Sealer
 from vault_service.store.sealing import (
     LEGACY_ROWS,
@@ -148,6 +150,12 @@ class SQLStore(ABC):
         """Give the space pruning freed back (or leave it to the database's own vacuum)."""
 
     @abstractmethod
+    async def _delete_records(self, db: Session, batch: RecordBatch) -> int:
+        """Record retention's atomic step, on the pruner's session ``db``: in one transaction,
+        lock and check again the records of ``batch`` and delete those that still qualify
+        (:class:`RecordBatch`); how many it deleted."""
+
+    @abstractmethod
     async def _claim(self, now: datetime, limit: int, lease: timedelta) -> list[Row]:
         """``claim_due``'s atomic step: the due rows, claimed, in order, not yet decoded."""
 
@@ -239,12 +247,12 @@ class SQLStore(ABC):
                 self.dialect.instant(received_at),
             )
 
-    async def list_orphans(self, *, limit: int) -> list[OrphanNotification]:
+    async def list_orphans(self, *, limit: int) -> list[StoredOrphan]:
         return await self._orphans("", limit)
 
     async def adoptable_orphans(
         self, *, limit: int, vaulting_request_id: str | None = None
-    ) -> list[OrphanNotification]:
+    ) -> list[StoredOrphan]:
         adoptable = (
             "WHERE EXISTS (SELECT 1 FROM records r "
             "WHERE r.vaulting_request_id = o.vaulting_request_id)"
@@ -264,7 +272,7 @@ class SQLStore(ABC):
                 hashlib.sha256(body).digest(),
             )
 
-    async def _orphans(self, where: str, limit: int, *args: object) -> list[OrphanNotification]:
+    async def _orphans(self, where: str, limit: int, *args: object) -> list[StoredOrphan]:
         """Orphans (``o``) matching ``where`` (its parameters from ``$2``), oldest first."""
         check_limit(limit)
         async with self._session() as db:
@@ -274,10 +282,9 @@ class SQLStore(ABC):
                 limit,
                 *args,
             )
+        # Opened one by one: a body that does not open is reported in its place.
         return [
-            OrphanNotification(
-                rid, self._sealer.open_body(rid, body), self.dialect.read_instant(received_at)
-            )
+            self._sealer.open_orphan(rid, body, self.dialect.read_instant(received_at))
             for rid, body, received_at in rows
         ]
 
@@ -347,6 +354,7 @@ class SQLStore(ABC):
                 events_before=events_before,
                 records_before=records_before,
                 batch_size=batch_size,
+                delete_records=functools.partial(self._delete_records, db),
             )
             if pruned.any:
                 await self._reclaim(db)

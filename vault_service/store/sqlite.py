@@ -56,6 +56,7 @@ from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import SQLITE_MIGRATIONS
 from vault_service.store.migrator import Schema, open_schema, schema_migrations_table
+from vault_service.store.pruning import RecordBatch
 from vault_service.store.sealer import Sealer
 from vault_service.store.sealing import LegacyRows, SealedColumn, mark_plaintext_free_sql
 from vault_service.store.sql import Dialect, Row, Session, no_schema_lock, numbered_qmarks
@@ -228,6 +229,19 @@ class SQLiteStore(SQLStore):
     async def _shut_down(self) -> None:
         await self._no_sessions.wait()
         await self._thread.shut_down()
+
+    async def _delete_records(self, db: Session, batch: RecordBatch) -> int:
+        del db  # one write transaction on the store thread, which no apply can interleave
+        check, parameters = batch.lock(self.dialect)
+
+        def work(connection: sqlite3.Connection) -> int:
+            locked = [rid for (rid,) in connection.execute(numbered_qmarks(check), parameters)]
+            deleted = 0
+            for sql, arguments in batch.deletes(self.dialect, locked) if locked else []:
+                deleted = connection.execute(numbered_qmarks(sql), arguments).rowcount
+            return deleted
+
+        return await self._run(transaction, self._connection, work)
 
     async def _claim(self, now: datetime, limit: int, lease: timedelta) -> list[Row]:
         due_at, leased_until = encode_instant(now), encode_instant(now + lease)
