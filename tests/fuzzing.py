@@ -17,6 +17,7 @@ examples and the shrinking of a failure.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -96,35 +97,35 @@ _counts: dict[str, TestCount] = {}
 _collected: list[str] = []
 
 
+@contextlib.contextmanager
+def _one_case(count: TestCount) -> Generator[None, None, None]:
+    """Counts the case run inside it, passed or failed; not one Hypothesis rejected
+    (``assume``) or stopped before it ran."""
+    try:
+        yield
+    except (UnsatisfiedAssumption, StopTest):
+        raise
+    except BaseException:
+        count.cases += 1
+        raise
+    count.cases += 1
+
+
 def _counted(inner: Callable[..., Any], count: TestCount) -> Callable[..., Any]:
     """``inner`` (the body Hypothesis calls once per case), counting the cases that ran."""
     if inspect.iscoroutinefunction(inner):
 
         @functools.wraps(inner)
         async def counted_async(*args: Any, **kwargs: Any) -> Any:
-            try:
-                result = await inner(*args, **kwargs)
-            except (UnsatisfiedAssumption, StopTest):
-                raise
-            except BaseException:
-                count.cases += 1
-                raise
-            count.cases += 1
-            return result
+            with _one_case(count):
+                return await inner(*args, **kwargs)
 
         return counted_async
 
     @functools.wraps(inner)
     def counted(*args: Any, **kwargs: Any) -> Any:
-        try:
-            result = inner(*args, **kwargs)
-        except (UnsatisfiedAssumption, StopTest):
-            raise
-        except BaseException:
-            count.cases += 1
-            raise
-        count.cases += 1
-        return result
+        with _one_case(count):
+            return inner(*args, **kwargs)
 
     return counted
 
