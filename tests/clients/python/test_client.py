@@ -126,23 +126,13 @@ async def test_create_session_retries_a_call_the_server_cancelled() -> None:
             await context.abort(grpc.StatusCode.CANCELLED, "server shutting down")
         return pb.CreateSessionResponse(vaulting_request_id="cancelled-1").SerializeToString()
 
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "vault.v1.VaultService",
-                {"CreateSession": grpc.unary_unary_rpc_method_handler(create)},
-            ),
-        )
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
     retry = RetryPolicy(max_attempts=2, initial_backoff=0.01)
-    try:
-        async with AsyncVaultClient(f"127.0.0.1:{port}", retry=retry) as client:
-            created = await client.create_session("cancelled-1")
-    finally:
-        await server.stop(None)
+    handler = grpc.unary_unary_rpc_method_handler(create)
+    async with (
+        one_method_server("CreateSession", handler) as target,
+        AsyncVaultClient(target, retry=retry) as client,
+    ):
+        created = await client.create_session("cancelled-1")
     assert created.vaulting_request_id == "cancelled-1"
     assert len(requests) == 2
     assert requests[0] == requests[1]
@@ -173,14 +163,18 @@ async def scripted_stream(*messages: bytes) -> AsyncIterator[str]:
             yield message
         await asyncio.Event().wait()
 
+    async with one_method_server(
+        "StreamResults", grpc.unary_stream_rpc_method_handler(stream)
+    ) as target:
+        yield target
+
+
+@contextlib.asynccontextmanager
+async def one_method_server(method: str, handler: grpc.RpcMethodHandler) -> AsyncIterator[str]:
+    """A loopback server answering one VaultService method with raw bytes; yields its target."""
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "vault.v1.VaultService",
-                {"StreamResults": grpc.unary_stream_rpc_method_handler(stream)},
-            ),
-        )
+        (grpc.method_handlers_generic_handler("vault.v1.VaultService", {method: handler}),)
     )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
