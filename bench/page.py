@@ -139,7 +139,7 @@ class ResultsPage:
         head = [
             f"# {self.title}",
             "",
-            f"- run: `{' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}`,"
+            f"- run: `{' '.join([invocation(), *sys.argv[1:]])}`,"
             f" started {self.started:%Y-%m-%d %H:%M} UTC",
             f"- code: {source()}",
             f"- machine: {machine()}",
@@ -188,6 +188,16 @@ def _git(*args: str) -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
+
+
+def invocation() -> str:
+    """The command that started the bench: for ``-m`` runs, the module, not ``__main__.py``."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        module = spec.name.removesuffix(".__main__")
+        return f"python -m {module}"
+    return Path(sys.argv[0]).name
 
 
 def commit() -> str:
