@@ -13,15 +13,13 @@ import grpc
 import pytest
 from grpc import StatusCode
 
+from tests.fixtures.records import new_record
 from tests.grpc_api.support import CALLER_METADATA_KEY, bad_request
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service.domain import (
     AntomResult,
     EventSource,
     Observation,
-    Session,
-    SessionParameters,
-    VaultingRecord,
 )
 from vault_service.service.vaulting import VaultingService
 from vault_service.store import Store
@@ -54,13 +52,8 @@ class World:
     async def create(self) -> None:
         now = datetime.now(UTC)
         for rid in self.ids:
-            record = VaultingRecord(
-                vaulting_request_id=rid,
-                owner="alice",
-                parameters=SessionParameters(),
-                session=Session("s", "d", now + timedelta(days=1)),
-                created_at=now,
-                updated_at=now,
+            record = new_record(
+                rid, created_at=now, owner="alice", session_lifetime=timedelta(days=1)
             )
             await self.store.insert(record, next_check_at=now + timedelta(days=1))
 

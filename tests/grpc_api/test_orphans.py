@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
+from tests.fixtures.records import new_record
 from tests.grpc_api.support import notification
 from tests.store.backends import Backend
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
-from vault_service.domain import Session, SessionParameters, VaultingRecord, VaultingStatus
+from vault_service.domain import VaultingStatus
 from vault_service.orphan_commands import audit_line
 from vault_service.service.reconciler import Reconciler
 from vault_service.service.vaulting import VaultingService
@@ -39,14 +40,7 @@ async def notify_raw(vaulting: VaultingService, vaulting_request_id: str) -> Non
 async def insert_record(store: Store, vaulting_request_id: str) -> None:
     """A record that appears without CreateSession (a restore, a late replica's write)."""
     now = datetime.now(UTC)
-    record = VaultingRecord(
-        vaulting_request_id=vaulting_request_id,
-        owner="anonymous",
-        parameters=SessionParameters(),
-        session=Session("s", "d", now + timedelta(hours=1)),
-        created_at=now,
-        updated_at=now,
-    )
+    record = new_record(vaulting_request_id, created_at=now, session_lifetime=timedelta(hours=1))
     await store.insert(record, next_check_at=now + timedelta(hours=1))
 
 

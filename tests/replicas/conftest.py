@@ -25,7 +25,6 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeAlias
 
@@ -40,12 +39,8 @@ from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 from vault_service.config import Settings
 from vault_service.domain import (
-    ANONYMOUS_OWNER,
     Event,
     EventSource,
-    Session,
-    SessionParameters,
-    VaultingRecord,
     decode_resume_token,
 )
 from vault_service.grpc_api import mapping
@@ -194,19 +189,6 @@ def assert_received_exactly(subscriber: Subscriber, log: Log, *, after: int, nam
     assert received == [event.event_id for event in expected], f"{name}: events by id"
     results = [mapping.vaulting_result(event.record) for event in expected]
     assert [event.result for event in subscriber.events] == results, f"{name}: contents"
-
-
-def new_record(rid: str, *, created_at: datetime, owner: str = ANONYMOUS_OWNER) -> VaultingRecord:
-    """A freshly created session, as CreateSession stores it (for tests that write below
-    gRPC, as another replica would)."""
-    return VaultingRecord(
-        vaulting_request_id=rid,
-        owner=owner,
-        parameters=SessionParameters(),
-        session=Session(f"session-{rid}", f"data-{rid}", created_at + timedelta(minutes=30)),
-        created_at=created_at,
-        updated_at=created_at,
-    )
 
 
 StartReplica = Callable[..., Awaitable[app.RunningService]]

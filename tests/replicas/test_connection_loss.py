@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from tests.fixtures.antom import buyer_submits
+from tests.fixtures.records import new_record
 from tests.replicas.cards import DECLINED, FINAL_STATUS, THREE_DS, VISA
 from tests.replicas.conftest import (
     LISTEN_APPLICATION_NAME,
@@ -23,7 +24,6 @@ from tests.replicas.conftest import (
     Stub,
     Subscriber,
     assert_received_exactly,
-    new_record,
     read_log,
     subscribed,
     wait_for_listeners,

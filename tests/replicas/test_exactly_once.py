@@ -29,7 +29,8 @@ from typing import cast
 
 import pytest
 
-from tests.replicas.conftest import assert_no_replica_connections, new_record, read_log
+from tests.fixtures.records import new_record
+from tests.replicas.conftest import assert_no_replica_connections, read_log
 from vault_service.database_url import parse_database_url
 from vault_service.domain import (
     AntomResult,
