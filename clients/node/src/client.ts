@@ -143,6 +143,7 @@ export class VaultClient {
   private readonly deadlines: typeof DEFAULT_DEADLINES;
   private readonly createSessionAttempts: number;
   private readonly retryBackoff: BackoffOptions;
+  private closed = false;
 
   constructor(options: VaultClientOptions) {
     let credentials: grpc.ChannelCredentials;
@@ -174,13 +175,16 @@ export class VaultClient {
 
   /** Closes the channel; calls still running end with CANCELLED. */
   close(): void {
+    this.closed = true;
     this.stub.close();
   }
 
   /**
    * Starts a vaulting session (CreateSession). On UNAVAILABLE it is tried again with the same
    * request (so the same `vaultingRequestId`: idempotent), after the server's RetryInfo delay
-   * at least, while attempts and the deadline last.
+   * at least, while attempts and the deadline last. A CANCELLED this client did not cause (no
+   * abort, not closed) is retried too: a server shutting down cancels the calls its transport
+   * had accepted but not handed over, which a rolling restart under load meets.
    *
    * @throws {VaultError} a subclass by status code, with the status's details.
    */
@@ -196,7 +200,7 @@ export class VaultClient {
           options.signal,
         );
       } catch (error) {
-        if (!(error instanceof UnavailableError) || attempt >= this.createSessionAttempts) {
+        if (!this.retriesCreateSession(error, options.signal) || attempt >= this.createSessionAttempts) {
           throw error;
         }
         const delay = backoff.next(error.retryDelayMs);
@@ -314,6 +318,14 @@ export class VaultClient {
         call.cancel();
       }
     }
+  }
+
+  /** Whether a failed CreateSession attempt is worth sending again with the same request. */
+  private retriesCreateSession(error: unknown, signal: AbortSignal | undefined): error is VaultError {
+    if (error instanceof UnavailableError) {
+      return true;
+    }
+    return error instanceof VaultError && error.code === grpc.status.CANCELLED && signal?.aborted !== true && !this.closed;
   }
 
   /** Runs one unary call with `deadline`, cancelled by `signal`; failures become VaultErrors. */

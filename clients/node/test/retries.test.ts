@@ -4,12 +4,13 @@ import { test } from "node:test";
 
 import * as grpc from "@grpc/grpc-js";
 
-import { CreateSessionRequest, CreateSessionResponse, FailedPreconditionError, UnavailableError, VaultClient } from "../src";
+import { CreateSessionRequest, CreateSessionResponse, FailedPreconditionError, UnavailableError, VaultClient, VaultError } from "../src";
 import { Any } from "../src/gen/google/protobuf/any";
 import { ErrorInfo, RetryInfo } from "../src/gen/google/rpc/error_details";
 import { Status } from "../src/gen/google/rpc/status";
 
-type Answer = { error: Partial<grpc.StatusObject> } | { response: CreateSessionResponse };
+/** An error, a response, or no answer at all (the call stays open until the client ends it). */
+type Answer = { error: Partial<grpc.StatusObject> } | { response: CreateSessionResponse } | { hang: true };
 
 const RETRY_DELAY_MS = 300;
 
@@ -44,6 +45,9 @@ async function scriptedServer(answers: Answer[]): Promise<{ address: string; rec
       createSession: (call: grpc.ServerUnaryCall<CreateSessionRequest, CreateSessionResponse>, callback: grpc.sendUnaryData<CreateSessionResponse>) => {
         received.push({ request: call.request, at: Date.now() });
         const answer = answers.shift() ?? { error: { code: grpc.status.INTERNAL, details: "no more answers" } };
+        if ("hang" in answer) {
+          return;
+        }
         if ("error" in answer) {
           callback(answer.error, null);
         } else {
@@ -102,5 +106,29 @@ test("CreateSession gives up after its attempts with the last UnavailableError, 
   const refused = await client.createSession({ vaultingRequestId: "vr-2" }).catch((e: unknown) => e);
   assert.ok(refused instanceof FailedPreconditionError, String(refused));
   assert.equal(refused.antomReason, "REPEAT_REQ_INCONSISTENT");
+  assert.equal(received.length, 3);
+});
+
+test("CreateSession retries a CANCELLED the server sent, but not one the caller's abort caused", async (t) => {
+  const created = CreateSessionResponse.create({ vaultingRequestId: "vr-3", sessionData: "data", created: true });
+  const cancelled: Answer = { error: { code: grpc.status.CANCELLED, details: "the server is shutting down" } };
+  const { address, received, server } = await scriptedServer([cancelled, { response: created }, { hang: true }]);
+  t.after(() => server.forceShutdown());
+  const client = new VaultClient({ address, retryBackoff: { initialDelayMs: 10, maxDelayMs: 20 } });
+  t.after(() => client.close());
+
+  assert.deepEqual(await client.createSession({ vaultingRequestId: "vr-3" }), created);
+  assert.equal(received.length, 2);
+
+  // Aborted while the server holds the call: a retry would find the signal aborted and throw
+  // AbortError, so the CANCELLED VaultError proves the client gave up at once.
+  const abort = new AbortController();
+  const pending = client.createSession({ vaultingRequestId: "vr-4" }, { signal: abort.signal }).catch((e: unknown) => e);
+  while (received.length < 3) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  abort.abort();
+  const outcome = await pending;
+  assert.ok(outcome instanceof VaultError && outcome.code === grpc.status.CANCELLED, String(outcome));
   assert.equal(received.length, 3);
 });
