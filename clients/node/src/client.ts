@@ -14,6 +14,8 @@ import {
   type CreateSessionResponse,
   GetResultRequest,
   type GetResultResponse,
+  ListResultsRequest,
+  type ListResultsResponse,
   type ResultEvent,
   type StreamResultsResponse,
   StreamResultsRequest,
@@ -29,6 +31,8 @@ export const DEFAULT_DEADLINES = {
   createSessionMs: 30_000,
   /** GetResult (a `refresh` asks Antom first). */
   getResultMs: 10_000,
+  /** One ListResults page. */
+  listResultsMs: 30_000,
 } as const;
 
 /** How many times CreateSession is tried on UNAVAILABLE, the first attempt included. */
@@ -57,6 +61,9 @@ export interface VaultClientOptions {
   /** Extra `@grpc/grpc-js` channel options; they override this client's defaults. */
   readonly channelOptions?: grpc.ChannelOptions;
 }
+
+/** Which results ListResults returns: statuses, labels and an update-time range (all optional). */
+export type ResultFilter = Omit<PartialMessage<ListResultsRequest>, "pageSize" | "pageToken">;
 
 /** Options of one unary call. */
 export interface CallOptions {
@@ -229,6 +236,39 @@ export class VaultClient {
       throw new VaultError(grpc.status.INTERNAL, "GetResult answered without a result");
     }
     return response.result;
+  }
+
+  /**
+   * One page of the caller's results matching `filters` (ListResults), in update-time order;
+   * pass its `nextPageToken` back with the same filters for the next page.
+   *
+   * @throws {VaultError} a subclass by status code (a token from other filters or another
+   * service is INVALID_ARGUMENT).
+   */
+  async listResults(
+    filters: ResultFilter = {},
+    options: CallOptions & { readonly pageSize?: number; readonly pageToken?: string } = {},
+  ): Promise<ListResultsResponse> {
+    const message = ListResultsRequest.create({ ...filters, pageSize: options.pageSize ?? 0, pageToken: options.pageToken ?? "" });
+    return this.unary<ListResultsResponse>(
+      (metadata, callOptions, callback) => this.stub.listResults(message, metadata, callOptions, callback),
+      Date.now() + (options.deadlineMs ?? this.deadlines.listResultsMs),
+      options.signal,
+    );
+  }
+
+  /**
+   * Every result matching `filters`, page after page (each page its own ListResults call with
+   * its own deadline). A result that changes while the pages are read may appear again later;
+   * none is skipped.
+   */
+  async *iterResults(filters: ResultFilter = {}, options: CallOptions & { readonly pageSize?: number } = {}): AsyncGenerator<VaultingResult> {
+    let pageToken = "";
+    do {
+      const page = await this.listResults(filters, { ...options, pageToken });
+      yield* page.results;
+      pageToken = page.nextPageToken;
+    } while (pageToken !== "");
   }
 
   /**

@@ -6,6 +6,7 @@ export {
   type CallOptions,
   DEFAULT_CREATE_SESSION_ATTEMPTS,
   DEFAULT_DEADLINES,
+  type ResultFilter,
   type ResultsOptions,
   type StreamItem,
   VaultClient,

@@ -146,6 +146,30 @@ describe("VaultClient against a live vault-service", () => {
     await assert.rejects(client.getResult("node-get-nobody"), NotFoundError);
   });
 
+  test("iterResults walks every page of a label filter; listResults refuses a token given other filters", async (t) => {
+    const client = connect();
+    t.after(() => client.close());
+    const ids = Array.from({ length: 7 }, (_, i) => `node-list-${i}`);
+    for (const vaultingRequestId of ids) {
+      await client.createSession({ vaultingRequestId, labels: { batch: "node-list" } });
+    }
+    await client.createSession({ vaultingRequestId: "node-list-other", labels: { batch: "elsewhere" } });
+
+    const listed: string[] = [];
+    for await (const result of client.iterResults({ labels: { batch: "node-list" } }, { pageSize: 3 })) {
+      listed.push(result.vaultingRequestId);
+    }
+    assert.deepEqual(listed.sort(), [...ids].sort(), "every labelled session once, no other");
+
+    const first = await client.listResults({ labels: { batch: "node-list" } }, { pageSize: 3 });
+    assert.equal(first.results.length, 3);
+    assert.notEqual(first.nextPageToken, "");
+    await assert.rejects(
+      client.listResults({ labels: { batch: "elsewhere" } }, { pageSize: 3, pageToken: first.nextPageToken }),
+      InvalidArgumentError,
+    );
+  });
+
   test("an invalid request is InvalidArgumentError with its field violations", async (t) => {
     const client = connect();
     t.after(() => client.close());
