@@ -174,3 +174,64 @@ func TestFollowHandsOverAnUnreadableEventInItsPlace(t *testing.T) {
 		t.Fatalf("resumed from %q", server.requests[1].GetResumeToken())
 	}
 }
+
+// pagedServer serves ListResults from results in pages of the request's page size, its page
+// token the next index, and records the requests.
+type pagedServer struct {
+	vaultv1.UnimplementedVaultServiceServer
+	results  []*vaultv1.VaultingResult
+	requests []*vaultv1.ListResultsRequest
+}
+
+func (s *pagedServer) ListResults(_ context.Context, request *vaultv1.ListResultsRequest) (*vaultv1.ListResultsResponse, error) {
+	s.requests = append(s.requests, request)
+	start := 0
+	if request.PageToken != "" {
+		start = int(request.PageToken[0] - '0')
+	}
+	end := start + int(request.PageSize)
+	if end >= len(s.results) {
+		return &vaultv1.ListResultsResponse{Results: s.results[start:]}, nil
+	}
+	return &vaultv1.ListResultsResponse{Results: s.results[start:end], NextPageToken: string(rune('0' + end))}, nil
+}
+
+func TestListAllWalksEveryPageWithTheSameFilters(t *testing.T) {
+	server := &pagedServer{}
+	for _, id := range []string{"a", "b", "c", "d", "e"} {
+		server.results = append(server.results, &vaultv1.VaultingResult{VaultingRequestId: id})
+	}
+	client := serve(t, server)
+	filters := &vaultv1.ListResultsRequest{PageSize: 2, Labels: map[string]string{"batch": "x"}, PageToken: "ignored"}
+
+	var seen []string
+	err := ListAll(context.Background(), client, filters, func(result *vaultv1.VaultingResult) error {
+		seen = append(seen, result.VaultingRequestId)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(seen, []string{"a", "b", "c", "d", "e"}) {
+		t.Fatalf("seen %v", seen)
+	}
+	var tokens []string
+	for _, request := range server.requests {
+		if request.Labels["batch"] != "x" || request.PageSize != 2 {
+			t.Fatalf("a page lost the filters: %v", request)
+		}
+		tokens = append(tokens, request.PageToken)
+	}
+	if !reflect.DeepEqual(tokens, []string{"", "2", "4"}) {
+		t.Fatalf("page tokens %v", tokens)
+	}
+	if filters.PageToken != "ignored" {
+		t.Fatal("ListAll changed the caller's request")
+	}
+
+	stop := errors.New("enough")
+	err = ListAll(context.Background(), client, filters, func(*vaultv1.VaultingResult) error { return stop })
+	if err != stop || len(server.requests) != 4 {
+		t.Fatalf("handle's error did not stop the walk at once: %v after %d calls", err, len(server.requests))
+	}
+}
