@@ -153,13 +153,17 @@ class VaultingService:
             updated_at=now,
         )
         try:
-            await self._store.insert(record, next_check_at=now + self._first_check_after)
+            orphans_wait = await self._store.insert(
+                record, next_check_at=now + self._first_check_after
+            )
         except RecordExistsError as exc:
             return CreatedSession(_replay(exc.existing, owner, parameters), created=False)
         log.info(
             "vaulting session created",
             extra={"vaulting_request_id": vaulting_request_id, "owner": owner},
         )
+        if not orphans_wait:
+            return CreatedSession(record, created=True)
         try:
             await self.adopt_orphans(vaulting_request_id=vaulting_request_id)
         except Exception:

@@ -269,9 +269,11 @@ class Store(Protocol):
         """
         ...
 
-    async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> None:
+    async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> bool:
         """Store a new record, due for its first reconciliation at ``next_check_at`` (unless
-        it is already ``reconciled``).
+        it is already ``reconciled``); whether orphan notifications of its id were waiting
+        for it (:meth:`adoptable_orphans` has them), seen in the same statement so that the
+        usual CreateSession, which has none, needs no query of its own to know.
 
         Raises :class:`RecordExistsError` (carrying the stored record) when the id is taken;
         the store is the arbiter of concurrent CreateSession calls with the same id. No event
