@@ -381,6 +381,22 @@ async def test_an_owned_http_pool_is_closed_and_an_injected_one_is_not(
     await injected.aclose()
 
 
+async def test_the_http_session_opens_on_the_first_post_and_closes_with_the_pool(
+    emulator: EmulatorServer,
+) -> None:
+    """Guards AntomHttp's lifetime: the aiohttp session it makes (inside the running loop, on
+    the first POST) is closed by ``aclose``, and a closed pool opens no new one."""
+    http = AntomHttp(1)
+    answer = await http.post(f"{emulator.base_url}/ams/api/v1/vaults/inquireVaulting", b"{}", {})
+    assert b"CLIENT_INVALID" in answer.body  # no client-id: refused, but answered
+    session = http._session
+    assert session is not None and not session.closed
+    await http.aclose()
+    assert session.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        await http.post(f"{emulator.base_url}/ams/api/v1/vaults/inquireVaulting", b"{}", {})
+
+
 # -- the unsigned-answer rule, case by case (the same table the SDK cross-check uses) --------
 
 PATH = "/ams/sandbox/api/v1/vaults/createVaultingSession"
