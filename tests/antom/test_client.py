@@ -390,7 +390,8 @@ async def test_the_http_session_opens_on_the_first_post_and_closes_with_the_pool
     answer = await http.post(f"{emulator.base_url}/ams/api/v1/vaults/inquireVaulting", b"{}", {})
     assert b"CLIENT_INVALID" in answer.body  # no client-id: refused, but answered
     session = http._session
-    assert session is not None and not session.closed
+    assert session is not None
+    assert not session.closed
     await http.aclose()
     assert session.closed
     with pytest.raises(RuntimeError, match="closed"):
