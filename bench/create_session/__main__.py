@@ -116,12 +116,12 @@ async def bench(args: argparse.Namespace, tmp: Path, page: ResultsPage) -> None:
         ],
     )
     page.note(
-        "Profile: `py-spy record --gil --rate 250 --format raw` on the running service for"
-        f" {args.profile_seconds:.0f} s of CreateSession at concurrency {RATIO_CONCURRENCY}"
-        f" ({profile.samples:,} samples with the GIL held). Each sample is charged to the"
-        " innermost frame of a known layer (`bench/create_session/profile.py`); µs per call is"
-        f" the share times the service's {service_us:,.0f} µs. Work with the GIL released"
-        " (OpenSSL's record layer, SQLite's C code) is under-counted."
+        "Profile: `py-spy record --nonblocking --rate 250 --format raw` on the running service"
+        f" for {args.profile_seconds:.0f} s of CreateSession at concurrency {RATIO_CONCURRENCY}"
+        f" ({profile.samples:,} samples of running threads, the store thread's included). Each"
+        " sample is charged to the innermost frame of a known layer"
+        " (`bench/create_session/profile.py`); µs per call is the share times the service's"
+        f" {service_us:,.0f} µs per call measured above."
     )
     page.table(
         "Where the service's CPU goes (py-spy, by layer)",

@@ -1,13 +1,16 @@
 """Where the service's CPU goes during CreateSession: py-spy's samples, grouped by layer.
 
-``py-spy record --gil --format raw`` samples the thread holding the GIL in the running
+``py-spy record --nonblocking --format raw`` samples every thread of the running
 ``vault-service serve`` (no restart, no instrumentation in the service) and writes collapsed
-stacks. Each sample is charged to the innermost frame that belongs to a known layer (below), so
-a library's own frames count for it and what it calls counts for the callee: httpx's request
-building is httpx, the socket write beneath it is asyncio, a signature is cryptography. Shares
-of the samples times the service's measured CPU per call give µs per call; the GIL-holding
-samples miss work done with the GIL released (OpenSSL, SQLite's C code), which is why the
-table's total is the share of samples, not the CPU.
+stacks; threads that are not running (waiting for work, for the GIL, in ``epoll_wait``) are
+left out, so the samples follow CPU time. Each sample is charged to the innermost frame that
+belongs to a known layer (below), so a library's own frames count for it and what it calls
+counts for the callee: aiohttp's request building is aiohttp, the socket write beneath it is
+asyncio, a signature is cryptography. C code counts for the Python frame that called it (the
+loop's ``Handle._run`` runs grpc's Cython callbacks). Shares of the samples times the service's
+measured CPU per call give µs per call. ``--gil`` (only the GIL holder) was tried and
+over-charged the queue hand-off to the store thread (a holder waiting for a forced GIL switch
+still counts as holding it); ``--native`` cannot leave out the waiting threads.
 """
 
 from __future__ import annotations
@@ -62,7 +65,6 @@ async def record(pid: int, seconds: float, out: Path) -> Profile:
     process = await asyncio.create_subprocess_exec(
         py_spy(),
         "record",
-        "--gil",
         "--nonblocking",
         "--rate",
         "250",
