@@ -313,13 +313,18 @@ async def test_insert_tells_whether_orphans_of_its_id_wait(store: Store) -> None
     assert await store.insert(new_record("usual"), next_check_at=T0) is False
 
 
-async def test_keep_session_request_returns_the_first_request(store: Store) -> None:
-    """Guards the byte-identical retry: a second request for an id gets the first one back,
-    unchanged, from the single upsert."""
-    first = SessionRequest("owner-a", SessionParameters(redirect_url="https://a"), b"first")
+async def test_record_or_request_keeps_the_first_request_until_the_record_exists(
+    store: Store,
+) -> None:
+    """Guards the byte-identical retry and the replay, in one store call: a second request
+    for an id gets the first one back, unchanged; once the record exists, the record."""
+    record = new_record("vr-kept")
+    first = SessionRequest(record.owner, SessionParameters(redirect_url="https://a"), b"first")
     second = SessionRequest("owner-b", SessionParameters(), b"second")
-    assert await store.keep_session_request("vr-kept", first, T0) == first
-    assert await store.keep_session_request("vr-kept", second, T0) == first
+    assert await store.record_or_request("vr-kept", first, T0) == first
+    assert await store.record_or_request("vr-kept", second, T0) == first
+    await store.insert(record, next_check_at=T0)
+    assert await store.record_or_request("vr-kept", second, T0) == record
 
 
 async def test_an_orphan_does_not_create_a_record_or_an_event(store: Store) -> None:

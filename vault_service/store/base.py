@@ -281,14 +281,16 @@ class Store(Protocol):
         """
         ...
 
-    async def keep_session_request(
+    async def record_or_request(
         self, vaulting_request_id: str, request: SessionRequest, at: datetime
-    ) -> SessionRequest:
-        """The createVaultingSession request of this id: ``request`` if it is the first one
-        (then kept, durably, before returning), else the one kept first, unchanged.
+    ) -> VaultingRecord | SessionRequest:
+        """The stored record of this id if there is one; else its createVaultingSession
+        request: ``request`` if it is the first one (then kept, durably, before returning),
+        else the one kept first, unchanged.
 
-        CreateSession sends what this returns, so that every attempt for an id, in any
-        process, at any later time, sends the first attempt's exact bytes.
+        CreateSession replays the record, or sends the request this returns, so that every
+        attempt for an id, in any process, at any later time, sends the first attempt's exact
+        bytes. One call, not two: it is where every CreateSession starts.
         """
         ...
 

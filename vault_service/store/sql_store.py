@@ -88,7 +88,7 @@ _RESCHEDULE: Final = (
     "UPDATE records SET next_check_at = $2 "
     "WHERE vaulting_request_id = $1 AND next_check_at IS NOT NULL"
 )
-_KEEP_SESSION_REQUEST: Final = (
+KEEP_SESSION_REQUEST: Final = (
     "INSERT INTO session_requests (vaulting_request_id, owner, parameters, body, created_at) "
     "VALUES ($1, $2, $3, $4, $5) "
     # A no-op update, so that RETURNING yields the row kept first when this one conflicts:
@@ -217,18 +217,37 @@ class SQLStore(ABC):
                     break
         raise RecordExistsError(self._open_record(row))
 
-    async def keep_session_request(
+    async def record_or_request(
         self, vaulting_request_id: str, request: SessionRequest, at: datetime
-    ) -> SessionRequest:
+    ) -> VaultingRecord | SessionRequest:
         async with self._session() as db:
-            kept = await db.fetchrow(
-                _KEEP_SESSION_REQUEST,
-                vaulting_request_id,
-                request.owner,
-                encode_parameters(request.parameters),
-                request.body,
-                self.dialect.instant(at),
-            )
+            row = await db.fetchrow(SELECT_RECORD, vaulting_request_id)
+            kept = None
+            if row is None:
+                kept = await db.fetchrow(
+                    KEEP_SESSION_REQUEST, *self._kept_values(vaulting_request_id, request, at)
+                )
+        return self._record_or_request(row, kept)
+
+    def _kept_values(
+        self, vaulting_request_id: str, request: SessionRequest, at: datetime
+    ) -> tuple[object, ...]:
+        """:data:`KEEP_SESSION_REQUEST`'s parameters."""
+        parameters = encode_parameters(request.parameters)
+        return (
+            vaulting_request_id,
+            request.owner,
+            parameters,
+            request.body,
+            self.dialect.instant(at),
+        )
+
+    def _record_or_request(
+        self, record: Row | None, kept: Row | None
+    ) -> VaultingRecord | SessionRequest:
+        """``record_or_request``'s answer from the record's row or else the kept request's."""
+        if record is not None:
+            return self._open_record(record)
         assert kept is not None  # an upsert RETURNING always yields its row
         owner, parameters, body = kept
         return SessionRequest(owner, decode_parameters(parameters), bytes(body))
