@@ -251,6 +251,8 @@ def ratio_notes(
     """What caps each ratio, computed from this run's own figures."""
     per_call = ours.us("service") + ours.us("emulator") + ours.us("bench")
     cap_rate = CORES / per_call * 1e6
+    free = max(0.0, CORES - ours.others())
+    free_rate = free / per_call * 1e6
     page.note(
         f"**Throughput cap.** On this machine's {CORES} cores, each CreateSession costs the"
         f" service {ours.us('service'):,.0f} µs, the emulator (Antom's stand-in: it verifies and"
@@ -262,6 +264,11 @@ def ratio_notes(
         f" {'met' if throughput_met else 'missed'}). The emulator and the load generator"
         " alone, with a service costing nothing, would allow"
         f" {CORES / (ours.us('emulator') + ours.us('bench')) * 1e6 / sdk.rate:,.1f}x."
+        f" Other processes kept {ours.others():.2f} cores busy during the window: with the"
+        f" {free:.2f} cores they left, the cap was {free_rate:,.0f} calls/s"
+        f" ({free_rate / sdk.rate:,.1f}x), and the service reached {ours.rate:,.0f}. The SDK"
+        " runs its threads under one GIL, so it cannot exceed 1 / its CPU per call,"
+        f" {1e6 / sdk.us('sdk'):,.1f} calls/s, whatever the thread count."
     )
     page.note(
         f"**CPU cap.** The service signs each request and verifies each answer as the SDK does"
