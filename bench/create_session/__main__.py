@@ -11,7 +11,6 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 
 from ..page import ResultsPage
@@ -20,7 +19,7 @@ from ..service.measure import Meter, quiet
 from ..service.processes import EmulatorTLS, Service, emulator, service, workdir
 from ..service.report import positive
 from . import __doc__ as overview
-from .floors import grpc_floor, insert_floor, post_floor, signing_floors
+from .floors import measure_floors
 from .load import create_call, create_sessions
 from .profile import py_spy, record
 
@@ -58,21 +57,7 @@ async def bench(args: argparse.Namespace, tmp: Path, page: ResultsPage) -> None:
                 profile_load.cancel()
                 await asyncio.gather(profile_load, return_exceptions=True)
         complaints = svc.complaints()
-        sizes = (
-            pb.CreateSessionRequest(vaulting_request_id="run-c16-1000").ByteSize(),
-            300,
-        )
-        grpc_us = await grpc_floor(tmp, args.calls, RATIO_CONCURRENCY, *sizes)
-        sign_us, verify_us = signing_floors(emu, args.rounds)
-        post_us = await post_floor(emu, args.calls, RATIO_CONCURRENCY)
-        insert_us = await insert_floor(tmp, tmp / "data-keys.json", args.calls, RATIO_CONCURRENCY)
-    floors = {
-        "bare grpc.aio unary (server process)": grpc_us,
-        "RSA-2048 sign": sign_us,
-        "RSA-2048 verify": verify_us,
-        "aiohttp POST over kept-alive TLS to the emulator": post_us,
-        "one store insert (SQLite, store thread included)": insert_us,
-    }
+        floors = await measure_floors(tmp, emu, args.calls, RATIO_CONCURRENCY, args.rounds)
     floor_sum = sum(floors.values())
     measured = runs[RATIO_CONCURRENCY]
     service_us = measured.cpu["service"] / len(measured.latencies) * 1e6

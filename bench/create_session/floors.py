@@ -27,6 +27,7 @@ from pathlib import Path
 import aiohttp
 import grpc
 
+from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service.antom import (
     CreateVaultingSessionRequest,
     Signer,
@@ -42,6 +43,8 @@ from ..service.processes import CLIENT_ID, Emulator, child, free_ports, wait_for
 from . import bare_grpc
 
 NOTIFY_URL = "https://127.0.0.1:9/notify"
+ANSWER_SIZE = 300
+"""About a CreateSessionResponse's size (a session id, its data, an expiry, a URL)."""
 WARM_UP = 200
 
 
@@ -143,6 +146,27 @@ async def insert_floor(workdir: Path, data_key_file: Path, calls: int, concurren
         return (time.process_time() - began) / calls * 1e6
     finally:
         await store.close()
+
+
+async def measure_floors(
+    workdir: Path, emu: Emulator, calls: int, concurrency: int, rounds: int
+) -> dict[str, float]:
+    """Every floor of one CreateSession, CPU µs each, by name (the service's data key file
+    in ``workdir`` seals the insert's store)."""
+    request = pb.CreateSessionRequest(vaulting_request_id="run-c16-1000").ByteSize()
+    grpc_us = await grpc_floor(workdir, calls, concurrency, request, ANSWER_SIZE)
+    sign_us, verify_us = signing_floors(emu, rounds)
+    return {
+        "bare grpc.aio unary (server process)": grpc_us,
+        "RSA-2048 sign": sign_us,
+        "RSA-2048 verify": verify_us,
+        "aiohttp POST over kept-alive TLS to the emulator": await post_floor(
+            emu, calls, concurrency
+        ),
+        "one store insert (SQLite, store thread included)": await insert_floor(
+            workdir, workdir / "data-keys.json", calls, concurrency
+        ),
+    }
 
 
 def _body(vaulting_request_id: str) -> bytes:
