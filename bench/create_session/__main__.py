@@ -106,7 +106,9 @@ async def bench(args: argparse.Namespace, tmp: Path, page: ResultsPage) -> None:
         f" ({profile.samples:,} samples of running threads, the store thread's included). Each"
         " sample is charged to the innermost frame of a known layer"
         " (`bench/create_session/profile.py`); µs per call is the share times the service's"
-        f" {service_us:,.0f} µs per call measured above."
+        f" {service_us:,.0f} µs per call measured above. A thread ready to run but waiting for"
+        " a core counts as running: with other work on the machine, the hand-offs to the store"
+        " thread (`_Worker.submit`, `_Worker._serve`) look costlier than they are."
     )
     page.table(
         "Where the service's CPU goes (py-spy, by layer)",

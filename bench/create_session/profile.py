@@ -8,9 +8,12 @@ belongs to a known layer (below), so a library's own frames count for it and wha
 counts for the callee: aiohttp's request building is aiohttp, the socket write beneath it is
 asyncio, a signature is cryptography. C code counts for the Python frame that called it (the
 loop's ``Handle._run`` runs grpc's Cython callbacks). Shares of the samples times the service's
-measured CPU per call give µs per call. ``--gil`` (only the GIL holder) was tried and
-over-charged the queue hand-off to the store thread (a holder waiting for a forced GIL switch
-still counts as holding it); ``--native`` cannot leave out the waiting threads.
+measured CPU per call give µs per call. On a shared machine a thread that is ready but waiting
+for a core also counts as running, which inflates the hand-offs between the loop and the store
+thread (``_Worker.submit``/``_serve``) when other work keeps the cores busy. ``--gil`` (only
+the GIL holder) was tried and over-charged the queue hand-off to the store thread (a holder
+waiting for a forced GIL switch still counts as holding it); ``--native`` cannot leave out the
+waiting threads.
 """
 
 from __future__ import annotations
