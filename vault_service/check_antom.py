@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 from cryptography import x509
 
 from vault_service.antom import (
     GATEWAY_REFUSAL_CODES,
     INQUIRE_VAULTING_PATH,
     AntomConfigurationError,
+    AntomHttp,
     AntomProtocolError,
     InquireVaultingRequest,
     SignatureError,
@@ -40,7 +41,6 @@ from vault_service.antom import (
     answer_result,
     causes,
     check_response_signature,
-    new_http_client,
     proxy_address,
     proxy_parts,
     request_epoch,
@@ -94,7 +94,7 @@ class _Target:
         if settings.antom_proxy is None:
             return cls(gateway.scheme, host, port, host, port, None)
         proxy, authorization = proxy_parts(settings.antom_proxy)
-        return cls(gateway.scheme, host, port, proxy.host, proxy.port or 80, authorization)
+        return cls(gateway.scheme, host, port, proxy.host or "", proxy.port or 80, authorization)
 
 
 class Checks:
@@ -260,30 +260,30 @@ class Checks:
         vaulting_request_id = f"check-antom-{secrets.token_hex(8)}"
         path = request_path(INQUIRE_VAULTING_PATH, settings.antom_client_id)
         body = InquireVaultingRequest(vaulting_request_id=vaulting_request_id).to_json_bytes()
-        http = new_http_client(1, ca_file=settings.antom_ca_file, proxy=settings.antom_proxy)
+        http = AntomHttp(1, ca_file=settings.antom_ca_file, proxy=settings.antom_proxy)
         try:
             sent = self._clock()
             async with asyncio.timeout(settings.antom_timeout):
                 response = await http.post(
                     settings.antom_base_url.rstrip("/") + path,
-                    content=body,
-                    headers=signed_headers(self._signer, path, settings.antom_client_id, body),
+                    body,
+                    signed_headers(self._signer, path, settings.antom_client_id, body),
                 )
-                raw = await response.aread()
             received = self._clock()
+            raw = response.body
         except TimeoutError:
             return await self._stage(
                 "request", _raise(_failed(causes.timeout(settings.antom_timeout)))
             )
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             return await self._stage("request", _raise(_failed(causes.of_connection_error(exc))))
         finally:
             await http.aclose()
         verdict: dict[str, bool] = {}
 
         async def request() -> str:
-            if response.status_code != 200:
-                raise _failed(causes.http_status(response.status_code))
+            if response.status != 200:
+                raise _failed(causes.http_status(response.status))
             try:
                 result = answer_result(raw)
             except AntomProtocolError as exc:

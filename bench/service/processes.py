@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import vault_service
+from tests.fixtures.tls import Authority
 from vault_service._proto.vault.v1 import vault_service_pb2_grpc as pb_grpc
 from vault_service.store import add_data_key
 
@@ -49,16 +50,17 @@ def free_ports(count: int) -> list[int]:
 
 @contextlib.asynccontextmanager
 async def child(
-    args: list[str], env: dict[str, str], log: Path
+    args: list[str], env: dict[str, str], log: Path, *, command: tuple[str, ...] = COMMAND
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """Run ``vault-service ARGS``; SIGTERM at the end, SIGKILL if it is not gone in time."""
+    """Run ``vault-service ARGS`` (or ``command ARGS``); SIGTERM at the end, SIGKILL if it is
+    not gone in time."""
     # The children run the very vault_service this process imported, whatever the cwd.
     env = env | {
         "PYTHONPATH": os.pathsep.join(filter(None, [str(SOURCE_ROOT), env.get("PYTHONPATH")]))
     }
     with log.open("wb") as sink:
         process = await asyncio.create_subprocess_exec(
-            *COMMAND, *args, env=env, stdout=sink, stderr=sink
+            *command, *args, env=env, stdout=sink, stderr=sink
         )
     try:
         yield process
@@ -86,22 +88,51 @@ async def wait_for_port(port: int, process: asyncio.subprocess.Process, deadline
             return
 
 
+@dataclass(frozen=True)
+class EmulatorTLS:
+    """A certificate for 127.0.0.1 (and ``localhost``) the emulator serves HTTPS with, and the
+    CA file its clients trust; made by the test suite's PKI (``tests.fixtures.tls``) into the
+    run's temporary directory."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+    @classmethod
+    def make(cls, directory: Path) -> EmulatorTLS:
+        authority = Authority.create("bench Antom CA")
+        issued = authority.issue("antom-emulator", dns=("localhost",), ips=("127.0.0.1",))
+        tls = cls(directory / "antom.crt", directory / "antom.key", directory / "antom-ca.crt")
+        tls.cert_file.write_bytes(issued.cert)
+        tls.key_file.write_bytes(issued.key)
+        tls.ca_file.write_bytes(authority.issued.cert)
+        return tls
+
+
 @dataclass
 class Emulator:
     pid: int
     url: str
     dev_dir: Path
+    tls: EmulatorTLS | None = None
 
 
 @contextlib.asynccontextmanager
-async def emulator(workdir: Path) -> AsyncIterator[Emulator]:
-    [port] = free_ports(1)
+async def emulator(
+    workdir: Path, *, tls: EmulatorTLS | None = None, port: int | None = None
+) -> AsyncIterator[Emulator]:
+    """The emulator on ``port`` (a free one by default), serving HTTPS when given ``tls``."""
+    if port is None:
+        [port] = free_ports(1)
     dev_dir = workdir / "dev"
     args = ["emulator", "--listen", f"127.0.0.1:{port}", "--client-id", CLIENT_ID]
     args += ["--dev-dir", str(dev_dir), "--log-level", "WARNING"]
+    if tls is not None:
+        args += ["--tls-cert-file", str(tls.cert_file), "--tls-key-file", str(tls.key_file)]
     async with child(args, dict(os.environ), workdir / "emulator.log") as process:
         await wait_for_port(port, process, time.monotonic() + 30)
-        yield Emulator(process.pid, f"http://127.0.0.1:{port}", dev_dir)
+        scheme = "http" if tls is None else "https"
+        yield Emulator(process.pid, f"{scheme}://127.0.0.1:{port}", dev_dir, tls)
 
 
 @dataclass
@@ -145,6 +176,7 @@ def service_env(workdir: Path, emu: Emulator, name: str, access: Access) -> dict
             "VAULT_RECONCILE_AFTER": "3600",
             "VAULT_SHUTDOWN_GRACE": "2",
         }
+        | ({} if emu.tls is None else {"VAULT_ANTOM_CA_FILE": str(emu.tls.ca_file)})
         | access.env
     )
 

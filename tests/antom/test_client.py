@@ -7,13 +7,16 @@ client that cannot get an answer gives up with a typed error inside its time bud
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 import pytest
+from aiohttp import web
+from multidict import CIMultiDict
 
 from tests.fixtures.antom import CLIENT_ID
 from tests.fixtures.logs import CapturedLog
@@ -24,6 +27,7 @@ from vault_service.antom.client import (
     check_response_signature,
     request_path,
 )
+from vault_service.antom.connection import AntomHttp
 from vault_service.antom.errors import (
     AntomConfigurationError,
     AntomProtocolError,
@@ -87,9 +91,38 @@ async def client(
 
 async def set_faults(emulator: EmulatorServer, **faults: int) -> None:
     """Change the emulator's faults at runtime, through its HTTP control endpoint."""
-    async with httpx.AsyncClient() as http:
-        response = await http.put(f"{emulator.base_url}/emulator/faults", json=faults)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(f"{emulator.base_url}/emulator/faults", json=faults) as response,
+    ):
         response.raise_for_status()
+
+
+@contextlib.asynccontextmanager
+async def hand_made_gateway(
+    body: bytes, signer: Signer, path: str, *, calls: list[str] | None = None
+) -> AsyncIterator[str]:
+    """A gateway on a loopback port answering every POST with ``body``, signed by ``signer``
+    for ``path`` (what Antom, or the emulator, would never answer); its base URL. Each request's
+    path is appended to ``calls``."""
+
+    async def answer(request: web.Request) -> web.Response:
+        if calls is not None:
+            calls.append(request.path)
+        signature = signer.sign("POST", path, CLIENT_ID, "1", body)
+        headers = {"signature": signature, "response-time": "1", "client-id": CLIENT_ID}
+        return web.Response(body=body, headers=headers, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 def test_sandbox_client_ids_use_the_sandbox_path() -> None:
@@ -333,9 +366,10 @@ async def test_an_owned_http_pool_is_closed_and_an_injected_one_is_not(
 ) -> None:
     """Closing the client closes what it opened, and only that."""
     antom = make_client(emulator, merchant_key, antom_key)
+    await antom.create_vaulting_session(session_request("vr-pool"))
     await antom.aclose()
-    assert antom._http.is_closed
-    injected = httpx.AsyncClient()
+    assert antom._http.closed
+    injected = AntomHttp(1)
     config = AntomClientConfig(
         gateway=emulator.base_url, client_id=CLIENT_ID, allow_plain_http=True
     )
@@ -343,8 +377,25 @@ async def test_an_owned_http_pool_is_closed_and_an_injected_one_is_not(
         config, Signer(merchant_key), Verifier(antom_key.public_key()), http=injected
     ):
         pass
-    assert not injected.is_closed
+    assert not injected.closed
     await injected.aclose()
+
+
+async def test_the_http_session_opens_on_the_first_post_and_closes_with_the_pool(
+    emulator: EmulatorServer,
+) -> None:
+    """Guards AntomHttp's lifetime: the aiohttp session it makes (inside the running loop, on
+    the first POST) is closed by ``aclose``, and a closed pool opens no new one."""
+    http = AntomHttp(1)
+    answer = await http.post(f"{emulator.base_url}/ams/api/v1/vaults/inquireVaulting", b"{}", {})
+    assert b"CLIENT_INVALID" in answer.body  # no client-id: refused, but answered
+    session = http._session
+    assert session is not None
+    assert not session.closed
+    await http.aclose()
+    assert session.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        await http.post(f"{emulator.base_url}/ams/api/v1/vaults/inquireVaulting", b"{}", {})
 
 
 # -- the unsigned-answer rule, case by case (the same table the SDK cross-check uses) --------
@@ -383,7 +434,7 @@ def test_unsigned_answers_pass_only_for_f_and_u(
     """An unsigned answer may only ever make a call fail; a success must be signed."""
     body, result = answer(status)
     verify = Verifier(antom_key.public_key())
-    lowered = httpx.Headers(headers)
+    lowered = CIMultiDict(headers)
     if expected is None:
         check_response_signature(
             verify, path=PATH, headers=lowered, raw=body, result=result, client_id=CLIENT_ID
@@ -402,7 +453,7 @@ def test_signed_answer_uses_the_answer_client_id_and_any_header_case(
     found whatever case a proxy gave the header names."""
     body, result = answer("S")
     signature = Signer(antom_key).sign("POST", PATH, "SANDBOX_ECHOED", "2026-01-01T00:00:00Z", body)
-    headers = httpx.Headers(
+    headers = CIMultiDict(
         {
             "Signature": signature,
             "Response-Time": "2026-01-01T00:00:00Z",
@@ -443,21 +494,13 @@ async def test_an_inquiry_answer_about_another_request_is_refused(
         }
     ).encode()
 
-    def gateway(request: httpx.Request) -> httpx.Response:
-        signature = Signer(antom_key).sign("POST", path, CLIENT_ID, "1", body)
-        headers = {"signature": signature, "response-time": "1", "client-id": CLIENT_ID}
-        return httpx.Response(200, content=body, headers=headers)
-
-    config = AntomClientConfig(
-        gateway="http://antom.test", client_id=CLIENT_ID, allow_plain_http=True
-    )
-    http = httpx.AsyncClient(transport=httpx.MockTransport(gateway))
-    async with AntomClient(
-        config, Signer(merchant_key), Verifier(antom_key.public_key()), http=http
-    ) as antom:
-        with pytest.raises(AntomProtocolError, match="another vaulting request"):
-            await antom.inquire_vaulting(InquireVaultingRequest(vaulting_request_id="vr-mine"))
-    await http.aclose()
+    async with hand_made_gateway(body, Signer(antom_key), path) as url:
+        config = AntomClientConfig(gateway=url, client_id=CLIENT_ID, allow_plain_http=True)
+        async with AntomClient(
+            config, Signer(merchant_key), Verifier(antom_key.public_key())
+        ) as antom:
+            with pytest.raises(AntomProtocolError, match="another vaulting request"):
+                await antom.inquire_vaulting(InquireVaultingRequest(vaulting_request_id="vr-mine"))
 
 
 @pytest.mark.parametrize(
@@ -490,27 +533,15 @@ async def test_answers_are_checked_with_the_key_of_their_version(
         }
     ).encode()
     key = antom_key if signed_by == "current" else antom_next_key
-    calls = 0
-
-    def gateway(request: httpx.Request) -> httpx.Response:
-        nonlocal calls
-        calls += 1
-        signature = Signer(key, key_version).sign("POST", path, CLIENT_ID, "1", body)
-        headers = {"signature": signature, "response-time": "1", "client-id": CLIENT_ID}
-        return httpx.Response(200, content=body, headers=headers)
-
-    config = AntomClientConfig(
-        gateway="http://antom.test", client_id=CLIENT_ID, allow_plain_http=True
-    )
+    calls: list[str] = []
     rotating = Verifier({"1": antom_key.public_key(), "2": antom_next_key.public_key()})
-    async with (
-        httpx.AsyncClient(transport=httpx.MockTransport(gateway)) as http,
-        AntomClient(config, Signer(merchant_key), rotating, http=http) as antom,
-    ):
-        if expected is None:
-            answer = await antom.create_vaulting_session(session_request("vr-rotating"))
-            assert answer.vaulting_session_id == "vs-1"
-        else:
-            with pytest.raises(expected):
-                await antom.create_vaulting_session(session_request("vr-rotating"))
-    assert calls == 1
+    async with hand_made_gateway(body, Signer(key, key_version), path, calls=calls) as url:
+        config = AntomClientConfig(gateway=url, client_id=CLIENT_ID, allow_plain_http=True)
+        async with AntomClient(config, Signer(merchant_key), rotating) as antom:
+            if expected is None:
+                answer = await antom.create_vaulting_session(session_request("vr-rotating"))
+                assert answer.vaulting_session_id == "vs-1"
+            else:
+                with pytest.raises(expected):
+                    await antom.create_vaulting_session(session_request("vr-rotating"))
+    assert calls == [path]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import ssl
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests.fixtures.tls import Authority
 from vault_service.__main__ import main
 from vault_service.antom import Signer, Verifier, read_private_key_file, read_public_key_file
 from vault_service.emulator.cli import EPILOG
@@ -21,6 +23,8 @@ FLAGS = (
     "--dev-dir",
     "--antom-private-key-file",
     "--merchant-public-key-file",
+    "--tls-cert-file",
+    "--tls-key-file",
     "--time-scale",
     "--session-ttl",
     "--expiry-spelling",
@@ -123,7 +127,7 @@ async def _read_until_listening(stream: asyncio.StreamReader) -> list[str]:
     return lines
 
 
-async def _start(dev_dir: Path) -> tuple[asyncio.subprocess.Process, list[str]]:
+async def _start(dev_dir: Path, *extra: str) -> tuple[asyncio.subprocess.Process, list[str]]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -135,6 +139,7 @@ async def _start(dev_dir: Path) -> tuple[asyncio.subprocess.Process, list[str]]:
         str(dev_dir),
         "--client-id",
         "SANDBOX_CLITEST",
+        *extra,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -198,3 +203,39 @@ async def test_run_generates_keys_serves_signed_answers_and_stops_on_sigterm(tmp
     await _stop(again)
     assert not [line for line in lines if "(generated)" in line]
     assert any(str(dev / "merchant-private-key.pem") in line for line in lines)
+
+
+async def test_tls_flags_serve_https_with_the_given_certificate(tmp_path: Path):
+    """Guards the emulator's HTTPS as benchmarks and operators start it (``bench.sdk`` serves
+    the official SDK, which only speaks HTTPS): a client trusting the certificate's CA gets
+    Antom's signed answer over TLS."""
+    authority = Authority.create("emulator CLI test CA")
+    issued = authority.issue("antom-emulator", ips=("127.0.0.1",))
+    cert, key, ca = tmp_path / "tls.crt", tmp_path / "tls.key", tmp_path / "ca.crt"
+    cert.write_bytes(issued.cert)
+    key.write_bytes(issued.key)
+    ca.write_bytes(authority.issued.cert)
+    process, lines = await _start(
+        tmp_path / "dev", "--tls-cert-file", str(cert), "--tls-key-file", str(key)
+    )
+    try:
+        base_url = lines[-1].removeprefix("listening on ")
+        assert base_url.startswith("https://127.0.0.1:")
+        trusting = ssl.create_default_context(cafile=ca)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                base_url + "/ams/sandbox/api/v1/vaults/inquireVaulting", data=b"{}", ssl=trusting
+            ) as response,
+        ):
+            answer = json.loads(await response.read())
+        assert answer["result"]["resultStatus"] == "F"  # unsigned: refused, over TLS
+    finally:
+        await _stop(process)
+
+
+def test_a_tls_certificate_without_its_key_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture):
+    cert = tmp_path / "tls.crt"
+    cert.write_bytes(Authority.create("lonely CA").issue("x", ips=("127.0.0.1",)).cert)
+    assert main(["emulator", "--dev-dir", str(tmp_path / "dev"), "--tls-cert-file", str(cert)]) == 2
+    assert "give both" in capsys.readouterr().err

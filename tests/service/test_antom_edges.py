@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-import httpx
 import pytest
 from google.rpc import code_pb2
 
@@ -27,7 +26,9 @@ from vault_service.antom import (
     AntomClient,
     AntomClientConfig,
     AntomConfigurationError,
+    AntomHttp,
     AntomUnknownResultError,
+    HttpAnswer,
     InquireVaultingResponse,
     PrivateKey,
     RetryPolicy,
@@ -360,9 +361,11 @@ async def test_a_success_without_its_card_token_stays_scheduled_until_the_token_
 
 
 async def set_faults(emulator: EmulatorServer, **faults: int) -> None:
-    async with httpx.AsyncClient() as http:
-        answer = await http.put(f"{emulator.base_url}/emulator/faults", json=faults)
-    assert answer.status_code == 200, answer.text
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(f"{emulator.base_url}/emulator/faults", json=faults) as answer,
+    ):
+        assert answer.status == 200, await answer.text()
 
 
 async def test_a_retried_session_sends_its_first_body_whatever_the_notify_url_says_now(
@@ -377,10 +380,15 @@ async def test_a_retried_session_sends_its_first_body_whatever_the_notify_url_sa
     refuses as REPEAT_REQ_INCONSISTENT, burning the id. Now the first attempt's bytes are
     kept and every later attempt, in a new process over the same database, sends them."""
     sent: list[bytes] = []
+    opened: list[AntomHttp] = []
 
-    async def record(request: httpx.Request) -> None:
-        if request.url.path.endswith("createVaultingSession"):
-            sent.append(request.content)
+    class Recording(AntomHttp):
+        """The client's HTTP session, keeping every createVaultingSession body it sends."""
+
+        async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpAnswer:
+            if url.endswith("createVaultingSession"):
+                sent.append(body)
+            return await super().post(url, body, headers)
 
     def client() -> AntomClient:
         config = AntomClientConfig(
@@ -390,7 +398,8 @@ async def test_a_retried_session_sends_its_first_body_whatever_the_notify_url_sa
             budget=5.0,
             retry=RetryPolicy(max_attempts=2, initial_backoff=0.01, max_backoff=0.02),
         )
-        http = httpx.AsyncClient(event_hooks={"request": [record]})
+        http = Recording(2)
+        opened.append(http)
         return AntomClient(
             config, Signer(merchant_key), Verifier(antom_key.public_key()), http=http
         )
@@ -410,6 +419,8 @@ async def test_a_retried_session_sends_its_first_body_whatever_the_notify_url_sa
             created = await after.create_session(OWNER, "vr-moved", SessionParameters())
     finally:
         await restarted.close()
+        for http in opened:
+            await http.aclose()
     assert created.created
     assert len(sent) == 3
     assert sent[0] == sent[1] == sent[2]

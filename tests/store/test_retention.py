@@ -150,9 +150,9 @@ async def test_a_record_changed_during_its_deletion_keeps_its_event_and_request(
     apply landing between selection and deletion keeps the record, its event and its
     request."""
     record = new_record("late")
-    await store.insert(record, next_check_at=T0)
     kept = SessionRequest(record.owner, record.parameters, b'{"first": true}')
-    await store.keep_session_request("late", kept, T0)
+    await store.record_or_request("late", kept, T0)
+    await store.insert(record, next_check_at=T0)
     await store.apply("late", observe(S.EXPIRED, at=T0 + timedelta(minutes=1)))
     learned = observe(S.SUCCEEDED, at=T0 + timedelta(days=3), card=full_card())
     news: list[Event | None] = []

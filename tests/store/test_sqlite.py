@@ -75,6 +75,46 @@ async def test_opening_a_missing_database_creates_no_file(tmp_path: Path) -> Non
     assert not path.exists()
 
 
+def _store_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "vault-store-sqlite"]
+
+
+async def test_closing_the_store_ends_its_thread(tmp_path: Path) -> None:
+    """Guards the store thread's lifetime: ``close`` ends the thread it started (no thread is
+    left behind per store opened, e.g. by tests or ``migrate``)."""
+    before = _store_threads()
+    store = await SQLiteStore.open(
+        tmp_path / "db", auto_migrate=True, data_keys=DataKeyRing.generate()
+    )
+    assert len(_store_threads()) == len(before) + 1
+    await store.close()
+    assert _store_threads() == before
+
+
+async def test_a_failed_open_ends_its_thread(tmp_path: Path) -> None:
+    """Guards the failed start: the thread that tried to connect ends with it."""
+    before = _store_threads()
+    with pytest.raises(SchemaVersionError):
+        await SQLiteStore.open(
+            tmp_path / "missing", auto_migrate=False, data_keys=DataKeyRing.generate()
+        )
+    for thread in set(_store_threads()) - set(before):
+        await asyncio.to_thread(thread.join, 10)
+    assert _store_threads() == before
+
+
+async def test_work_that_raises_hands_its_error_to_the_caller(sqlite_store: SQLiteStore) -> None:
+    """Guards the thread's answer path: an error raised on the thread reaches the awaiting
+    task as itself, and the thread goes on serving."""
+
+    def fail() -> None:
+        raise LookupError("on the store thread")
+
+    with pytest.raises(LookupError, match="on the store thread"):
+        await sqlite_store._run(fail)
+    assert await sqlite_store.get("vr-unknown") is None
+
+
 async def test_migrate_records_its_versions(tmp_path: Path) -> None:
     path = tmp_path / "db"
     assert await migrate(path) == SQLITE_VERSIONS

@@ -24,6 +24,8 @@ from tests.store.strategies import T0, full_card, full_record, new_record, obser
 from vault_service.domain import (
     Event,
     EventSource,
+    SessionParameters,
+    SessionRequest,
     VaultingRecord,
     VaultingStatus,
     apply_observation,
@@ -105,9 +107,13 @@ async def test_concurrent_inserts_of_one_id_store_one_record(store: Store) -> No
     outcomes = await asyncio.gather(
         *(store.insert(c, next_check_at=T0) for c in candidates), return_exceptions=True
     )
-    winners = [c for c, outcome in zip(candidates, outcomes, strict=True) if outcome is None]
+    winners = [c for c, outcome in zip(candidates, outcomes, strict=True) if outcome is False]
     assert len(winners) == 1
-    assert all(isinstance(o, RecordExistsError) and o.existing == winners[0] for o in outcomes if o)
+    assert all(
+        isinstance(o, RecordExistsError) and o.existing == winners[0]
+        for o in outcomes
+        if o is not False
+    )
 
 
 # apply: one event per real change.
@@ -297,6 +303,28 @@ async def test_orphans_are_deduplicated_per_id_and_body(store: Store) -> None:
         OrphanNotification("ghost-2", body, T0 + timedelta(minutes=6)),
     ]
     assert len(await store.list_orphans(limit=2)) == 2
+
+
+async def test_insert_tells_whether_orphans_of_its_id_wait(store: Store) -> None:
+    """Guards CreateSession's orphan adoption, which asks only when the insert says orphan
+    notifications of the new record's id are waiting (and no other id's count)."""
+    await store.record_orphan("early", b"{}", T0)
+    assert await store.insert(new_record("early"), next_check_at=T0) is True
+    assert await store.insert(new_record("usual"), next_check_at=T0) is False
+
+
+async def test_record_or_request_keeps_the_first_request_until_the_record_exists(
+    store: Store,
+) -> None:
+    """Guards the byte-identical retry and the replay, in one store call: a second request
+    for an id gets the first one back, unchanged; once the record exists, the record."""
+    record = new_record("vr-kept")
+    first = SessionRequest(record.owner, SessionParameters(redirect_url="https://a"), b"first")
+    second = SessionRequest("owner-b", SessionParameters(), b"second")
+    assert await store.record_or_request("vr-kept", first, T0) == first
+    assert await store.record_or_request("vr-kept", second, T0) == first
+    await store.insert(record, next_check_at=T0)
+    assert await store.record_or_request("vr-kept", second, T0) == record
 
 
 async def test_an_orphan_does_not_create_a_record_or_an_event(store: Store) -> None:

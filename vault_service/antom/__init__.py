@@ -19,7 +19,13 @@ from vault_service.antom.client import (
     request_path,
     signed_headers,
 )
-from vault_service.antom.connection import new_http_client, proxy_address, proxy_parts, tls_context
+from vault_service.antom.connection import (
+    AntomHttp,
+    HttpAnswer,
+    proxy_address,
+    proxy_parts,
+    tls_context,
+)
 from vault_service.antom.errors import (
     GATEWAY_REFUSAL_CODES,
     AntomConfigurationError,
@@ -61,12 +67,14 @@ __all__ = [
     "AntomClientConfig",
     "AntomConfigurationError",
     "AntomError",
+    "AntomHttp",
     "AntomProtocolError",
     "AntomRejectedError",
     "AntomResultError",
     "AntomUnavailableError",
     "AntomUnknownResultError",
     "CreateVaultingSessionRequest",
+    "HttpAnswer",
     "InquireVaultingRequest",
     "InquireVaultingResponse",
     "InvalidSignatureError",
@@ -86,7 +94,6 @@ __all__ = [
     "check_response_signature",
     "ensure_key_pair",
     "load_private_key",
-    "new_http_client",
     "proxy_address",
     "proxy_parts",
     "read_private_key_file",

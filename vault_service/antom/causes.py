@@ -57,7 +57,7 @@ def of_connection_error(error: BaseException) -> str:
     """The cause of a failure to connect, from the exception or what it was raised from.
 
     Both the stdlib's exceptions (``vault-service check-antom`` connects by itself) and
-    aiohttp's behind httpx's (the client's transport wraps them) are understood.
+    aiohttp's (the client's) are understood.
     """
     for link in _chain(error):
         if isinstance(link, aiohttp.ClientHttpProxyError):

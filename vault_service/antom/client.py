@@ -1,9 +1,10 @@
 """The async Antom client: signs each request, verifies each answer, retries what may be retried.
 
-One ``httpx.AsyncClient`` with a bounded pool serves every call. Its transport is aiohttp's
-(``httpx-aiohttp``): httpx's own transport costs several times more CPU per POST (see
-``bench/results/antom_client.md``). Retries reuse the exact request (same ``vaultingRequestId``,
-same parameters) with a fresh ``Request-Time`` and signature, and never outlive the caller's budget.
+One aiohttp session with a bounded pool of kept-alive connections serves every call
+(:class:`~vault_service.antom.connection.AntomHttp`; why aiohttp, and nothing on top of it:
+``bench/results/antom_client.md``, ``bench/results/create_session/``). Retries reuse the exact
+request (same ``vaultingRequestId``, same parameters) with a fresh ``Request-Time`` and
+signature, and never outlive the caller's budget.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from pathlib import Path
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 from pydantic import ValidationError
 
 from vault_service.antom import causes
-from vault_service.antom.connection import new_http_client, proxy_address
+from vault_service.antom.connection import AntomHttp, HttpAnswer, proxy_address
 from vault_service.antom.errors import (
     AntomError,
     AntomProtocolError,
@@ -156,7 +157,7 @@ class AntomClient:
         signer: Signer,
         verifier: Verifier,
         *,
-        http: httpx.AsyncClient | None = None,
+        http: AntomHttp | None = None,
         rng: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
@@ -169,7 +170,7 @@ class AntomClient:
         self._http = (
             http
             if http is not None
-            else new_http_client(config.max_connections, ca_file=config.ca_file, proxy=config.proxy)
+            else AntomHttp(config.max_connections, ca_file=config.ca_file, proxy=config.proxy)
         )
         self._rng = rng
         self._failures = FailureLog(
@@ -252,7 +253,7 @@ class AntomClient:
                 error = AntomUnavailableError(
                     "Antom did not answer in time", cause=causes.timeout(attempt_timeout)
                 )
-            except httpx.TransportError as exc:
+            except (aiohttp.ClientError, OSError) as exc:
                 cause = causes.of_connection_error(exc)
                 error = AntomUnavailableError(f"Antom unreachable: {cause}", cause=cause)
             delay = config.retry.backoff(attempt, self._rng)
@@ -279,8 +280,7 @@ class AntomClient:
         try:
             async with asyncio.timeout(within):
                 response = await self._post(path, body)
-                raw = await response.aread()
-            answer = self._accept(path, response, raw, response_type)
+            answer = self._accept(path, response, response_type)
         except BaseException as exc:
             status, code = _failed_attempt(exc)
             raise
@@ -291,23 +291,19 @@ class AntomClient:
             operation = path.rpartition("/")[2]
             self._metrics.antom_call(operation, status, code, time.perf_counter() - began)
 
-    async def _post(self, path: str, body: bytes) -> httpx.Response:
+    async def _post(self, path: str, body: bytes) -> HttpAnswer:
         config = self._config
         return await self._http.post(
             config.base_url + path,
-            content=body,
-            headers=signed_headers(self._signer, path, config.client_id, body),
+            body,
+            signed_headers(self._signer, path, config.client_id, body),
         )
 
     def _accept(
-        self,
-        path: str,
-        response: httpx.Response,
-        raw: bytes,
-        response_type: type[_ResponseT],
+        self, path: str, response: HttpAnswer, response_type: type[_ResponseT]
     ) -> _ResponseT:
         """Turn one HTTP answer into a verified model or the matching typed error."""
-        status = response.status_code
+        status, raw = response.status, response.body
         if status in _RETRYABLE_HTTP_STATUSES:
             raise AntomUnavailableError(
                 f"Antom answered HTTP {status}", cause=causes.http_status(status)

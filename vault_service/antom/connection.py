@@ -1,11 +1,12 @@
-"""How the Antom client reaches Antom: which certificates it trusts and which proxy it uses.
+"""How the Antom client reaches Antom: which certificates it trusts, which proxy it uses, and
+the one HTTP session every call goes through.
 
-Trust: the public CA list httpx ships (certifi) **plus** ``ca_file`` when set. Adding rather
-than replacing is deliberate: the usual reason for the setting is a company CA re-signing
-traffic at a TLS-inspecting egress gateway, and replacing the list would make the day that
-egress path is bypassed (or Antom is reached directly again) fail for no visible reason. Pinning
-a gateway is not what this setting is for. Hostname verification is always on and the oldest
-protocol accepted is TLS 1.2.
+Trust: the public CA list of ``certifi`` **plus** ``ca_file`` when set. Adding rather than
+replacing is deliberate: the usual reason for the setting is a company CA re-signing traffic at
+a TLS-inspecting egress gateway, and replacing the list would make the day that egress path is
+bypassed (or Antom is reached directly again) fail for no visible reason. Pinning a gateway is
+not what this setting is for. Hostname verification is always on and the oldest protocol
+accepted is TLS 1.2.
 
 Proxy: an explicit ``http(s)://[user:password@]host:port`` URL; HTTPS to Antom goes through it
 as a ``CONNECT`` tunnel, so the proxy sees host names, never the requests. The URL travels as a
@@ -14,24 +15,32 @@ shown. The standard ``HTTPS_PROXY``/``NO_PROXY``/``SSL_CERT_FILE`` variables are
 honoured (``trust_env=False``): the service reaches one host, and a variable set for other
 tools in the same pod would silently change where card data goes and which CAs vouch for it;
 every setting that does is listed in ``serve --help`` instead.
+
+HTTP: aiohttp directly. The client used to speak httpx over aiohttp's transport
+(``httpx-aiohttp``); httpx's request and response objects on top of aiohttp's own were a
+measured share of CreateSession's CPU (``bench/results/create_session/``) and bought nothing
+this one POST needs.
 """
 
 from __future__ import annotations
 
 import base64
 import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import httpx
-from httpx_aiohttp import AiohttpTransport
+import aiohttp
+import certifi
+from multidict import CIMultiDictProxy
+from yarl import URL
 
 from vault_service.secret import Secret
 
 
 def tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
     """Public roots, plus the PEM bundle ``ca_file``; hostnames checked; TLS 1.2 or newer."""
-    context = httpx.create_ssl_context(verify=True, trust_env=False)
+    context = ssl.create_default_context(cafile=certifi.where())
     if ca_file is not None:
         context.load_verify_locations(cafile=ca_file)
     context.check_hostname = True
@@ -42,49 +51,84 @@ def tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
 
 def proxy_address(proxy: Secret) -> str:
     """``host:port`` of the proxy (a URL the settings checked): what logs may show of it."""
-    parts = urlsplit(proxy.reveal())
-    host = parts.hostname or ""
-    return f"[{host}]:{parts.port}" if ":" in host else f"{host}:{parts.port}"
+    url = URL(proxy.reveal())
+    host = url.host or ""
+    return f"[{host}]:{url.port}" if ":" in host else f"{host}:{url.port}"
 
 
-def proxy_parts(proxy: Secret) -> tuple[httpx.URL, Secret | None]:
+def proxy_parts(proxy: Secret) -> tuple[URL, Secret | None]:
     """The proxy's URL without credentials, and the ``Proxy-Authorization`` value they make
-    (``None`` without credentials)."""
-    url = httpx.URL(proxy.reveal())
-    if not url.username and not url.password:
+    (``None`` without credentials). Credentials go in that header: aiohttp's ``proxy_auth``,
+    which it would use for credentials in the URL, is deprecated."""
+    url = URL(proxy.reveal())
+    if not url.user and not url.password:
         return url, None
-    userpass = base64.b64encode(f"{url.username}:{url.password}".encode()).decode()
-    return url.copy_with(username=None, password=None), Secret(f"Basic {userpass}")
+    userpass = base64.b64encode(f"{url.user or ''}:{url.password or ''}".encode()).decode()
+    return url.with_user(None), Secret(f"Basic {userpass}")
 
 
-def _proxy(proxy: Secret) -> httpx.Proxy:
-    """Credentials go in a header (aiohttp's ``proxy_auth``, which the transport would use
-    for credentials in the URL, is deprecated)."""
-    url, authorization = proxy_parts(proxy)
-    if authorization is None:
-        return httpx.Proxy(url)
-    return httpx.Proxy(url, headers={"Proxy-Authorization": authorization.reveal()})
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    """One HTTP answer, read whole; ``headers`` looks names up without regard to case."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
 
 
-def new_http_client(
-    max_connections: int, *, ca_file: Path | None = None, proxy: Secret | None = None
-) -> httpx.AsyncClient:
-    """The shared HTTP client: aiohttp transport, bounded pool, no redirects, no environment.
+class AntomHttp:
+    """The shared HTTP session: bounded pool of kept-alive connections, no redirects, no
+    environment, no library timeouts.
 
-    No httpx timeouts: the Antom client bounds each attempt as a whole (connect, TLS, request
-    and answer) with its own ``attempt_timeout``, the one number its log reports.
+    The Antom client bounds each attempt as a whole (connect, TLS, request and answer) with
+    its own ``attempt_timeout``, the one number its log reports. The aiohttp session is made
+    on the first POST, inside the running loop it belongs to; :meth:`aclose` closes it.
     """
-    limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
-    )
-    return httpx.AsyncClient(
-        transport=AiohttpTransport(
-            verify=tls_context(ca_file),
-            limits=limits,
-            trust_env=False,
-            proxy=None if proxy is None else _proxy(proxy),
-        ),
-        follow_redirects=False,
-        trust_env=False,
-        timeout=None,  # noqa: S113 (asyncio.timeout bounds each attempt: see the docstring)
-    )
+
+    def __init__(
+        self, max_connections: int, *, ca_file: Path | None = None, proxy: Secret | None = None
+    ) -> None:
+        self._max_connections = max_connections
+        self._tls = tls_context(ca_file)
+        self._proxy: URL | None = None
+        self._proxy_headers: dict[str, str] | None = None
+        if proxy is not None:
+            self._proxy, authorization = proxy_parts(proxy)
+            if authorization is not None:
+                self._proxy_headers = {"Proxy-Authorization": authorization.reveal()}
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpAnswer:
+        """POST ``body`` and read the whole answer; aiohttp's errors (``aiohttp.ClientError``)
+        and ``OSError`` pass through for the caller to name their cause."""
+        async with self._open().post(
+            url,
+            data=body,
+            headers=headers,
+            allow_redirects=False,
+            proxy=self._proxy,
+            proxy_headers=self._proxy_headers,
+        ) as response:
+            return HttpAnswer(response.status, response.headers, await response.read())
+
+    async def aclose(self) -> None:
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("the Antom HTTP session is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=self._tls),
+                timeout=aiohttp.ClientTimeout(),  # none: see the class docstring
+                trust_env=False,
+            )
+        return self._session

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from prometheus_client import Counter
 
 from vault_service.grpc_api.errors import Context
 from vault_service.grpc_api.handlers import Handler, rebuilt
@@ -50,6 +51,9 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        # Built once per method, not per call, with its metrics' label lookups: the handlers
+        # behind it are themselves built once per method (authentication, decoding, grpc's).
+        self._observing: dict[str, Handler] = {}
 
     async def intercept_service(
         self,
@@ -59,8 +63,14 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method, kind = handler_call_details.method, _kind(handler)
-        return rebuilt(handler, lambda behavior: self._observed(behavior, method, kind))
+        method: str = handler_call_details.method
+        observing = self._observing.get(method)
+        if observing is None:
+            kind = _kind(handler)
+            observing = self._observing[method] = rebuilt(
+                handler, lambda behavior: self._observed(behavior, method, kind)
+            )
+        return observing
 
     def _observed(
         self, behavior: Callable[..., Any] | None, method: str, kind: str
@@ -70,10 +80,15 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         metrics = self._metrics
         started = metrics.rpcs_started.labels(method, kind)
         seconds = metrics.rpc_seconds.labels(method, kind)
+        handled_by_code: dict[str, Counter] = {}  # at most one per status code
 
         def handled(context: Context, error: BaseException | None, began: float) -> None:
             seconds.observe(time.perf_counter() - began)
-            metrics.rpcs_handled.labels(method, kind, _code(context, error)).inc()
+            code = _code(context, error)
+            counter = handled_by_code.get(code)
+            if counter is None:
+                counter = handled_by_code[code] = metrics.rpcs_handled.labels(method, kind, code)
+            counter.inc()
 
         if inspect.isasyncgenfunction(behavior):
 

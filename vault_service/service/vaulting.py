@@ -100,36 +100,36 @@ class VaultingService:
         it harmless.
         """
         async with self._store.creation_lock(vaulting_request_id):
-            existing = await self._store.get(vaulting_request_id)
-            if existing is not None:
-                return CreatedSession(_replay(existing, owner, parameters), created=False)
-            return await self._create(owner, vaulting_request_id, parameters, deadline)
+            # The first attempt's request, kept before Antom sees it: a retry (after a U, a
+            # timeout, a restart) sends its exact bytes even if the notify URL changed since.
+            found = await self._store.record_or_request(
+                vaulting_request_id,
+                SessionRequest(
+                    owner,
+                    parameters,
+                    CreateVaultingSessionRequest(
+                        vaulting_request_id=vaulting_request_id,
+                        vaulting_notification_url=self._notify_url,
+                        payment_method_type=parameters.payment_method_type,
+                        redirect_url=parameters.redirect_url or None,
+                        merchant_region=parameters.merchant_region or None,
+                        is_3ds_authentication=parameters.is_3ds_authentication,
+                    ).to_json_bytes(),
+                ),
+                self._clock(),
+            )
+            if isinstance(found, VaultingRecord):
+                return CreatedSession(_replay(found, owner, parameters), created=False)
+            return await self._create(owner, vaulting_request_id, parameters, found, deadline)
 
     async def _create(
         self,
         owner: str,
         vaulting_request_id: str,
         parameters: SessionParameters,
+        first: SessionRequest,
         deadline: float | None,
     ) -> CreatedSession:
-        # The first attempt's request, kept before Antom sees it: a retry (after a U, a
-        # timeout, a restart) sends its exact bytes even if the notify URL changed since.
-        first = await self._store.keep_session_request(
-            vaulting_request_id,
-            SessionRequest(
-                owner,
-                parameters,
-                CreateVaultingSessionRequest(
-                    vaulting_request_id=vaulting_request_id,
-                    vaulting_notification_url=self._notify_url,
-                    payment_method_type=parameters.payment_method_type,
-                    redirect_url=parameters.redirect_url or None,
-                    merchant_region=parameters.merchant_region or None,
-                    is_3ds_authentication=parameters.is_3ds_authentication,
-                ).to_json_bytes(),
-            ),
-            self._clock(),
-        )
         _check_same_request(vaulting_request_id, first.owner, first.parameters, owner, parameters)
         answer = await self._antom.create_vaulting_session(first.body, budget=remaining(deadline))
         try:
@@ -153,13 +153,17 @@ class VaultingService:
             updated_at=now,
         )
         try:
-            await self._store.insert(record, next_check_at=now + self._first_check_after)
+            orphans_wait = await self._store.insert(
+                record, next_check_at=now + self._first_check_after
+            )
         except RecordExistsError as exc:
             return CreatedSession(_replay(exc.existing, owner, parameters), created=False)
         log.info(
             "vaulting session created",
             extra={"vaulting_request_id": vaulting_request_id, "owner": owner},
         )
+        if not orphans_wait:
+            return CreatedSession(record, created=True)
         try:
             await self.adopt_orphans(vaulting_request_id=vaulting_request_id)
         except Exception:

@@ -269,9 +269,11 @@ class Store(Protocol):
         """
         ...
 
-    async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> None:
+    async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> bool:
         """Store a new record, due for its first reconciliation at ``next_check_at`` (unless
-        it is already ``reconciled``).
+        it is already ``reconciled``); whether orphan notifications of its id were waiting
+        for it (:meth:`adoptable_orphans` has them), seen in the same statement so that the
+        usual CreateSession, which has none, needs no query of its own to know.
 
         Raises :class:`RecordExistsError` (carrying the stored record) when the id is taken;
         the store is the arbiter of concurrent CreateSession calls with the same id. No event
@@ -279,14 +281,16 @@ class Store(Protocol):
         """
         ...
 
-    async def keep_session_request(
+    async def record_or_request(
         self, vaulting_request_id: str, request: SessionRequest, at: datetime
-    ) -> SessionRequest:
-        """The createVaultingSession request of this id: ``request`` if it is the first one
-        (then kept, durably, before returning), else the one kept first, unchanged.
+    ) -> VaultingRecord | SessionRequest:
+        """The stored record of this id if there is one; else its createVaultingSession
+        request: ``request`` if it is the first one (then kept, durably, before returning),
+        else the one kept first, unchanged.
 
-        CreateSession sends what this returns, so that every attempt for an id, in any
-        process, at any later time, sends the first attempt's exact bytes.
+        CreateSession replays the record, or sends the request this returns, so that every
+        attempt for an id, in any process, at any later time, sends the first attempt's exact
+        bytes. One call, not two: it is where every CreateSession starts.
         """
         ...
 

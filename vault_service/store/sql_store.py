@@ -78,15 +78,24 @@ UPDATE_RECORD: Final = (
 _INSERT_RECORD: Final = (
     f"INSERT INTO records ({_COLUMNS}, next_check_at) "  # noqa: S608
     f"VALUES ({', '.join(f'${n}' for n in range(1, len(RECORD_COLUMNS) + 2))}) "
-    "ON CONFLICT (vaulting_request_id) DO NOTHING"
+    "ON CONFLICT (vaulting_request_id) DO NOTHING "
+    # Whether orphan notifications wait for the new record: CreateSession adopts them only
+    # then, instead of asking in a round trip of its own every time.
+    "RETURNING EXISTS (SELECT 1 FROM orphan_notifications o "
+    "WHERE o.vaulting_request_id = records.vaulting_request_id)"
 )
 _RESCHEDULE: Final = (
     "UPDATE records SET next_check_at = $2 "
     "WHERE vaulting_request_id = $1 AND next_check_at IS NOT NULL"
 )
-_KEEP_SESSION_REQUEST: Final = (
+KEEP_SESSION_REQUEST: Final = (
     "INSERT INTO session_requests (vaulting_request_id, owner, parameters, body, created_at) "
-    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (vaulting_request_id) DO NOTHING"
+    "VALUES ($1, $2, $3, $4, $5) "
+    # A no-op update, so that RETURNING yields the row kept first when this one conflicts:
+    # one statement instead of an insert and a read (the update waits for a conflicting
+    # insert to commit, as DO NOTHING does, and changes nothing).
+    "ON CONFLICT (vaulting_request_id) DO UPDATE SET owner = session_requests.owner "
+    "RETURNING owner, parameters, body"
 )
 _INSERT_ORPHAN: Final = (
     "INSERT INTO orphan_notifications (vaulting_request_id, body, body_sha256, received_at) "
@@ -193,13 +202,14 @@ class SQLStore(ABC):
             rows = await db.fetch(sql, *parameters, limit)
         return [self._open_record(row) for row in rows]
 
-    async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> None:
+    async def insert(self, record: VaultingRecord, *, next_check_at: datetime) -> bool:
         values = self.dialect.record_values(self._sealer.seal_record(record))
         check_at = None if record.reconciled else self.dialect.instant(next_check_at)
         async with self._session() as db:
             while True:
-                if await db.execute(_INSERT_RECORD, *values, check_at):
-                    return
+                inserted = await db.fetchrow(_INSERT_RECORD, *values, check_at)
+                if inserted is not None:
+                    return bool(inserted[0])
                 # The conflicting insert has committed (ON CONFLICT waits for it): read it back,
                 # unless record retention deleted it in between (then the id is free again).
                 row = await db.fetchrow(SELECT_RECORD, record.vaulting_request_id)
@@ -207,28 +217,38 @@ class SQLStore(ABC):
                     break
         raise RecordExistsError(self._open_record(row))
 
-    async def keep_session_request(
+    async def record_or_request(
         self, vaulting_request_id: str, request: SessionRequest, at: datetime
-    ) -> SessionRequest:
+    ) -> VaultingRecord | SessionRequest:
         async with self._session() as db:
+            row = await db.fetchrow(SELECT_RECORD, vaulting_request_id)
             kept = None
-            # A conflicting insert has committed when ON CONFLICT lets this one go: the
-            # SELECT after it sees the first request, unless record retention deleted it in
-            # between (then this request is the first again).
-            while kept is None:
-                await db.execute(
-                    _KEEP_SESSION_REQUEST,
-                    vaulting_request_id,
-                    request.owner,
-                    encode_parameters(request.parameters),
-                    request.body,
-                    self.dialect.instant(at),
-                )
+            if row is None:
                 kept = await db.fetchrow(
-                    "SELECT owner, parameters, body FROM session_requests "
-                    "WHERE vaulting_request_id = $1",
-                    vaulting_request_id,
+                    KEEP_SESSION_REQUEST, *self._kept_values(vaulting_request_id, request, at)
                 )
+        return self._record_or_request(row, kept)
+
+    def _kept_values(
+        self, vaulting_request_id: str, request: SessionRequest, at: datetime
+    ) -> tuple[object, ...]:
+        """:data:`KEEP_SESSION_REQUEST`'s parameters."""
+        parameters = encode_parameters(request.parameters)
+        return (
+            vaulting_request_id,
+            request.owner,
+            parameters,
+            request.body,
+            self.dialect.instant(at),
+        )
+
+    def _record_or_request(
+        self, record: Row | None, kept: Row | None
+    ) -> VaultingRecord | SessionRequest:
+        """``record_or_request``'s answer from the record's row or else the kept request's."""
+        if record is not None:
+            return self._open_record(record)
+        assert kept is not None  # an upsert RETURNING always yields its row
         owner, parameters, body = kept
         return SessionRequest(owner, decode_parameters(parameters), bytes(body))
 

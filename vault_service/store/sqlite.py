@@ -50,7 +50,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final, ParamSpec, TypeVar
 
-from vault_service.domain import Event, Observation
+from vault_service.domain import Event, Observation, SessionRequest, VaultingRecord
 from vault_service.store.codec import RECORD_COLUMNS, RecordRow, decode_instant, encode_instant
 from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.keyed_locks import KeyedLocks
@@ -60,7 +60,13 @@ from vault_service.store.pruning import RecordBatch
 from vault_service.store.sealer import Sealer
 from vault_service.store.sealing import LegacyRows, SealedColumn, mark_plaintext_free_sql
 from vault_service.store.sql import Dialect, Row, Session, no_schema_lock, numbered_qmarks
-from vault_service.store.sql_store import SELECT_RECORD, UPDATE_RECORD, SQLStore, upgrade_statement
+from vault_service.store.sql_store import (
+    KEEP_SESSION_REQUEST,
+    SELECT_RECORD,
+    UPDATE_RECORD,
+    SQLStore,
+    upgrade_statement,
+)
 from vault_service.store.sqlite_thread import StoreThread, Synchronous, transaction
 
 __all__ = ["SQLiteStore", "StorePath", "Synchronous", "migrate"]
@@ -185,6 +191,22 @@ class SQLiteStore(SQLStore):
             return change.event(appended)
 
         return await self._run(transaction, self._connection, work)
+
+    async def record_or_request(
+        self, vaulting_request_id: str, request: SessionRequest, at: datetime
+    ) -> VaultingRecord | SessionRequest:
+        """Both statements in one submission: one trip to the store thread, not two."""
+        kept_values = self._kept_values(vaulting_request_id, request, at)
+
+        def work(connection: sqlite3.Connection) -> tuple[Row | None, Row | None]:
+            row = connection.execute(numbered_qmarks(SELECT_RECORD), (vaulting_request_id,))
+            record: Row | None = row.fetchone()
+            if record is not None:
+                return record, None
+            kept = connection.execute(numbered_qmarks(KEEP_SESSION_REQUEST), kept_values)
+            return None, kept.fetchone()
+
+        return self._record_or_request(*await self._run(work, self._connection))
 
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:

@@ -1,21 +1,29 @@
 """The SQLite store's thread: one dedicated thread that owns the store's only connection.
 
-Every sqlite3 call runs on it (a single-worker executor), so the event loop never blocks on
-disk and the connection is only ever touched by the thread that created it (sqlite3's
-``check_same_thread`` stays on). One writer thread also serialises transactions without lock
-contention. Work submitted to it runs start to finish there: if the awaiting task is cancelled
-meanwhile, it still completes (a transaction commits or rolls back as a whole) and the task
-sees ``CancelledError``; work that has not started when its task is cancelled never runs.
-Measurements behind this design: ``bench/results/store.md``.
+Every sqlite3 call runs on it, so the event loop never blocks on disk and the connection is only
+ever touched by the thread that created it (sqlite3's ``check_same_thread`` stays on). One writer
+thread also serialises transactions without lock contention. Work submitted to it runs start to
+finish there: if the awaiting task is cancelled meanwhile, it still completes (a transaction
+commits or rolls back as a whole) and the task sees ``CancelledError``; work that has not started
+when its task is cancelled never runs.
+
+The thread takes work from a queue and answers through ``loop.call_soon_threadsafe``, setting
+the awaiting future itself: a ``ThreadPoolExecutor`` with ``asyncio.wrap_future`` made every
+round trip pay for the executor's bookkeeping and a second future chained to the first, and a
+CreateSession makes several. Measurements behind this design: ``bench/results/store.md``,
+``bench/results/create_session/``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import queue
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, ParamSpec, TypeVar
 
@@ -31,11 +39,80 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
+@dataclass(slots=True)
+class _Job:
+    """One submission: ``work`` to run on the thread, the future its task awaits."""
+
+    work: Callable[[], Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    cancelled: bool = field(default=False)
+
+    def forget_if_cancelled(self, future: asyncio.Future[Any]) -> None:
+        """Done callback (on the loop): a job cancelled before the thread took it never runs."""
+        if future.cancelled():
+            self.cancelled = True
+
+
+class _Worker:
+    """The thread and its queue; ``None`` on the queue ends the thread.
+
+    A daemon thread: a store its owner forgot to close does not hold the process at exit, and
+    a transaction interrupted by the exit is rolled back by SQLite's journal like a crash's.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=_THREAD_NAME, daemon=True)
+        self._thread.start()
+
+    def submit(self, work: Callable[[], _T]) -> asyncio.Future[_T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        job = _Job(work, future, loop)
+        future.add_done_callback(job.forget_if_cancelled)
+        self._jobs.put(job)
+        return future
+
+    def stop(self) -> None:
+        """End the thread once the jobs queued before are done (it is not waited for)."""
+        self._jobs.put(None)
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if job.cancelled:
+                continue
+            try:
+                result = job.work()
+            except BaseException as exc:  # handed to the awaiting task, whatever it is
+                _answer(job, _fail, exc)
+            else:
+                _answer(job, _succeed, result)
+
+
+def _answer(job: _Job, settle: Callable[[asyncio.Future[Any], Any], None], value: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+        job.loop.call_soon_threadsafe(settle, job.future, value)
+
+
+def _succeed(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
 class StoreThread:
     """The thread and the connection it owns; :meth:`start` opens both."""
 
-    def __init__(self, executor: ThreadPoolExecutor, connection: sqlite3.Connection, path: Path):
-        self._executor = executor
+    def __init__(self, worker: _Worker, connection: sqlite3.Connection, path: Path):
+        self._worker = worker
         self.connection = connection
         self.path = path
         """The database file's resolved path, which names it in ``creation_lock``'s keys."""
@@ -44,30 +121,33 @@ class StoreThread:
     async def start(cls, path: Path, *, create: bool, synchronous: Synchronous) -> StoreThread:
         """Connect on a new thread; only with ``create`` may the file be created (so that a
         mistyped path is not silently an empty new database)."""
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=_THREAD_NAME)
-        connecting = executor.submit(_connect, path, create=create, synchronous=synchronous)
+        worker = _Worker()
+        opened: list[sqlite3.Connection] = []
+        connecting = worker.submit(
+            functools.partial(_connect, path, create=create, synchronous=synchronous, into=opened)
+        )
         try:
-            connection, resolved = await asyncio.wrap_future(connecting)
+            connection, resolved = await connecting
         except BaseException:
             # Cancelled or failed: queued behind the connect, this closes a connection that it
             # may still have opened, and the thread exits once it has.
-            executor.submit(_close_opened, connecting)
-            executor.shutdown(wait=False)
+            worker.submit(functools.partial(_close_all, opened))
+            worker.stop()
             raise
-        return cls(executor, connection, resolved)
+        return cls(worker, connection, resolved)
 
     async def run(self, work: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """``work(*args, **kwargs)`` on the thread, awaited without blocking the loop."""
-        return await asyncio.wrap_future(self._executor.submit(work, *args, **kwargs))
+        return await self._worker.submit(functools.partial(work, *args, **kwargs))
 
     async def shut_down(self) -> None:
         """Close the connection after the work queued before, then end the thread."""
-        closing = self._executor.submit(self.connection.close)
-        self._executor.shutdown(wait=False)
+        closing = self._worker.submit(self.connection.close)
+        self._worker.stop()
         # Shielded so that a cancelled close still closes the connection after queued work.
-        await asyncio.shield(asyncio.wrap_future(closing))
+        await asyncio.shield(closing)
         # The thread has nothing left to do: joining it does not hold up the loop.
-        self._executor.shutdown(wait=True)
+        self._worker.join()
 
     async def fetch(self, sql: str, *args: object) -> list[Row]:
         return await self.run(_fetch, self.connection, numbered_qmarks(sql), args)
@@ -122,9 +202,10 @@ def _execute(connection: sqlite3.Connection, sql: str, args: tuple[object, ...])
 
 
 def _connect(
-    path: Path, *, create: bool, synchronous: Synchronous
+    path: Path, *, create: bool, synchronous: Synchronous, into: list[sqlite3.Connection]
 ) -> tuple[sqlite3.Connection, Path]:
-    """Open and configure the database (on the thread); also its resolved path."""
+    """Open and configure the database (on the thread); also its resolved path. The open
+    connection is also put ``into`` the list, for a caller that stopped waiting to close."""
     uri = f"{path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}"
     try:
         connection = sqlite3.connect(
@@ -142,6 +223,7 @@ def _connect(
     except BaseException:
         connection.close()
         raise
+    into.append(connection)
     return connection, resolved
 
 
@@ -162,6 +244,6 @@ def _configure(connection: sqlite3.Connection, path: Path, synchronous: Synchron
     connection.execute("PRAGMA secure_delete = ON")
 
 
-def _close_opened(connecting: Future[tuple[sqlite3.Connection, Path]]) -> None:
-    if not connecting.cancelled() and connecting.exception() is None:
-        connecting.result()[0].close()
+def _close_all(connections: list[sqlite3.Connection]) -> None:
+    for connection in connections:
+        connection.close()
