@@ -29,9 +29,8 @@ from pathlib import Path
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("RSA sign/verify (cryptography, antom/signing.py)", ("cryptography/", "antom/signing.py")),
     ("SQLite and the store (store/, sqlite3)", ("sqlite3/", "vault_service/store/")),
-    ("store thread hand-off (concurrent.futures, threading)", ("concurrent/", "threading.py")),
+    ("store thread start-up and waits (threading)", ("threading.py",)),
     ("TLS (ssl)", ("ssl.py",)),
-    ("httpx + httpx-aiohttp", ("httpx/", "httpx_aiohttp/", "httpcore/")),
     ("aiohttp (+ yarl, multidict)", ("aiohttp/", "yarl/", "multidict/")),
     ("pydantic (Antom models)", ("pydantic/", "pydantic_core/", "antom/models.py")),
     ("Antom client (antom/: client, errors, failure log)", ("vault_service/antom/",)),
