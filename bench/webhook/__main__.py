@@ -195,6 +195,9 @@ async def bench(args: argparse.Namespace, tmp: Path) -> ResultsPage:
                 )
             count = min(args.open_loop_max, round(rate * args.open_loop_seconds))
             open_ids, open_requests = notifications.take(count)
+            floor, _ = await timed(
+                meter, open_loop(bare_port, open_requests, rate, args.open_loop_connections)
+            )
             steady, cpu = await timed(
                 meter, open_loop(svc.http_port, open_requests, rate, args.open_loop_connections)
             )
@@ -215,7 +218,10 @@ async def bench(args: argparse.Namespace, tmp: Path) -> ResultsPage:
                 f" failed; p50 {pct(steady.latencies, 50) * 1e3:.2f} ms, p99 {p99:.2f} ms,"
                 f" max {max(steady.latencies) * 1e3:.2f} ms; service CPU"
                 f" {per_call_us(cpu, 'service', steady):,.0f} µs/notification, generator"
-                f" {per_call_us(cpu, 'bench', steady):,.0f} µs."
+                f" {per_call_us(cpu, 'bench', steady):,.0f} µs. The bare server under the same"
+                f" schedule: p50 {pct(floor.latencies, 50) * 1e3:.2f} ms, p99"
+                f" {pct(floor.latencies, 99) * 1e3:.2f} ms (what the machine's scheduling alone"
+                " adds)."
             )
             complaints = svc.complaints()
         stored = await asyncio.to_thread(stored_notifications, svc.database)
