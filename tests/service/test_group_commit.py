@@ -1,16 +1,23 @@
 """The group commit against a real SQLite store: concurrent applies share a transaction, each
-caller hears its own outcome only once its batch has committed, and close drains."""
+caller hears its own outcome only once its batch has committed, and close drains; and what
+concurrent notifications become through it, on each backend."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import cast
 
 import pytest
 
 from tests.store.strategies import T0, new_record, observe
+from vault_service.antom import AntomClient, VaultingNotification
 from vault_service.domain import Event, Observation, VaultingStatus
+from vault_service.events import EventHub
+from vault_service.metrics import Metrics
+from vault_service.service import VaultingService
 from vault_service.service.group_commit import GroupCommit, GroupCommitClosedError
 from vault_service.store import Applied, RecordNotFoundError, SQLiteStore, Store
 from vault_service.store import StoreUnavailableError as Unavailable
@@ -138,3 +145,59 @@ async def test_close_drains_the_applies_in_flight_then_refuses_new_ones(
 def test_max_batch_must_be_positive(sqlite_store: SQLiteStore) -> None:
     with pytest.raises(ValueError, match="max_batch"):
         GroupCommit(sqlite_store, on_commit=lambda events: None, max_batch=0)
+
+
+async def test_concurrent_notifications_end_as_they_would_one_by_one(
+    each_backend_store: Store, antom_client: AntomClient, hub: EventHub
+) -> None:
+    """What concurrent notifications become once they share transactions, on each backend:
+    one event per real change in arrival order, Antom's retries change nothing, an unknown id
+    is kept as an orphan, and the events are counted once each."""
+    store = each_backend_store
+    metrics = Metrics()
+    vaulting = VaultingService(
+        store,
+        antom_client,
+        hub,
+        notify_url="http://127.0.0.1:9/notify",
+        first_check_after=timedelta(seconds=60),
+        metrics=metrics,
+    )
+    ids = [f"n{n:02}" for n in range(10)]
+    for rid in ids:
+        await store.insert(new_record(rid), next_check_at=T0)
+
+    deliveries = [*ids, *ids[:4], "orphan"]  # four of Antom's retries, one unknown id
+    bodies = {rid: _notification(rid) for rid in deliveries}
+    await asyncio.gather(
+        *(
+            vaulting.record_notification(
+                VaultingNotification.from_antom_json(bodies[rid]), bodies[rid]
+            )
+            for rid in deliveries
+        )
+    )
+    await vaulting.aclose()
+
+    events = await store.events_after(0, limit=100)
+    assert [e.record.vaulting_request_id for e in events] == ids
+    assert all(e.record.status is VaultingStatus.SUCCEEDED for e in events)
+    [orphan] = await store.list_orphans(limit=10)
+    assert orphan.vaulting_request_id == "orphan"
+    counted = metrics.registry.get_sample_value(
+        "vault_events_appended_total", {"source": "NOTIFICATION"}
+    )
+    assert counted == len(ids)
+
+
+def _notification(vaulting_request_id: str) -> bytes:
+    return json.dumps(
+        {
+            "result": {"resultCode": "SUCCESS", "resultStatus": "S", "resultMessage": "success"},
+            "vaultingRequestId": vaulting_request_id,
+            "paymentMethodDetail": {
+                "paymentMethodType": "CARD",
+                "card": {"cardToken": f"ALIPAY-{vaulting_request_id}", "brand": "VISA"},
+            },
+        }
+    ).encode()
