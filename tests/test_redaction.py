@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from vault_service import redaction
 from vault_service.antom import PrivateKey, Signer
 from vault_service.redaction import REDACTED, redact
 
@@ -180,3 +183,41 @@ def test_a_credential_after_an_authorization_field_is_scrubbed(line: str) -> Non
     """Regression: the field rule took the scheme word ("Bearer") as the authorization
     field's value and replaced only that, leaving a hex token (which no other rule matches)."""
     assert "ab12" not in redact(line)
+
+
+def _every_pattern(text: str) -> str:
+    """``redact`` as it was before its shortcuts: every pattern on every text."""
+    text = redaction._PEM.sub(redaction.REDACTED, text)
+    text = redaction._CREDENTIAL.sub(lambda match: match["scheme"] + redaction.REDACTED, text)
+    text = redaction._SECRET_FIELD.sub(redaction._redact_field_value, text)
+    text = redaction._CARD_TOKEN.sub(redaction.REDACTED, text)
+    text = redaction._BASE64_RUN.sub(redaction._redact_base64, text)
+    return redaction._DIGIT_RUN.sub(redaction._redact_card_number, text)
+
+
+_FRAGMENTS = st.sampled_from(
+    [
+        "-----BEGIN PRIVATE KEY-----",
+        "-----END PRIVATE KEY-----",
+        "Bearer ",
+        "BASIC ",
+        "ba\u017fic ",  # a long s: IGNORECASE matches it as s
+        "bas\u0130c ",  # a dotted capital I
+        "cardToken",
+        "token=",
+        ": ",
+        "ALIPAY",
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1111",
+        "AbC1+/" * 8,
+        "1234567890",
+        "\n",
+    ]
+)
+
+
+@given(st.lists(_FRAGMENTS | st.text(max_size=12), max_size=10).map("".join))
+def test_the_shortcuts_change_nothing_redact_returns(text: str) -> None:
+    """Regression guard for the checks that skip a pattern on text without what its matches
+    need: on any text, ``redact`` gives what running every pattern gives."""
+    assert redaction.redact(text) == _every_pattern(text)

@@ -210,6 +210,8 @@ async def start(settings: Settings) -> RunningService:
             first_check_after=timedelta(seconds=settings.reconcile_after),
             metrics=metrics,
         )
+        # Closed after the webhook and the gRPC server stopped: their last calls are committed.
+        resources.push_async_callback(vaulting.aclose)
         webhook = await serve_webhook(
             build_webhook_app(
                 vaulting,

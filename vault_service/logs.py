@@ -31,6 +31,7 @@ ALLOWED_FIELDS: Final = frozenset(
         "antom_path",
         "antom_vaulting_status",
         "attempt",
+        "batch_size",
         "cause",
         "error",
         "event_id",

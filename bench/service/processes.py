@@ -52,8 +52,8 @@ def free_ports(count: int) -> list[int]:
 async def child(
     args: list[str], env: dict[str, str], log: Path, *, command: tuple[str, ...] = COMMAND
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """Run ``vault-service ARGS`` (or ``command ARGS``); SIGTERM at the end, SIGKILL if it is
-    not gone in time."""
+    """Run ``vault-service ARGS`` (or another ``command`` of this checkout, a bench's own
+    server); SIGTERM at the end, SIGKILL if it is not gone in time."""
     # The children run the very vault_service this process imported, whatever the cwd.
     env = env | {
         "PYTHONPATH": os.pathsep.join(filter(None, [str(SOURCE_ROOT), env.get("PYTHONPATH")]))
@@ -188,9 +188,11 @@ def health_stub(channel: grpc.aio.Channel) -> Any:
 
 @contextlib.asynccontextmanager
 async def service(
-    workdir: Path, emu: Emulator, name: str, access: Access
+    workdir: Path, emu: Emulator, name: str, access: Access, **settings: str
 ) -> AsyncIterator[Service]:
-    env = service_env(workdir, emu, name, access)
+    """``vault-service serve`` on a fresh SQLite file, or as ``settings`` (environment
+    variables: ``VAULT_DATABASE_URL`` for PostgreSQL, say) change it."""
+    env = service_env(workdir, emu, name, access) | settings
     grpc_port = int(env["VAULT_GRPC_LISTEN"].rpartition(":")[2])
     http_port = int(env["VAULT_HTTP_LISTEN"].rpartition(":")[2])
     log = workdir / f"{name}.log"

@@ -4,6 +4,7 @@ every backend (the use case lives in the service; the store suite runs it on eac
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import cast
 
@@ -11,26 +12,27 @@ import pytest
 
 from tests.store.strategies import T0, full_card, new_record, observe
 from vault_service.antom import AntomClient
-from vault_service.domain import Event, Observation, VaultingStatus
+from vault_service.domain import Observation, VaultingStatus
 from vault_service.events import EventHub
 from vault_service.service import Checkpoint, ResultStreams, StreamedEvent, VaultingService
-from vault_service.store import Store
+from vault_service.store import Applied, Store
 
 
 class CommitWindow:
-    """The store under test, with the window in which a cancellation used to land: ``apply``
-    commits through the real store, says so, and yields once before returning, as a thread's
-    result or a database's reply reaches the awaiting task one loop turn after the commit."""
+    """The store under test, with the window in which a cancellation used to land:
+    ``apply_batch`` (the service's group commit writes through it) commits through the real
+    store, says so, and yields once before returning, as a thread's result or a database's
+    reply reaches the awaiting task one loop turn after the commit."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self.committed = asyncio.Event()
 
-    async def apply(self, vaulting_request_id: str, news: Observation) -> Event | None:
-        event = await self._store.apply(vaulting_request_id, news)
+    async def apply_batch(self, applies: Sequence[tuple[str, Observation]]) -> list[Applied]:
+        outcomes = await self._store.apply_batch(applies)
         self.committed.set()
         await asyncio.sleep(0)
-        return event
+        return outcomes
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)

@@ -6,7 +6,6 @@ and another owner's id answers exactly like an unknown one so that ids leak noth
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from vault_service.errors import ConflictError, NotFoundError
 from vault_service.events import EventHub
 from vault_service.metrics import Metrics
 from vault_service.service import observations
+from vault_service.service.group_commit import GroupCommit
 from vault_service.service.listing import Page, list_page
 from vault_service.store import (
     OrphanNotification,
@@ -82,7 +82,12 @@ class VaultingService:
         self._notify_url = notify_url
         self._first_check_after = first_check_after
         self._clock = clock
-        self._applying: set[asyncio.Task[Event | None]] = set()
+        self._commits = GroupCommit(store, on_commit=self._committed)
+
+    async def aclose(self) -> None:
+        """Stop taking observations; return once every one in flight is committed (the
+        drain: the webhook's last notifications are stored and answered)."""
+        await self._commits.close()
 
     async def create_session(
         self,
@@ -280,32 +285,19 @@ class VaultingService:
         """Apply an observation to the record (see ``Store.apply``) and, if it changed, wake the
         streams: one step that cancelling the caller cannot split.
 
-        A caller cancelled while the store commits (a GetResult whose client went away) used to
+        Concurrent applies are committed together (:mod:`vault_service.service.group_commit`),
+        and the group commit's writer, not the caller, wakes the streams after the commit: a
+        caller cancelled while the store commits (a GetResult whose client went away) used to
         stop between the commit and the wake-up, and on SQLite, where nothing else wakes the
-        streams, the committed event then waited for some unrelated event (issue 9 #9). So the
-        pair runs in a task of its own and the caller awaits it shielded: the caller may stop
-        waiting, the commit and its wake-up still happen together.
+        streams, the committed event then waited for some unrelated event (issue 9 #9).
         """
-        applying = asyncio.ensure_future(self._apply_and_wake(vaulting_request_id, observation))
-        self._applying.add(applying)  # a strong reference until it is done
-        applying.add_done_callback(self._applied)
-        return await asyncio.shield(applying)
+        return await self._commits.apply(vaulting_request_id, observation)
 
-    async def _apply_and_wake(
-        self, vaulting_request_id: str, observation: Observation
-    ) -> Event | None:
-        event = await self._store.apply(vaulting_request_id, observation)
-        if event is not None:
-            self._hub.notify()
+    def _committed(self, events: list[Event]) -> None:
+        """After each committed batch: one wake-up for all its events, each one counted."""
+        self._hub.notify()
+        for event in events:
             self._events_appended.labels(event.source.value).inc()
-        return event
-
-    def _applied(self, applying: asyncio.Task[Event | None]) -> None:
-        self._applying.discard(applying)
-        if not applying.cancelled():
-            # Retrieved here for a caller that stopped waiting: a failed apply committed
-            # nothing, so there is nothing to wake and nobody left to tell.
-            applying.exception()
 
     async def _owned(self, owner: str | None, vaulting_request_id: str) -> VaultingRecord:
         record = await self._store.get(vaulting_request_id)

@@ -5,6 +5,7 @@ never from its modules (tests of the store's internals aside).
 """
 
 from vault_service.store.base import (
+    Applied,
     CorruptDataError,
     DatabaseUnavailableError,
     EventsPrunedError,
@@ -43,6 +44,7 @@ from vault_service.store.sqlite import SQLiteStore
 
 __all__ = [
     "EVENTS_CHANNEL",
+    "Applied",
     "CorruptDataError",
     "DataKeyFileError",
     "DataKeyRing",

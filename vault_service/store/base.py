@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar, Protocol
@@ -199,6 +200,10 @@ class UnreadableEvent:
     """The missing data key's id (:attr:`Unreadable.MISSING_KEY` only)."""
 
 
+Applied = Event | None | Exception
+"""One apply's outcome in :meth:`Store.apply_batch`: its event, ``None`` (nothing changed), or
+the exception that undid it alone."""
+
 LogEntry = Event | UnreadableEvent
 """One event of the log as a reader meets it."""
 
@@ -304,6 +309,21 @@ class Store(Protocol):
         schedule; one that makes it unreconciled again (an EXPIRED record that learns of a
         success without its card token) puts it back, due at ``observation.observed_at``.
         Raises :class:`RecordNotFoundError` for an unknown id.
+        """
+        ...
+
+    async def apply_batch(self, applies: Sequence[tuple[str, Observation]]) -> list[Applied]:
+        """Several :meth:`apply` calls, ``(vaulting_request_id, observation)`` each, committed
+        together in one transaction: a group commit pays one commit (one WAL append, one
+        fsync, one event-log lock) for the batch instead of one per call.
+
+        The outcomes come back in the order of ``applies``, each exactly what its own
+        :meth:`apply` would have given in that order: the committed event, ``None`` when
+        nothing changed, or the exception it would have raised (:class:`RecordNotFoundError`
+        for an unknown id), which undid that apply only. Applies to one id see each other in
+        order, and their events are appended in the order of ``applies``. Raises only for what
+        fails the whole batch (the database unavailable, the store closed): then nothing of
+        it committed, or, like a lost connection during :meth:`apply`, maybe all of it.
         """
         ...
 

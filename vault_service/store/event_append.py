@@ -15,6 +15,10 @@ readers back behind any slow transaction. The price is a serialisation point of 
 and one commit per event, whereas vaulting results are low-volume (a few events per saved
 card); the measurements are in ``bench/results/store.md``.
 
+A batch of applies committed together (``apply_batch``, a group commit) appends all its
+events in one statement (:data:`APPEND_EVENTS`), under one take of the same lock, with one
+NOTIFY carrying the batch's highest id.
+
 The same statement NOTIFYs :data:`EVENTS_CHANNEL` with the event id (a hint only; readers read
 the log), which PostgreSQL delivers exactly when, and only if, the transaction commits. The
 store owns the channel's name because it sends on it; the listeners take it from
@@ -42,3 +46,25 @@ APPEND_EVENT: Final = f"""
 """One statement takes the append lock ($1), then inserts (the identity default is evaluated
 for the row the locked CTE produces, so the id is drawn under the lock), then NOTIFYs. The lock
 is transaction-scoped: it is released only after COMMIT has made the event visible."""
+
+APPEND_EVENTS: Final = f"""
+    WITH serialised AS MATERIALIZED (SELECT pg_advisory_xact_lock($1::bigint)),
+    appended AS (
+        INSERT INTO events
+            (vaulting_request_id, owner, source, occurred_at, snapshot, card_token, sealed)
+        SELECT e.vaulting_request_id, e.owner, e.source, e.occurred_at, e.snapshot,
+               e.card_token, e.sealed
+        FROM serialised,
+             unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::jsonb[],
+                    $7::text[], $8::text[])
+             WITH ORDINALITY
+             AS e(vaulting_request_id, owner, source, occurred_at, snapshot, card_token, sealed, n)
+        ORDER BY e.n
+        RETURNING id
+    )
+    SELECT ids, pg_notify('{EVENTS_CHANNEL}', last::text)
+    FROM (SELECT array_agg(id ORDER BY id) AS ids, max(id) AS last FROM appended) AS batch
+"""  # noqa: S608
+""":data:`APPEND_EVENT` for a batch: the events' columns as arrays ($2 to $8, one element per
+event), inserted in array order, so that the ids (drawn row by row under the lock) follow it:
+the sorted ids are the events' ids in that order. One NOTIFY with the highest id."""

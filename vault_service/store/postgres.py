@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Final
@@ -52,10 +52,10 @@ from vault_service.store.advisory_locks import (
     MIGRATION_LOCK,
     PRUNER_LOCK,
 )
-from vault_service.store.base import StoreUnavailableError
+from vault_service.store.base import Applied, StoreUnavailableError
 from vault_service.store.codec import RECORD_COLUMNS, RecordRow, decode_instant, encode_instant
 from vault_service.store.data_keys import DataKeyRing
-from vault_service.store.event_append import APPEND_EVENT
+from vault_service.store.event_append import APPEND_EVENT, APPEND_EVENTS
 from vault_service.store.keyed_locks import KeyedLocks
 from vault_service.store.migrations import POSTGRES_MIGRATIONS
 from vault_service.store.migrator import Schema, open_schema, schema_migrations_table
@@ -73,7 +73,13 @@ from vault_service.store.pruning import RecordBatch
 from vault_service.store.sealer import Sealer
 from vault_service.store.sealing import LegacyRows, SealedColumn, mark_plaintext_free_sql
 from vault_service.store.sql import Dialect, Row, Session
-from vault_service.store.sql_store import SELECT_RECORD, UPDATE_RECORD, SQLStore, upgrade_statement
+from vault_service.store.sql_store import (
+    SELECT_RECORD,
+    UPDATE_RECORD,
+    Change,
+    SQLStore,
+    upgrade_statement,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +91,11 @@ _INSTANT_COLUMNS: Final = tuple(
 # FOR NO KEY UPDATE: serialises applies to one record without blocking the foreign-key checks
 # of event inserts (which take KEY SHARE on the record).
 _SELECT_RECORD_FOR_UPDATE: Final = SELECT_RECORD + " FOR NO KEY UPDATE"
+# A batch's records, locked in id order (ORDER BY sorts before the rows are locked).
+_SELECT_RECORDS_FOR_UPDATE: Final = (
+    SELECT_RECORD.replace("= $1", "= ANY($1::text[])")
+    + " ORDER BY vaulting_request_id FOR NO KEY UPDATE"
+)
 # The statements below are built from the codec's constant RecordRow fields, never from input.
 _CLAIM_DUE: Final = f"""
     WITH due AS (
@@ -275,6 +286,51 @@ class PostgresStore(SQLStore):
             )
             assert appended is not None
         return change.event(appended["id"])
+
+    async def apply_batch(self, applies: Sequence[tuple[str, Observation]]) -> list[Applied]:
+        """One transaction for the batch; should PostgreSQL refuse any of its writes (a
+        deadlock with a retention or rotation pass, a constraint), one transaction per apply
+        instead, so that the refusal is the outcome of that apply alone (a refused statement
+        aborts the whole transaction: nothing of the batch committed)."""
+        if not applies:
+            return []
+        try:
+            return await self._apply_together(applies)
+        except asyncpg.PostgresError as exc:
+            log.warning(
+                "a batch of applies was refused; applying them one by one",
+                extra={"error": type(exc).__name__, "batch_size": len(applies)},
+            )
+        return [await self._apply_alone(rid, observation) for rid, observation in applies]
+
+    async def _apply_together(self, applies: Sequence[tuple[str, Observation]]) -> list[Applied]:
+        """The batch in one transaction: its records locked in id order (so that batches of
+        several replicas never wait for each other in a cycle), their updates, then every
+        event in one statement under one take of the append lock, one NOTIFY."""
+        ids = sorted({rid for rid, _ in applies})
+        async with self._connection() as connection, connection.transaction():
+            rows = await connection.fetch(_SELECT_RECORDS_FOR_UPDATE, ids)
+            plan = self._plan_batch(applies, {row[0]: row for row in rows})
+            changes = [change for change in plan if isinstance(change, Change)]
+            event_ids: Iterator[int] = iter(())
+            if changes:
+                await connection.executemany(UPDATE_RECORD, [c.update for c in changes])
+                columns = zip(*(change.event_columns for change in changes), strict=True)
+                appended = await connection.fetchrow(
+                    APPEND_EVENTS, EVENT_APPEND_LOCK, *(list(column) for column in columns)
+                )
+                assert appended is not None
+                event_ids = iter(appended["ids"])
+        return [
+            change.event(next(event_ids)) if isinstance(change, Change) else change
+            for change in plan
+        ]
+
+    async def _apply_alone(self, vaulting_request_id: str, observation: Observation) -> Applied:
+        try:
+            return await self.apply(vaulting_request_id, observation)
+        except Exception as exc:  # the outcome of this apply alone
+            return exc
 
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:

@@ -6,9 +6,10 @@ A backend brings a :class:`~vault_service.store.sql.Session` per unit of work an
 :class:`~vault_service.store.sql.Dialect`; this base builds on them every ``Store`` method made
 of statements that are each atomic alone. What needs a transaction of several writes stays in
 the backend, because the transactions really differ (a SQLite unit runs whole on the store
-thread, a PostgreSQL one holds row locks and the append lock): ``apply``, and the writes of
-``claim_due``, of a rotation batch and of a record retention batch. :meth:`SQLStore._change`
-is ``apply``'s shared part.
+thread, a PostgreSQL one holds row locks and the append lock): ``apply`` and ``apply_batch``,
+and the writes of ``claim_due``, of a rotation batch and of a record retention batch.
+:meth:`SQLStore._change` is ``apply``'s shared part, :meth:`SQLStore._plan_batch`
+``apply_batch``'s.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import functools
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar, Final
@@ -451,14 +453,44 @@ class SQLStore(ABC):
         ``None`` when ``observation`` changes nothing."""
         if row is None:
             raise RecordNotFoundError(vaulting_request_id)
-        changed = apply_to(self._open_record(row), observation)
+        return self._change_of(self._open_record(row), observation)
+
+    def _change_of(self, record: VaultingRecord, observation: Observation) -> Change | None:
+        """``apply``'s decision on ``record`` as it stands: the writes, or ``None``."""
+        changed = apply_to(record, observation)
         if changed is None:
             return None
+        rid = record.vaulting_request_id
         values = self.dialect.record_values(self._sealer.seal_record(changed))
         occurred_at = self.dialect.instant(observation.observed_at)
-        update = (*values[1:], changed.reconciled, occurred_at, vaulting_request_id)
-        event = (vaulting_request_id, changed.owner, observation.source.value, occurred_at)
+        update = (*values[1:], changed.reconciled, occurred_at, rid)
+        event = (rid, changed.owner, observation.source.value, occurred_at)
         return Change(changed, observation, update, (*event, *self._sealer.seal_event(changed)))
+
+    def _plan_batch(
+        self, applies: Sequence[tuple[str, Observation]], rows: Mapping[str, Row]
+    ) -> list[Change | Exception | None]:
+        """``apply_batch``'s decisions on the records' ``rows`` (read for update, by id), in
+        the order of ``applies``: each apply sees the record as the ones before it left it,
+        and one that raises (an unknown id, a record that does not decode) is its outcome
+        alone."""
+        records: dict[str, VaultingRecord] = {}
+        plan: list[Change | Exception | None] = []
+        for rid, observation in applies:
+            try:
+                record = records.get(rid)
+                change = (
+                    self._change(rid, observation, rows.get(rid))
+                    if record is None
+                    else self._change_of(record, observation)
+                )
+            except Exception as exc:  # the outcome of this apply alone
+                plan.append(exc)
+                continue
+            if change is not None:
+                records[rid] = change.record
+            plan.append(change)
+        return plan
 
     def _open_record(self, row: Row) -> VaultingRecord:
         return self._sealer.open_record(self.dialect.record_row(row))

@@ -1,9 +1,9 @@
 """The embedded SQLite backend of :class:`~vault_service.store.base.Store` (one replica).
 
 Threading. Every sqlite3 call runs on the store's one thread, which owns its only connection
-(:mod:`vault_service.store.sqlite_thread`). ``apply``, ``claim_due`` and each write of a
-rotation batch are one submission, so they commit or roll back as a whole even when their
-caller is cancelled; the other methods are statements that are each atomic alone
+(:mod:`vault_service.store.sqlite_thread`). ``apply``, ``apply_batch``, ``claim_due`` and each
+write of a rotation batch are one submission, so they commit or roll back as a whole even when
+their caller is cancelled; the other methods are statements that are each atomic alone
 (:mod:`vault_service.store.sql_store`). ``close`` lets the units in flight finish first.
 
 Journal and durability. The database is in WAL mode: readers never block the writer and a
@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Final, ParamSpec, TypeVar
 
 from vault_service.domain import Event, Observation, SessionRequest, VaultingRecord
+from vault_service.store.base import Applied
 from vault_service.store.codec import RECORD_COLUMNS, RecordRow, decode_instant, encode_instant
 from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.keyed_locks import KeyedLocks
@@ -181,14 +182,7 @@ class SQLiteStore(SQLStore):
 
     async def apply(self, vaulting_request_id: str, observation: Observation) -> Event | None:
         def work(connection: sqlite3.Connection) -> Event | None:
-            row = connection.execute(numbered_qmarks(SELECT_RECORD), (vaulting_request_id,))
-            change = self._change(vaulting_request_id, observation, row.fetchone())
-            if change is None:
-                return None
-            connection.execute(numbered_qmarks(UPDATE_RECORD), change.update)
-            appended = connection.execute(_INSERT_EVENT, change.event_columns).lastrowid
-            assert appended is not None
-            return change.event(appended)
+            return self._apply_on(connection, vaulting_request_id, observation)
 
         return await self._run(transaction, self._connection, work)
 
@@ -207,6 +201,37 @@ class SQLiteStore(SQLStore):
             return None, kept.fetchone()
 
         return self._record_or_request(*await self._run(work, self._connection))
+
+    async def apply_batch(self, applies: Sequence[tuple[str, Observation]]) -> list[Applied]:
+        """One write transaction, one SAVEPOINT per apply: an apply that raises is rolled back
+        to its savepoint, so it neither fails nor undoes the others."""
+
+        def work(connection: sqlite3.Connection) -> list[Applied]:
+            outcomes: list[Applied] = []
+            for vaulting_request_id, observation in applies:
+                connection.execute("SAVEPOINT apply")
+                try:
+                    outcomes.append(self._apply_on(connection, vaulting_request_id, observation))
+                except Exception as exc:  # the outcome of this apply alone
+                    connection.execute("ROLLBACK TO apply")
+                    outcomes.append(exc)
+                connection.execute("RELEASE apply")
+            return outcomes
+
+        return await self._run(transaction, self._connection, work) if applies else []
+
+    def _apply_on(
+        self, connection: sqlite3.Connection, vaulting_request_id: str, observation: Observation
+    ) -> Event | None:
+        """One apply's statements, on the store thread, inside the caller's transaction."""
+        row = connection.execute(numbered_qmarks(SELECT_RECORD), (vaulting_request_id,))
+        change = self._change(vaulting_request_id, observation, row.fetchone())
+        if change is None:
+            return None
+        connection.execute(numbered_qmarks(UPDATE_RECORD), change.update)
+        appended = connection.execute(_INSERT_EVENT, change.event_columns).lastrowid
+        assert appended is not None
+        return change.event(appended)
 
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:

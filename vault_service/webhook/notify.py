@@ -18,7 +18,9 @@ costs us as little as possible and learns nothing:
    the source) — before the body is parsed, so unauthenticated input never reaches the JSON
    parser or the logs;
 5. shape: the body must be a notification with ``result`` and ``vaultingRequestId`` (400);
-6. persistence: the sink stores it (record + event, or an orphan for an unknown id); if that
+6. persistence: the sink stores it (record + event, or an orphan for an unknown id;
+   :class:`~vault_service.service.VaultingService` commits the notifications that arrive
+   together in one transaction and returns once this one's has committed); if that
    fails the answer is 500 so that Antom retries — an acknowledgement is only ever sent for
    what is stored, and the store deduplicates the retries (the error's category of
    :mod:`vault_service.errors` decides only how the failure is logged);
