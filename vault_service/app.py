@@ -232,9 +232,15 @@ async def start(settings: Settings) -> RunningService:
         tls = await load_tls(settings)
         authenticator = authenticator_for(token_file, tls)
         warn_about_exposure(settings)
+        # Closed after the gRPC server has stopped (its streams are over) and before the store.
+        streams = await resources.enter_async_context(
+            contextlib.aclosing(
+                ResultStreams(store, hub, checkpoint_interval=settings.checkpoint_interval)
+            )
+        )
         servicer = VaultServicer(
             vaulting,
-            ResultStreams(store, hub, checkpoint_interval=settings.checkpoint_interval),
+            streams,
             caller_of=authenticator.caller,
             credentials_version=authenticator.version,
             metrics=metrics,

@@ -22,19 +22,19 @@ def vault_store(each_backend_store: Store) -> Store:
 
 
 async def test_a_stream_whose_next_events_were_pruned_ends_too_old(vault_store: Store) -> None:
-    """Both streams follow at the head, with the shared tail; events then come and are all
-    pruned before anyone reads them. The tail, refused below the floor, starts again at the
-    head; each stream, now behind the floor, is refused with the resume token's "too old"
-    instead of skipping ahead."""
+    """Both streams follow at the head, fed by the stream index; events then come and are all
+    pruned before anyone reads them. The index's reader, refused below the floor, starts again
+    at the head and sends every stream back to the log; each, now behind the floor, is refused
+    with the resume token's "too old" instead of skipping ahead."""
     hub = EventHub()
     streams = ResultStreams(vault_store, hub, checkpoint_interval=30.0)
     start = await streams.start_position("")
     followers = [streams.follow(start, owner=None, vaulting_request_ids=None) for _ in range(2)]
     for follower in followers:
         assert isinstance(await anext(follower), Checkpoint)
-    # Each goes on to follow the log: the shared tail reads up to the head, then they wait.
+    # Each goes on to follow the log: the index's reader starts at the head, then they wait.
     waiting = [asyncio.ensure_future(anext(follower)) for follower in followers]
-    await eventually(lambda: streams._tail.position >= 0, within=5)
+    await eventually(lambda: streams.index.position >= 0, within=5)
     for index in range(3):
         rid = f"vr-{index}"
         await vault_store.insert(new_record(rid), next_check_at=T0)

@@ -185,15 +185,18 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
             owner=owner,
             vaulting_request_ids=frozenset(request.vaulting_request_ids) or None,
         )
+        # Closed here, not left to the garbage collector, so that the stream leaves the
+        # process's stream index as soon as its call ends.
         with self._streams_open.held():
-            async for item in items:
-                if (current := self._credentials_version()) is not version:
-                    version = current
-                    self._still_allowed(context, owner)
-                yield self._message(item)
-                if isinstance(item, StreamedEvent):
-                    lag = datetime.now(UTC) - item.event.occurred_at
-                    self._delivery_lag.observe(lag.total_seconds())
+            async with contextlib.aclosing(items):
+                async for item in items:
+                    if (current := self._credentials_version()) is not version:
+                        version = current
+                        self._still_allowed(context, owner)
+                    yield self._message(item)
+                    if isinstance(item, StreamedEvent):
+                        lag = datetime.now(UTC) - item.event.occurred_at
+                        self._delivery_lag.observe(lag.total_seconds())
 
     def _still_allowed(self, context: Context, owner: str | None) -> None:
         """A stream outlives the credentials it opened with: once the callers change, a
