@@ -33,6 +33,8 @@ from vault_service.store import EventsPrunedError, LogEntry, Store, entry_owner,
 PAGE_SIZE: Final = 256
 QUEUE_CAPACITY: Final = 1024
 """Items one subscription may hold before it falls back to reading the log itself."""
+READER_TASK: Final = "stream-index"
+"""The reader task's name (in task dumps, and for tests proving it is gone)."""
 RETRY_DELAY: Final = 1.0
 """Seconds the reader waits after a failed read of the log before reading again."""
 
@@ -168,7 +170,7 @@ class StreamIndex(Generic[ItemT]):
         async with self._starting:
             if self._reader is None and not self._closed:
                 self._position = await self._store.last_event_id()
-                self._reader = asyncio.create_task(self._read(), name="stream-index")
+                self._reader = asyncio.create_task(self._read(), name=READER_TASK)
         subscription: Subscription[ItemT] = Subscription(owner, request_ids, self._queue_capacity)
         if request_ids is None:
             self._by_owner.setdefault(owner, set()).add(subscription)
