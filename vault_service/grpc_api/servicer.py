@@ -185,10 +185,8 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
             owner=owner,
             vaulting_request_ids=frozenset(request.vaulting_request_ids) or None,
         )
-        # Closed here, not left to the garbage collector, so that the stream leaves the
-        # process's stream index as soon as its call ends.
         with self._streams_open.held():
-            async with contextlib.aclosing(items):
+            try:
                 async for item in items:
                     if (current := self._credentials_version()) is not version:
                         version = current
@@ -197,6 +195,10 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
                     if isinstance(item, StreamedEvent):
                         lag = datetime.now(UTC) - item.event.occurred_at
                         self._delivery_lag.observe(lag.total_seconds())
+            finally:
+                # Closed here, not left to the garbage collector, so that the stream leaves
+                # the process's stream index as soon as its call ends.
+                await items.aclose()
 
     def _still_allowed(self, context: Context, owner: str | None) -> None:
         """A stream outlives the credentials it opened with: once the callers change, a
