@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import grpc
@@ -23,6 +24,7 @@ from vault_service.webhook import ACKNOWLEDGEMENT
 from ..service.measure import Meter, pct, rss_kib, settle
 from ..service.streams import Streams
 from ..service.webhook import signed_notifications
+from .profile import sampled
 
 STREAMS_PER_CHANNEL = 2500
 """Client connections hold this many streams each (the server allows 10,000 per connection)."""
@@ -69,8 +71,11 @@ class FanOut:
         return (self.rss_kib_after - self.rss_kib_before) / self.streams
 
 
-async def fan_out(target: Target, count: int, events: int, meter: Meter) -> FanOut:
-    """Open ``count`` unfiltered streams, settle, then ``events`` events one at a time."""
+async def fan_out(
+    target: Target, count: int, events: int, meter: Meter, profile: Path | None = None
+) -> FanOut:
+    """Open ``count`` unfiltered streams, settle, then ``events`` events one at a time (with
+    the server sampled by py-spy into ``profile`` meanwhile, when given)."""
     result = FanOut(count)
     async with target.stubs(math.ceil(count / STREAMS_PER_CHANNEL)) as stubs:
         streams = Streams(stubs, OPEN_TIMEOUT)
@@ -82,14 +87,17 @@ async def fan_out(target: Target, count: int, events: int, meter: Meter) -> FanO
         await settle(2.0)
         result.rss_kib_after = rss_kib(target.pid)
         cpu = 0.0
-        for _ in range(events):
-            request_id = await target.prepare()
-            await settle(0.3)
-            before, submitted = meter.take(), time.monotonic()
-            await target.submit(request_id)
-            await asyncio.wait_for(streams.complete[request_id].wait(), EVENT_TIMEOUT)
-            cpu += Meter.since(before, meter.take())[target.name]
-            result.latencies += [arrived - submitted for arrived, _ in streams.arrivals[request_id]]
+        sampling = contextlib.nullcontext() if profile is None else sampled(target.pid, profile)
+        async with sampling:
+            for _ in range(events):
+                request_id = await target.prepare()
+                await settle(0.3)
+                before, submitted = meter.take(), time.monotonic()
+                await target.submit(request_id)
+                await asyncio.wait_for(streams.complete[request_id].wait(), EVENT_TIMEOUT)
+                cpu += Meter.since(before, meter.take())[target.name]
+                arrivals = streams.arrivals[request_id]
+                result.latencies += [arrived - submitted for arrived, _ in arrivals]
         result.cpu_per_event = cpu / events
         await streams.close()
         if streams.ended:
@@ -149,9 +157,23 @@ async def paced_posts(webhook: Webhook, ids: list[str], rate: float) -> list[flo
     return list(await asyncio.gather(*tasks))
 
 
+@dataclass
+class Paced:
+    """Paced notifications: each one's seconds to its acknowledgement, and the service's CPU
+    per notification over the window."""
+
+    latencies: list[float]
+    cpu_per_post: float
+
+
 async def webhook_under_streams(
-    target: Target, webhook: Webhook, ids: list[str], rate: float, streams_open: int
-) -> list[float]:
+    target: Target,
+    webhook: Webhook,
+    ids: list[str],
+    rate: float,
+    streams_open: int,
+    meter: Meter,
+) -> Paced:
     """The paced notifications while ``streams_open`` streams filtered to other ids are open
     (none of them matches any notification)."""
     async with target.stubs(max(1, math.ceil(streams_open / STREAMS_PER_CHANNEL))) as stubs:
@@ -165,9 +187,11 @@ async def webhook_under_streams(
         if len(streams.calls) != streams_open:
             raise RuntimeError(f"streams refused: {dict(streams.refused)}")
         await settle(2.0)
+        before = meter.take()
         latencies = await paced_posts(webhook, ids, rate)
+        cpu = Meter.since(before, meter.take())[target.name]
         await streams.close()
-    return latencies
+    return Paced(latencies, cpu / len(ids))
 
 
 def summary(latencies: list[float]) -> tuple[float, float, float]:

@@ -3,7 +3,7 @@ live ``StreamResults`` subscriptions it can match, and to no other.
 
 Before it, every committed event woke every open stream, and each queued through one lock to
 filter a shared buffer: about 13 ms of event-loop CPU per event at 1,000 streams and 150-205 ms
-at 10,000, even when the event concerned a single stream (bench/results/fanout/). Now the
+at 10,000, even when the event concerned a single stream (issue 13). Now the
 reader reads each event once, after the hub's wake-up (in-process commits, or another
 replica's through LISTEN/NOTIFY), builds its stream item once (its resume token is encoded
 once, not once per stream) and looks its subscribers up by owner (unfiltered streams, and
