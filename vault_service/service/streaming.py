@@ -21,7 +21,7 @@ it does not belong to pass it like any other event of someone else's.
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -204,8 +204,9 @@ class ResultStreams:
     ) -> AsyncGenerator[StreamItem, None]:
         """Every event after ``position`` exactly once and in order, with a checkpoint first
         and then whenever ``checkpoint_interval`` passes without one."""
+        clock = asyncio.get_running_loop().time
         yield self._checkpoint(position)
-        next_checkpoint = time.monotonic() + self._checkpoint_interval
+        next_checkpoint = clock() + self._checkpoint_interval
         index = self._index
         subscription = await index.subscribe(owner, vaulting_request_ids)
         try:
@@ -238,12 +239,12 @@ class ResultStreams:
                 if subscription.idle:
                     # Every event up to the index's position has been looked at.
                     position = max(position, index.position)
-                if time.monotonic() >= next_checkpoint:
+                if clock() >= next_checkpoint:
                     yield self._checkpoint(position)
-                    next_checkpoint = time.monotonic() + self._checkpoint_interval
+                    next_checkpoint = clock() + self._checkpoint_interval
                 # Checked with no await before the wait begins: a drain wakes waiters only.
                 self._unless_draining(position)
-                await subscription.wait(max(0.0, next_checkpoint - time.monotonic()))
+                await subscription.wait(next_checkpoint)
         finally:
             index.unsubscribe(subscription)
 
