@@ -199,8 +199,9 @@ async def test_a_stream_whose_queue_overflows_reads_the_log_and_rejoins(
 
     async def counting(*args: object, **kwargs: object) -> list[Event]:
         nonlocal own_reads
+        entries = await events_after(*args, **kwargs)  # type: ignore[arg-type]
         own_reads += "owner" in kwargs  # a stream's own read (the index reads every owner's)
-        return await events_after(*args, **kwargs)  # type: ignore[arg-type]
+        return entries
 
     monkeypatch.setattr(sqlite_store, "events_after", counting)
     ids = [f"vr-{n}" for n in range(10)]
@@ -209,15 +210,14 @@ async def test_a_stream_whose_queue_overflows_reads_the_log_and_rejoins(
     items = streams.follow(0, owner=None, vaulting_request_ids=None)
     assert isinstance(await anext(items), Checkpoint)
     waiting = asyncio.ensure_future(anext(items))
-    await eventually(lambda: streams.index.position >= 0, within=5)
-    reads_to_join = own_reads
+    await eventually(lambda: own_reads == 1, within=5)  # joined: its first read of the log
     for rid in ids[:8]:
         await publish(sqlite_store, hub, rid, VaultingStatus.PROCESSING)
     await eventually(lambda: streams.index.position == 8, within=5)
     first = await waiting
     assert isinstance(first, StreamedEvent)
     seen = [first, *await take_events(items, 7)]
-    assert own_reads > reads_to_join  # the queue overflowed: the stream went back to the log
+    assert own_reads > 1  # the queue overflowed: the stream went back to the log
     for rid in ids[8:]:
         await publish(sqlite_store, hub, rid, VaultingStatus.PROCESSING)
     seen += await take_events(items, 2)

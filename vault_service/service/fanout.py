@@ -254,13 +254,7 @@ class StreamIndex(Generic[ItemT]):
         while True:
             generation = self._hub.generation
             try:
-                page = await self._store.events_after(self._position, limit=PAGE_SIZE)
-            except EventsPrunedError:
-                # Quiet for longer than the retention: start again at the head. Every stream
-                # reads the log itself, and is refused as too old when it missed events.
-                self._position = await self._store.last_event_id()
-                self._overflow_all()
-                continue
+                page = await self._next_page()
             except Exception:  # whatever the store raises: the streams must not stall
                 log.exception("the stream index could not read the event log; retrying")
                 self._overflow_all()
@@ -270,6 +264,18 @@ class StreamIndex(Generic[ItemT]):
                 self._dispatch(entry)
             if len(page) < PAGE_SIZE:
                 await self._hub.wait(generation, None)
+
+    async def _next_page(self) -> list[LogEntry]:
+        try:
+            return await self._store.events_after(self._position, limit=PAGE_SIZE)
+        except EventsPrunedError:
+            # Quiet for longer than the retention: start again at the head. Every stream reads
+            # the log itself, and is refused as too old when it missed events. Both in one
+            # step after the await, so that a stream joining meanwhile is sent back too.
+            head = await self._store.last_event_id()
+            self._position = head
+            self._overflow_all()
+            return await self._store.events_after(head, limit=PAGE_SIZE)
 
     def _dispatch(self, entry: LogEntry) -> None:
         self._position = entry.event_id

@@ -138,7 +138,7 @@ def _key_missing(entry: LogEntry) -> TypeGuard[UnreadableEvent]:
 class ResultStreams:
     """Opens subscriptions on the event log for one owner (``None``: every owner, for admins).
 
-    Owns the process's :class:`StreamIndex`; :meth:`close` (on shutdown, after the gRPC server
+    Owns the process's :class:`StreamIndex`; :meth:`aclose` (on shutdown, after the gRPC server
     stopped) drains what is left and stops its reader.
     """
 
@@ -161,6 +161,7 @@ class ResultStreams:
 
     @property
     def index(self) -> StreamIndex[StreamedEvent | UnreadableItem]:
+        """The stream index (whose position and reader tests and operators may look at)."""
         return self._index
 
     def drain(self) -> None:
