@@ -27,6 +27,7 @@ import grpc
 from vault_service._proto.vault.v1 import vault_service_pb2 as pb
 from vault_service.grpc_api.server import server_options
 
+from ..service.access import CHANNEL_OPTIONS
 from ..service.processes import child, free_ports, wait_for_port
 
 PUBLISH = "/bench.Bare/Publish"
@@ -89,10 +90,7 @@ class BareServer:
     port: int
 
     def channel(self) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(
-            f"127.0.0.1:{self.port}",
-            options=[("grpc.enable_http_proxy", 0), ("grpc.use_local_subchannel_pool", 1)],
-        )
+        return grpc.aio.insecure_channel(f"127.0.0.1:{self.port}", options=CHANNEL_OPTIONS)
 
 
 @contextlib.asynccontextmanager

@@ -28,6 +28,7 @@ from ..service.streams import Streams
 from .phases import OPEN_TIMEOUT
 
 BATCH = 100
+"""Streams opened at once: one process holding both ends cannot take a larger burst whole."""
 OURS = (
     ("vault_service/service/", "stream index and StreamResults (vault_service/service)"),
     ("vault_service/grpc_api/", "our gRPC layers: interceptors, servicer (vault_service/grpc_api)"),
@@ -58,7 +59,6 @@ async def traced_bytes_per_stream(env: dict[str, str], count: int) -> dict[str, 
             gc.collect()
             tracemalloc.start(30)
             before = tracemalloc.take_snapshot()
-            # In batches: one process holding both ends cannot take a burst of opens whole.
             for start in range(0, count, BATCH):
                 await streams.open([pb.StreamResultsRequest()] * min(BATCH, count - start))
             if len(streams.calls) != count:
