@@ -42,7 +42,7 @@ from vault_service.grpc_api import (
 )
 from vault_service.metrics import Metrics
 from vault_service.service import Pruner, Reconciler, ResultStreams, VaultingService
-from vault_service.store import DataKeyRing, open_store
+from vault_service.store import DataKeyRing, Store, open_store
 from vault_service.webhook import bind, build_webhook_app, serve_webhook
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,33 @@ class RunningService:
         log.info("stopped")
 
 
+def _start_background_passes(
+    settings: Settings,
+    store: Store,
+    vaulting: VaultingService,
+    metrics: Metrics,
+    resources: contextlib.AsyncExitStack,
+) -> None:
+    """The reconciler and the pruner, each a task cancelled when the service stops."""
+    reconciler = Reconciler(
+        store,
+        vaulting,
+        interval=settings.reconcile_interval,
+        min_delay=timedelta(seconds=settings.reconcile_after),
+        max_delay=RECONCILE_MAX_DELAY,
+        expiry_grace=timedelta(seconds=settings.expiry_grace),
+        inquiry_budget=settings.antom_timeout,
+        metrics=metrics,
+    )
+    resources.push_async_callback(_cancel, asyncio.create_task(reconciler.run()))
+    pruner = Pruner(
+        store,
+        event_retention=settings.event_retention,
+        record_retention=settings.record_retention,
+    )
+    resources.push_async_callback(_cancel, asyncio.create_task(pruner.run()))
+
+
 async def start(settings: Settings) -> RunningService:
     """Open the store, bind both ports, start serving; raise a :class:`ConfigurationError`
     naming the setting when the settings or the files they name cannot be used."""
@@ -234,9 +261,15 @@ async def start(settings: Settings) -> RunningService:
         tls = await load_tls(settings)
         authenticator = authenticator_for(token_file, tls)
         warn_about_exposure(settings)
+        # Closed after the gRPC server has stopped (its streams are over) and before the store.
+        streams = await resources.enter_async_context(
+            contextlib.aclosing(
+                ResultStreams(store, hub, checkpoint_interval=settings.checkpoint_interval)
+            )
+        )
         servicer = VaultServicer(
             vaulting,
-            ResultStreams(store, hub, checkpoint_interval=settings.checkpoint_interval),
+            streams,
             caller_of=authenticator.caller,
             credentials_version=authenticator.version,
             metrics=metrics,
@@ -265,23 +298,7 @@ async def start(settings: Settings) -> RunningService:
         resources.push_async_callback(
             stop_grpc_server, server, health, servicer, grace=settings.shutdown_grace
         )
-        reconciler = Reconciler(
-            store,
-            vaulting,
-            interval=settings.reconcile_interval,
-            min_delay=timedelta(seconds=settings.reconcile_after),
-            max_delay=RECONCILE_MAX_DELAY,
-            expiry_grace=timedelta(seconds=settings.expiry_grace),
-            inquiry_budget=settings.antom_timeout,
-            metrics=metrics,
-        )
-        resources.push_async_callback(_cancel, asyncio.create_task(reconciler.run()))
-        pruner = Pruner(
-            store,
-            event_retention=settings.event_retention,
-            record_retention=settings.record_retention,
-        )
-        resources.push_async_callback(_cancel, asyncio.create_task(pruner.run()))
+        _start_background_passes(settings, store, vaulting, metrics, resources)
         running = RunningService(
             settings=settings,
             grpc_port=grpc_port,

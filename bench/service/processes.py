@@ -50,10 +50,10 @@ def free_ports(count: int) -> list[int]:
 
 @contextlib.asynccontextmanager
 async def child(
-    args: list[str], env: dict[str, str], log: Path, *, command: tuple[str, ...] = COMMAND
+    args: list[str], env: dict[str, str], log: Path, command: tuple[str, ...] = COMMAND
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """Run ``vault-service ARGS`` (or another ``command`` of this checkout, a bench's own
-    server); SIGTERM at the end, SIGKILL if it is not gone in time."""
+    """Run ``vault-service ARGS`` (or another ``command`` of this checkout, such as a bench's
+    own server); SIGTERM at the end, SIGKILL if it is not gone in time."""
     # The children run the very vault_service this process imported, whatever the cwd.
     env = env | {
         "PYTHONPATH": os.pathsep.join(filter(None, [str(SOURCE_ROOT), env.get("PYTHONPATH")]))

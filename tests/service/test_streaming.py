@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.grpc_api.support import eventually
 from vault_service.domain import (
     Event,
     EventSource,
@@ -23,7 +24,6 @@ from vault_service.domain import (
 from vault_service.events import EventHub
 from vault_service.service.streaming import (
     Checkpoint,
-    LogTail,
     ResultStreams,
     StreamedEvent,
     StreamItem,
@@ -187,22 +187,40 @@ async def test_one_log_read_per_event_whatever_the_number_of_streams(
         await items.aclose()
 
 
-async def test_a_stream_behind_the_buffer_reads_the_log_and_rejoins(
-    sqlite_store: SQLiteStore, hub: EventHub
+async def test_a_stream_whose_queue_overflows_reads_the_log_and_rejoins(
+    sqlite_store: SQLiteStore, hub: EventHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A subscriber resuming from before the shared buffer (or left behind by it) reads the
-    log itself and still sees every event exactly once, in order, then follows live."""
-    streams = ResultStreams(sqlite_store, hub, checkpoint_interval=30)
-    streams._tail = LogTail(sqlite_store, hub, capacity=3)
+    """A subscriber that does not take what the stream index hands it (a slow client) has its
+    queue dropped when it fills up; it then reads the log itself from its own position and
+    still sees every event exactly once, in order, then follows live again."""
+    streams = ResultStreams(sqlite_store, hub, checkpoint_interval=30, queue_capacity=2)
+    own_reads = 0
+    events_after = sqlite_store.events_after
+
+    async def counting(*args: object, **kwargs: object) -> list[Event]:
+        nonlocal own_reads
+        entries = await events_after(*args, **kwargs)  # type: ignore[arg-type]
+        own_reads += "owner" in kwargs  # a stream's own read (the index reads every owner's)
+        return entries
+
+    monkeypatch.setattr(sqlite_store, "events_after", counting)
     ids = [f"vr-{n}" for n in range(10)]
     for rid in ids:
         await sqlite_store.insert(record(rid), next_check_at=NOW)
+    items = streams.follow(0, owner=None, vaulting_request_ids=None)
+    assert isinstance(await anext(items), Checkpoint)
+    waiting = asyncio.ensure_future(anext(items))
+    await eventually(lambda: own_reads == 1, within=5)  # joined: its first read of the log
     for rid in ids[:8]:
         await publish(sqlite_store, hub, rid, VaultingStatus.PROCESSING)
-    items = streams.follow(0, owner=None, vaulting_request_ids=None)
-    seen = await take_events(items, 8)
+    await eventually(lambda: streams.index.position == 8, within=5)
+    first = await waiting
+    assert isinstance(first, StreamedEvent)
+    seen = [first, *await take_events(items, 7)]
+    assert own_reads > 1  # the queue overflowed: the stream went back to the log
     for rid in ids[8:]:
         await publish(sqlite_store, hub, rid, VaultingStatus.PROCESSING)
     seen += await take_events(items, 2)
     assert [e.event.event_id for e in seen] == list(range(1, 11))
     await items.aclose()
+    assert not streams.index.reading

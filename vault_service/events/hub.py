@@ -1,9 +1,9 @@
 """Wake-ups for live ``StreamResults`` subscribers when new events are committed.
 
-The hub carries no events, only the news that the log moved: each subscriber then reads the log
-from its own cursor at its own pace. So a slow subscriber holds nothing but its cursor (memory
-stays flat), a fast one is never held back by it, and a wake-up lost or doubled costs at most
-one extra read — the log, not the hub, is the source of truth.
+The hub carries no events, only the news that the log moved: the process's stream index
+(:mod:`vault_service.service.fanout`) then reads the log once and hands each event to the
+streams it matches. A wake-up lost or doubled costs at most one extra read — the log, not the
+hub, is the source of truth.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ class EventHub:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    async def wait(self, seen_generation: int, max_wait: float) -> bool:
-        """Wait until the log moves past ``seen_generation``; ``False`` on timeout."""
+    async def wait(self, seen_generation: int, max_wait: float | None) -> bool:
+        """Wait until the log moves past ``seen_generation``; ``False`` on timeout (``None``:
+        none)."""
         if self._generation != seen_generation:
             return True
         try:

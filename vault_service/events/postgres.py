@@ -4,7 +4,7 @@ Every event append NOTIFYs in its own transaction, so a replica learns within mi
 another replica committed an event. The payload is only a hint: subscribers read the log from
 their own cursors. Hence nothing is lost when the LISTEN connection drops (a failover,
 ``pg_terminate_backend``, a network cut): the listener reconnects with backoff, LISTENs again and
-wakes every subscriber once, and they catch up from the log.
+wakes the hub once, and the streams catch up from the log.
 
 LISTEN needs a session of its own; through a pooler in transaction mode the registration lands
 on whatever server connection the pool picked and notifications never arrive. The listener

@@ -186,14 +186,19 @@ class VaultServicer(pb_grpc.VaultServiceServicer):
             vaulting_request_ids=frozenset(request.vaulting_request_ids) or None,
         )
         with self._streams_open.held():
-            async for item in items:
-                if (current := self._credentials_version()) is not version:
-                    version = current
-                    self._still_allowed(context, owner)
-                yield self._message(item)
-                if isinstance(item, StreamedEvent):
-                    lag = datetime.now(UTC) - item.event.occurred_at
-                    self._delivery_lag.observe(lag.total_seconds())
+            try:
+                async for item in items:
+                    if (current := self._credentials_version()) is not version:
+                        version = current
+                        self._still_allowed(context, owner)
+                    yield self._message(item)
+                    if isinstance(item, StreamedEvent):
+                        lag = datetime.now(UTC) - item.event.occurred_at
+                        self._delivery_lag.observe(lag.total_seconds())
+            finally:
+                # Closed here, not left to the garbage collector, so that the stream leaves
+                # the process's stream index as soon as its call ends.
+                await items.aclose()
 
     def _still_allowed(self, context: Context, owner: str | None) -> None:
         """A stream outlives the credentials it opened with: once the callers change, a

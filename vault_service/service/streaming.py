@@ -1,14 +1,14 @@
 """``StreamResults``: replay the event log from a resume token, then follow it live.
 
-Live subscribers share one read of the log per wake-up: :class:`LogTail` keeps the newest events
-of this replica's view of the log in a bounded buffer, refreshed by whichever subscriber wakes
-first, and every caught-up subscriber filters that buffer in memory. (Before it existed, every
-stream ran two queries per event: see "After the shared log tail" in bench/results/service.md.)
-A subscriber behind the buffer — resuming from an old token, or too slow to keep up —
-reads the log itself, in pages, at its own pace, until it is caught up. Either way a subscriber
-owns nothing but its cursor, so a slow client never stalls the others and never grows memory,
-and a cancelled stream just stops. Checkpoints carry the newest position the subscriber has
-fully seen, so an idle or filtered client can resume cheaply.
+A stream first reads the log itself, in pages, at its own pace, from its resume position up to
+where the process's :class:`~vault_service.service.fanout.StreamIndex` stood when the stream
+joined it; from there on the index's one reader hands it the events it matches (by owner and
+vaulting request id), so an event wakes only the streams it concerns. A stream whose queue in
+the index overflowed (a client too slow to keep up) goes back to reading the log itself from
+its own position and joins again. Either way the log is the source of truth: a slow client
+never stalls the others, holds a bounded queue at most, and a cancelled stream just stops.
+Checkpoints carry the newest position the subscriber has fully seen, so an idle or filtered
+client can resume cheaply.
 
 An event row this process cannot read (:class:`~vault_service.store.base.UnreadableEvent`) is
 never passed in silence by a subscriber it belongs to (by owner and id filter, which the row
@@ -22,9 +22,7 @@ it does not belong to pass it like any other event of someone else's.
 from __future__ import annotations
 
 import asyncio
-import collections
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar, Final, TypeGuard
@@ -39,18 +37,15 @@ from vault_service.domain import (
 )
 from vault_service.errors import VAULT_DOMAIN, ErrorInfo, UnavailableError
 from vault_service.events import EventHub
+from vault_service.service.fanout import PAGE_SIZE, QUEUE_CAPACITY, StreamIndex
 from vault_service.store import (
     EventsPrunedError,
     LogEntry,
     Store,
     Unreadable,
     UnreadableEvent,
-    entry_owner,
-    entry_request_id,
 )
 
-PAGE_SIZE = 256
-TAIL_CAPACITY = 4096
 DATA_KEY_MISSING_REASON: Final = "DATA_KEY_MISSING"
 SHUTTING_DOWN_REASON: Final = "SHUTTING_DOWN"
 
@@ -136,90 +131,16 @@ def too_old() -> InvalidResumeTokenError:
     )
 
 
-class LogTail:
-    """The newest events of the log, read once per wake-up for every live subscriber.
-
-    Invariant: every event with ``floor < event_id <= position`` is in the buffer, in order,
-    and the log holds no other event up to ``position`` (positions are commit-ordered in both
-    backends, so nothing can appear below ``position`` later).
-
-    An event row that does not decode is buffered as the store's
-    :class:`~vault_service.store.base.UnreadableEvent`; what it means is each subscriber's
-    business (:meth:`ResultStreams.follow`), so one bad row never fails the tail.
-    """
-
-    def __init__(self, store: Store, hub: EventHub, *, capacity: int = TAIL_CAPACITY) -> None:
-        self._store = store
-        self._hub = hub
-        self._capacity = capacity
-        self._events: collections.deque[LogEntry] = collections.deque()
-        self._floor = -1
-        self._position = -1
-        self._synced_generation = -1
-        self._lock = asyncio.Lock()
-
-    @property
-    def position(self) -> int:
-        return self._position
-
-    async def catch_up(self) -> None:
-        """Make the buffer current as of the hub's present generation (one reader at a time;
-        the others find the work done)."""
-        generation = self._hub.generation
-        if self._synced_generation == generation:
-            return
-        async with self._lock:
-            if self._synced_generation == generation:
-                return
-            if self._position < 0:
-                self._floor = self._position = await self._store.last_event_id()
-            while True:
-                try:
-                    page = await self._store.events_after(self._position, limit=PAGE_SIZE)
-                except EventsPrunedError:
-                    # Quiet for longer than the retention: start again at the head. Every
-                    # subscriber is then behind the buffer and reads (and is refused) itself.
-                    self._events.clear()
-                    self._floor = self._position = await self._store.last_event_id()
-                    continue
-                for event in page:
-                    self._append(event)
-                if len(page) < PAGE_SIZE:
-                    break
-            self._synced_generation = generation
-
-    def since(self, position: int) -> list[LogEntry] | None:
-        """The buffered events after ``position``, or ``None`` when ``position`` is older than
-        the buffer (the caller must read the log itself)."""
-        if position < self._floor:
-            return None
-        newer: list[LogEntry] = []
-        for event in reversed(self._events):
-            if event.event_id <= position:
-                break
-            newer.append(event)
-        newer.reverse()
-        return newer
-
-    def _append(self, event: LogEntry) -> None:
-        self._events.append(event)
-        self._position = event.event_id
-        if len(self._events) > self._capacity:
-            self._floor = self._events.popleft().event_id
-
-
-def _matches(entry: LogEntry, owner: str | None, ids: frozenset[str] | None) -> bool:
-    return (owner is None or entry_owner(entry) == owner) and (
-        ids is None or entry_request_id(entry) in ids
-    )
-
-
 def _key_missing(entry: LogEntry) -> TypeGuard[UnreadableEvent]:
     return isinstance(entry, UnreadableEvent) and entry.cause is Unreadable.MISSING_KEY
 
 
 class ResultStreams:
-    """Opens subscriptions on the event log for one owner (``None``: every owner, for admins)."""
+    """Opens subscriptions on the event log for one owner (``None``: every owner, for admins).
+
+    Owns the process's :class:`StreamIndex`; :meth:`aclose` (on shutdown, after the gRPC server
+    stopped) drains what is left and stops its reader.
+    """
 
     def __init__(
         self,
@@ -228,24 +149,35 @@ class ResultStreams:
         *,
         checkpoint_interval: float,
         clock: Clock = utc_now,
+        queue_capacity: int = QUEUE_CAPACITY,
     ) -> None:
         self._store = store
-        self._hub = hub
-        self._tail = LogTail(store, hub)
+        self._index: StreamIndex[StreamedEvent | UnreadableItem] = StreamIndex(
+            store, hub, self._item, queue_capacity=queue_capacity
+        )
         self._checkpoint_interval = checkpoint_interval
         self._clock = clock
         self._draining = False
 
+    @property
+    def index(self) -> StreamIndex[StreamedEvent | UnreadableItem]:
+        """The stream index (whose position and reader tests and operators may look at)."""
+        return self._index
+
     def drain(self) -> None:
         """End every stream, open or opened later, with :class:`ShuttingDownError`.
 
-        One-way, for a process on its way out. A stream waiting for events is woken at once (a
-        spurious hub wake-up costs every subscriber one read of the tail, nothing more); one
-        replaying the log stops before its next page; one blocked sending to a client that
+        One-way, for a process on its way out. A stream waiting for events is woken at once;
+        one replaying the log stops before its next page; one blocked sending to a client that
         does not read ends when the server's grace runs out.
         """
         self._draining = True
-        self._hub.notify()
+        self._index.wake_all()
+
+    async def aclose(self) -> None:
+        """Drain, then stop the index's reader and wait until it is gone."""
+        self.drain()
+        await self._index.close()
 
     async def start_position(self, resume_token: str) -> int:
         """Where a stream starts: the token's position, or the log's head for "from now".
@@ -270,52 +202,52 @@ class ResultStreams:
         *,
         owner: str | None,
         vaulting_request_ids: frozenset[str] | None,
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         """Every event after ``position`` exactly once and in order, with a checkpoint first
         and then whenever ``checkpoint_interval`` passes without one."""
-        store, hub, tail = self._store, self._hub, self._tail
+        clock = asyncio.get_running_loop().time
         yield self._checkpoint(position)
-        next_checkpoint = time.monotonic() + self._checkpoint_interval
-        while True:
-            self._unless_draining(position)
-            generation = hub.generation
-            await tail.catch_up()
-            horizon = tail.position
-            buffered = tail.since(position)
-            if buffered is not None:
-                for entry in buffered:
-                    if not _matches(entry, owner, vaulting_request_ids):
-                        continue
+        next_checkpoint = clock() + self._checkpoint_interval
+        index = self._index
+        subscription = await index.subscribe(owner, vaulting_request_ids)
+        try:
+            live = False
+            while True:
+                if not live:
+                    # Everything matching up to ``joined`` is in the log; what comes later is
+                    # handed over by the index from now on.
+                    joined = index.rearm(subscription)
+                    async for entry in self._read_log(position, owner, vaulting_request_ids):
+                        position = entry.event_id
+                        yield self._item(entry)
+                    # The last page was not full, so every matching event up to ``joined``
+                    # (read by the index before these queries) has been seen.
+                    position = max(position, joined)
+                    live = True
+                for entry, item in subscription.take():
+                    if entry.event_id <= position:
+                        continue  # read from the log already
                     if _key_missing(entry):
-                        # The buffer read it before: the log itself says whether it still
+                        # The index read it before: the log itself says whether it still
                         # cannot be read (the key may be back).
-                        buffered = None
+                        live = False
                         break
                     position = entry.event_id
-                    yield self._item(entry)
-                else:
-                    # Every event up to the tail's position has been looked at.
-                    position = max(position, horizon)
-            if buffered is None:
-                entries = await self._read_log(position, owner, vaulting_request_ids)
-                for entry in entries:
-                    if _key_missing(entry):
-                        raise EventKeyMissingError(
-                            encode_resume_token(store.log_id, entry.event_id - 1), entry.key_id
-                        )
-                    position = entry.event_id
-                    yield self._item(entry)
-                if len(entries) == PAGE_SIZE:
+                    yield item
+                if not live or subscription.overflowed:
+                    live = False
                     continue
-                # The page was not full, so every matching event up to ``horizon`` (read by the
-                # tail before this query) has been seen: skip ahead over what did not match.
-                position = max(position, horizon)
-                if tail.since(position) is None:
-                    continue
-            if time.monotonic() >= next_checkpoint:
-                yield self._checkpoint(position)
-                next_checkpoint = time.monotonic() + self._checkpoint_interval
-            await hub.wait(generation, max(0.0, next_checkpoint - time.monotonic()))
+                if subscription.idle:
+                    # Every event up to the index's position has been looked at.
+                    position = max(position, index.position)
+                if clock() >= next_checkpoint:
+                    yield self._checkpoint(position)
+                    next_checkpoint = clock() + self._checkpoint_interval
+                # Checked with no await before the wait begins: a drain wakes waiters only.
+                self._unless_draining(position)
+                await subscription.wait(next_checkpoint)
+        finally:
+            index.unsubscribe(subscription)
 
     def _unless_draining(self, position: int) -> None:
         """Raise :class:`ShuttingDownError` once :meth:`drain` was called."""
@@ -324,15 +256,30 @@ class ResultStreams:
 
     async def _read_log(
         self, position: int, owner: str | None, vaulting_request_ids: frozenset[str] | None
-    ) -> list[LogEntry]:
-        """A subscriber's own page of the log; refused as too old when it fell behind by more
-        than the retention (what it missed is gone)."""
-        try:
-            return await self._store.events_after(
-                position, limit=PAGE_SIZE, owner=owner, vaulting_request_ids=vaulting_request_ids
-            )
-        except EventsPrunedError:
-            raise too_old() from None
+    ) -> AsyncIterator[LogEntry]:
+        """A subscriber's own read of the log after ``position``, page after page until one is
+        not full; refused as too old when it fell behind by more than the retention (what it
+        missed is gone), ended before an event it cannot read for lack of a key."""
+        while True:
+            self._unless_draining(position)
+            try:
+                entries = await self._store.events_after(
+                    position,
+                    limit=PAGE_SIZE,
+                    owner=owner,
+                    vaulting_request_ids=vaulting_request_ids,
+                )
+            except EventsPrunedError:
+                raise too_old() from None
+            for entry in entries:
+                if _key_missing(entry):
+                    raise EventKeyMissingError(
+                        encode_resume_token(self._store.log_id, entry.event_id - 1), entry.key_id
+                    )
+                position = entry.event_id
+                yield entry
+            if len(entries) < PAGE_SIZE:
+                return
 
     def _item(self, entry: LogEntry) -> StreamedEvent | UnreadableItem:
         token = encode_resume_token(self._store.log_id, entry.event_id)

@@ -9,10 +9,9 @@ that a fault one restart fixes (a missing key) became permanent loss. So the row
 (id, vaulting request id, owner) and why: the streams decide, per subscriber, what it means
 (:mod:`vault_service.service.streaming`).
 
-Such a row is met on every read (every stream behind the live buffer, every reconnect), so it
-is logged only the first time a store meets it (:class:`ReportedEvents`), with its ids and the
-reason, never a value.
-"""
+Such a row is met on every read (the stream index's reader, every stream reading the log itself,
+every reconnect), so it is logged only the first time a store meets it (:class:`ReportedEvents`),
+with its ids and the reason, never a value."""
 
 from __future__ import annotations
 

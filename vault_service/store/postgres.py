@@ -165,6 +165,7 @@ POSTGRES: Final = Dialect(
     hold_schema=_hold_schema,
     in_texts="{column} = ANY({values}::text[])",
     texts=sorted,
+    unindexed="{column}",
     # Not jsonb containment (@>): it ignores the order inside a pair, so ["v", "k"] would match.
     has_label=(
         "EXISTS (SELECT 1 FROM jsonb_array_elements(records.parameters -> 'labels') AS label"

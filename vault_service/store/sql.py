@@ -76,6 +76,9 @@ class Dialect:
     between."""
     in_texts: str
     """The condition "the text column ``{column}`` is one of the parameter ``{values}``"."""
+    unindexed: str
+    """The column ``{column}`` as a term the planner uses no index for (SQLite's unary ``+``),
+    where a condition on it must only filter what another index found."""
     texts: Callable[[frozenset[str]], object]
     """A set of texts as that parameter."""
     has_label: str

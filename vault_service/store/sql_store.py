@@ -322,22 +322,14 @@ class SQLStore(ABC):
         self._check_open()
         if vaulting_request_ids is not None and not vaulting_request_ids:
             return []
-        # One statement text per combination of filters (not "$2 IS NULL OR ..."), so that
-        # each prepared statement gets a plan for the filters it really has.
-        conditions = ["id > $1"]
         parameters: list[object] = [after_event_id]
         if owner is not None:
             parameters.append(owner)
-            conditions.append(f"owner = ${len(parameters)}")
         if vaulting_request_ids is not None:
             parameters.append(self.dialect.texts(vaulting_request_ids))
-            conditions.append(
-                self.dialect.in_texts.format(
-                    column="vaulting_request_id", values=f"${len(parameters)}"
-                )
-            )
-        where = " AND ".join(conditions)
-        sql = f"{SELECT_EVENTS}{where} ORDER BY id LIMIT ${len(parameters) + 1}"
+        sql = events_statement(
+            self.dialect, owner=owner is not None, ids=vaulting_request_ids is not None
+        )
         async with self._session() as db:
             rows = await db.fetch(sql, *parameters, limit)
             # Read after the page: a pruning that could have taken from it raised the floor
@@ -527,6 +519,27 @@ def upgrade_statement(legacy: LegacyRows) -> str:
         f"{column} = ${n}" for n, column in enumerate((*legacy.columns, sealed), start=2)
     )
     return f"UPDATE {table} SET {assignments} WHERE {key} = $1 AND {sealed} IS NULL"  # noqa: S608
+
+
+def events_statement(dialect: Dialect, *, owner: bool, ids: bool) -> str:
+    """The text of :meth:`SQLStore.events_after`: after ``$1``, then the owner (``owner``) and
+    the ids (``ids``) as the next parameters, the limit last.
+
+    One text per combination of filters (not "$2 IS NULL OR ..."), so that each prepared
+    statement gets a plan for the filters it really has. With both filters, the ids pick the
+    rows (``events_by_request``) and the owner only filters them: a filtered stream reads its
+    few ids' events, not its owner's whole history.
+    """
+    conditions = ["id > $1"]
+    count = 1
+    if owner:
+        count += 1
+        column = dialect.unindexed.format(column="owner") if ids else "owner"
+        conditions.append(f"{column} = ${count}")
+    if ids:
+        count += 1
+        conditions.append(dialect.in_texts.format(column="vaulting_request_id", values=f"${count}"))
+    return f"{SELECT_EVENTS}{' AND '.join(conditions)} ORDER BY id LIMIT ${count + 1}"
 
 
 def list_statement(

@@ -108,6 +108,8 @@ SQLITE: Final = Dialect(
     # One JSON parameter instead of one placeholder per id: no variable-count limit.
     in_texts="{column} IN (SELECT value FROM json_each({values}))",
     texts=lambda texts: json.dumps(sorted(texts)),
+    # Without it, a filtered stream's read walked the owner's whole history in events_by_owner.
+    unindexed="+{column}",
     # Labels are [key, value] pairs in the parameters' JSON (the codec).
     has_label=(
         "EXISTS (SELECT 1 FROM json_each(records.parameters, '$.labels') AS label"
