@@ -37,6 +37,8 @@ READER_TASK: Final = "stream-index"
 """The reader task's name (in task dumps, and for tests proving it is gone)."""
 RETRY_DELAY: Final = 1.0
 """Seconds the reader waits after a failed read of the log before reading again."""
+DISPATCH_SLICE: Final = 0.005
+"""Seconds the reader hands out events before it lets the loop run other work."""
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +198,10 @@ class StreamIndex(Generic[ItemT]):
         """
         async with self._starting:
             if self._reader is None and not self._closed:
-                self._position = await self._store.last_event_id()
-                self._reader = asyncio.create_task(self._read(), name=READER_TASK)
+                head = await self._store.last_event_id()
+                if not self._closed:  # close() may have run during the read: no reader then
+                    self._position = head
+                    self._reader = asyncio.create_task(self._read(), name=READER_TASK)
         subscription: Subscription[ItemT] = Subscription(owner, request_ids, self._queue_capacity)
         if request_ids is None:
             self._by_owner.setdefault(owner, set()).add(subscription)
@@ -249,21 +253,34 @@ class StreamIndex(Generic[ItemT]):
 
     async def _read(self) -> None:
         """Follow the log from :attr:`position`, one page after another, waiting for the hub
-        between; never ends by itself (a failed read is logged and retried: the streams read
-        the log themselves meanwhile, and meet the failure there)."""
+        between; never ends by itself. A failed read is logged and retried; the streams keep
+        waiting meanwhile (nothing was handed out, so none of them is behind the reader), rather
+        than all asking the struggling database at once."""
         while True:
             generation = self._hub.generation
             try:
                 page = await self._next_page()
-            except Exception:  # whatever the store raises: the streams must not stall
+            except Exception:  # whatever the store raises: the reader must go on
                 log.exception("the stream index could not read the event log; retrying")
-                self._overflow_all()
                 await asyncio.sleep(RETRY_DELAY)
                 continue
-            for entry in page:
-                self._dispatch(entry)
+            await self._dispatch_page(page)
             if len(page) < PAGE_SIZE:
                 await self._hub.wait(generation, None)
+
+    async def _dispatch_page(self, page: list[LogEntry]) -> None:
+        """Hand out ``page``, letting the loop run every :data:`DISPATCH_SLICE` seconds: a page
+        matched by thousands of streams is seconds of work, and the webhook's acknowledgements
+        and the other calls must not wait for all of it. Between two events the index is
+        consistent (:attr:`position` is the last event handed out), so streams may join, leave
+        or rearm meanwhile."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DISPATCH_SLICE
+        for entry in page:
+            self._dispatch(entry)
+            if loop.time() >= deadline:
+                await asyncio.sleep(0)
+                deadline = loop.time() + DISPATCH_SLICE
 
     async def _next_page(self) -> list[LogEntry]:
         try:
