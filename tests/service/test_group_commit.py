@@ -18,7 +18,11 @@ from vault_service.domain import Event, Observation, VaultingStatus
 from vault_service.events import EventHub
 from vault_service.metrics import Metrics
 from vault_service.service import VaultingService
-from vault_service.service.group_commit import GroupCommit, GroupCommitClosedError
+from vault_service.service.group_commit import (
+    GroupCommit,
+    GroupCommitClosedError,
+    GroupCommitFailedError,
+)
 from vault_service.store import Applied, RecordNotFoundError, SQLiteStore, Store
 from vault_service.store import StoreUnavailableError as Unavailable
 
@@ -103,6 +107,29 @@ async def test_a_batch_that_fails_as_a_whole_fails_each_of_its_callers(
     )
     assert all(isinstance(answer, Unavailable) for answer in answers)
     assert committed == []
+    # Regression: one exception object went to every caller, each raise piling its frames
+    # onto the shared traceback. Each caller has its own, caused by the batch's failure.
+    assert len({id(answer) for answer in answers}) == len(answers)
+    assert len({id(answer.__cause__) for answer in answers}) == 1
+
+
+async def test_a_failing_wake_up_still_answers_every_caller_with_its_outcome(
+    sqlite_store: SQLiteStore, records: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: an exception from ``on_commit`` (waking the streams, counting) ended the
+    writer, whose callers were then cancelled although their batch had committed: the webhook
+    saw a cancellation, not an outcome, and nothing logged why."""
+
+    def broken_wake_up(events: list[Event]) -> None:
+        raise RuntimeError("a bug in the wake-up")
+
+    gated = GatedStore(sqlite_store)
+    gated.gate.set()
+    commits = GroupCommit(cast(Store, gated), on_commit=broken_wake_up)
+    events = await asyncio.gather(*(commits.apply(rid, SUCCEEDED) for rid in records[:3]))
+    assert [e.record.vaulting_request_id for e in events if e is not None] == records[:3]
+    assert "waking the streams after a group commit failed" in caplog.text
+    assert await commits.apply(records[3], SUCCEEDED) is not None  # the writer goes on
 
 
 async def test_a_cancelled_caller_s_apply_is_still_committed_and_announced(
@@ -201,3 +228,29 @@ def _notification(vaulting_request_id: str) -> bytes:
             },
         }
     ).encode()
+
+
+async def test_a_writer_that_fails_answers_its_callers_with_an_error_not_a_cancellation(
+    sqlite_store: SQLiteStore, records: list[str]
+) -> None:
+    """Regression: any failure of the writer itself cancelled its callers, so the webhook
+    treated a bug as a client that went away. A store answering the wrong number of outcomes
+    (a broken contract) must reach every caller as an internal error, none of them with
+    another's outcome, and the next apply starts a new writer."""
+
+    class ShortStore(GatedStore):
+        short = True
+
+        async def apply_batch(self, applies: Sequence[tuple[str, Observation]]) -> list[Applied]:
+            outcomes = await super().apply_batch(applies)
+            return outcomes[1:] if self.short else outcomes
+
+    store = ShortStore(sqlite_store)
+    store.gate.set()
+    commits = GroupCommit(cast(Store, store), on_commit=lambda events: None)
+    answers = await asyncio.gather(
+        *(commits.apply(rid, SUCCEEDED) for rid in records[:2]), return_exceptions=True
+    )
+    assert all(isinstance(answer, GroupCommitFailedError) for answer in answers), answers
+    store.short = False
+    assert await commits.apply(records[5], SUCCEEDED) is not None

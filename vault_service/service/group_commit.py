@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -32,6 +34,8 @@ from vault_service.domain import Event, Observation
 from vault_service.errors import InternalError
 from vault_service.store import Store
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MAX_BATCH: Final = 256
 """Applies per transaction at most: enough to amortise a commit many times over, small enough
 that one batch's statements stay short."""
@@ -39,6 +43,10 @@ that one batch's statements stay short."""
 
 class GroupCommitClosedError(InternalError):
     """An apply after :meth:`GroupCommit.close`: a shutdown ordering bug in the caller."""
+
+
+class GroupCommitFailedError(InternalError):
+    """The writer itself failed (a bug, not the store): the apply's fate is unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +107,21 @@ class GroupCommit:
                 batch = [self._queue.popleft() for _ in range(count)]
                 await self._commit(batch)
                 batch = []
-        except BaseException:
+        except asyncio.CancelledError:
             # Only the loop's own end cancels the writer: nobody will answer these callers.
             for pending in (*batch, *self._queue):
                 pending.answer.cancel()
             self._queue.clear()
             raise
+        except Exception as exc:
+            # A bug of the writer's own, not the store's (that is each caller's answer): the
+            # callers hear of it as an error, the log has the cause, and the next apply starts
+            # a new writer.
+            log.exception("the group commit's writer failed")
+            for pending in (*batch, *self._queue):
+                if not pending.answer.done():
+                    pending.answer.set_exception(GroupCommitFailedError(str(exc)))
+            self._queue.clear()
         finally:
             self._writer = None
 
@@ -116,11 +133,16 @@ class GroupCommit:
         except Exception as exc:
             for pending in batch:
                 if not pending.answer.done():
-                    pending.answer.set_exception(exc)
+                    pending.answer.set_exception(_own_copy(exc))
             return
+        if len(outcomes) != len(batch):  # answering any caller would give it another's outcome
+            raise InternalError(f"{len(outcomes)} outcomes for a batch of {len(batch)} applies")
         events = [outcome for outcome in outcomes if isinstance(outcome, Event)]
         if events:
-            self._on_commit(events)
+            try:
+                self._on_commit(events)
+            except Exception:  # committed all the same: the callers get their outcomes
+                log.exception("waking the streams after a group commit failed")
         for pending, outcome in zip(batch, outcomes, strict=True):
             if pending.answer.done():  # its caller was cancelled
                 continue
@@ -128,3 +150,15 @@ class GroupCommit:
                 pending.answer.set_exception(outcome)
             else:
                 pending.answer.set_result(outcome)
+
+
+def _own_copy(exc: Exception) -> Exception:
+    """A copy of a batch's failure for one of its callers, caused by it: raising one object in
+    up to ``max_batch`` callers would pile every caller's frames onto its one traceback and
+    tie their logs together."""
+    try:
+        mine = copy.copy(exc)
+    except Exception:  # an exception type that cannot be copied: share it after all
+        return exc
+    mine.__cause__ = exc
+    return mine
