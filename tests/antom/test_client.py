@@ -8,6 +8,7 @@ client that cannot get an answer gives up with a typed error inside its time bud
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from multidict import CIMultiDict
 
 from tests.fixtures.antom import CLIENT_ID
 from tests.fixtures.logs import CapturedLog
+from vault_service.antom import causes
 from vault_service.antom.client import (
     AntomClient,
     AntomClientConfig,
@@ -27,7 +29,7 @@ from vault_service.antom.client import (
     check_response_signature,
     request_path,
 )
-from vault_service.antom.connection import AntomHttp
+from vault_service.antom.connection import MAX_ANSWER_BYTES, AntomHttp
 from vault_service.antom.errors import (
     AntomConfigurationError,
     AntomProtocolError,
@@ -100,17 +102,24 @@ async def set_faults(emulator: EmulatorServer, **faults: int) -> None:
 
 @contextlib.asynccontextmanager
 async def hand_made_gateway(
-    body: bytes, signer: Signer, path: str, *, calls: list[str] | None = None
+    body: bytes,
+    signer: Signer,
+    path: str,
+    *,
+    calls: list[str] | None = None,
+    encoding: str | None = None,
 ) -> AsyncIterator[str]:
     """A gateway on a loopback port answering every POST with ``body``, signed by ``signer``
-    for ``path`` (what Antom, or the emulator, would never answer); its base URL. Each request's
-    path is appended to ``calls``."""
+    for ``path`` (what Antom, or the emulator, would never answer), sent with ``encoding`` as
+    its ``Content-Encoding``; its base URL. Each request's path is appended to ``calls``."""
 
     async def answer(request: web.Request) -> web.Response:
         if calls is not None:
             calls.append(request.path)
         signature = signer.sign("POST", path, CLIENT_ID, "1", body)
         headers = {"signature": signature, "response-time": "1", "client-id": CLIENT_ID}
+        if encoding is not None:
+            headers["Content-Encoding"] = encoding
         return web.Response(body=body, headers=headers, content_type="application/json")
 
     app = web.Application()
@@ -544,4 +553,34 @@ async def test_answers_are_checked_with_the_key_of_their_version(
             else:
                 with pytest.raises(expected):
                     await antom.create_vaulting_session(session_request("vr-rotating"))
+    assert calls == [path]
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+async def test_an_answer_larger_than_a_megabyte_is_refused_unread(
+    merchant_key: PrivateKey, antom_key: PrivateKey, compressed: bool
+) -> None:
+    """Regression: the client read Antom's answer whole and decompressed it with no bound, so
+    a misbehaving gateway or egress proxy could make every call hold hundreds of megabytes.
+    Past a megabyte (counted after decompression) the answer is unavailable, never parsed."""
+    path = "/ams/sandbox/api/v1/vaults/inquireVaulting"
+    big = b'{"padding": "' + b"x" * MAX_ANSWER_BYTES + b'"}'
+    body = gzip.compress(big) if compressed else big
+    calls: list[str] = []
+    encoding = "gzip" if compressed else None
+    async with hand_made_gateway(
+        body, Signer(antom_key), path, calls=calls, encoding=encoding
+    ) as url:
+        config = AntomClientConfig(
+            gateway=url,
+            client_id=CLIENT_ID,
+            allow_plain_http=True,
+            retry=RetryPolicy(max_attempts=1),
+        )
+        async with AntomClient(
+            config, Signer(merchant_key), Verifier(antom_key.public_key())
+        ) as antom:
+            with pytest.raises(AntomUnavailableError, match="larger than") as caught:
+                await antom.inquire_vaulting(InquireVaultingRequest(vaulting_request_id="vr-big"))
+    assert caught.value.cause == causes.MALFORMED_ANSWER
     assert calls == [path]

@@ -29,12 +29,15 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import aiohttp
 import certifi
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from vault_service.antom import causes
+from vault_service.antom.errors import AntomUnavailableError
 from vault_service.secret import Secret
 
 
@@ -114,7 +117,7 @@ class AntomHttp:
             proxy=self._proxy,
             proxy_headers=self._proxy_headers,
         ) as response:
-            return HttpAnswer(response.status, response.headers, await response.read())
+            return HttpAnswer(response.status, response.headers, await _read_capped(response))
 
     async def aclose(self) -> None:
         self._closed = True
@@ -132,3 +135,24 @@ class AntomHttp:
                 trust_env=False,
             )
         return self._session
+
+
+MAX_ANSWER_BYTES: Final = 1 << 20
+"""Antom's answers are a few kilobytes; a megabyte is something else talking (a
+misconfigured egress gateway, a page of HTML), and reading it whole, decompressed, would hold
+that much memory per call."""
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    """The answer's body, decompressed, unless it exceeds :data:`MAX_ANSWER_BYTES`."""
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await response.content.read(MAX_ANSWER_BYTES + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise AntomUnavailableError(
+                f"the answer is larger than {MAX_ANSWER_BYTES} bytes",
+                cause=causes.MALFORMED_ANSWER,
+            )
+    return b"".join(chunks)
