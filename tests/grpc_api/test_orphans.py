@@ -162,3 +162,23 @@ async def test_one_bad_orphan_does_not_stop_the_adoption_of_the_others(
         "received_time": unreadable.received_at.isoformat(),
         "unreadable": "PlaintextCardDataError",
     }
+
+
+async def test_a_record_inserted_while_its_orphan_is_kept_gets_the_notification_at_once(
+    vaulting: VaultingService, vault_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: CreateSession looks for orphans in its insert's own snapshot, so a
+    notification that missed the record and kept its orphan a moment after the insert was
+    only applied at the reconciler's next pass. The notification's side now adopts it."""
+    keep_orphan = vault_store.record_orphan
+
+    async def insert_first(vaulting_request_id: str, raw: bytes, at: datetime) -> None:
+        await insert_record(vault_store, vaulting_request_id)  # CreateSession commits meanwhile
+        await keep_orphan(vaulting_request_id, raw, at)
+
+    monkeypatch.setattr(vault_store, "record_orphan", insert_first)
+    await notify_raw(vaulting, "vr-crossed")
+    record = await vault_store.get("vr-crossed")
+    assert record is not None
+    assert record.status is VaultingStatus.SUCCEEDED
+    assert await vault_store.list_orphans(limit=10) == []

@@ -194,6 +194,18 @@ class VaultingService:
                 "notification for an unknown vaulting request kept as orphan",
                 extra={"vaulting_request_id": vaulting_request_id},
             )
+            # CreateSession of this id may have inserted its record between the apply and the
+            # orphan's commit, and found no orphan then: adopt it now rather than at the
+            # reconciler's next pass. The notification is stored either way, so a failure
+            # here is the reconciler's to retry, not Antom's.
+            try:
+                await self.adopt_orphans(vaulting_request_id=vaulting_request_id)
+            except Exception:
+                log.exception(
+                    "applying an orphan notification to its new record failed; the reconciler"
+                    " retries",
+                    extra={"vaulting_request_id": vaulting_request_id},
+                )
 
     async def adopt_orphans(
         self, *, vaulting_request_id: str | None = None, limit: int = ORPHAN_BATCH
