@@ -93,8 +93,10 @@ async def test_a_write_the_database_refuses_fails_that_apply_alone(
     backend: Backend, store: Store
 ) -> None:
     """The database refuses the event of ``bad`` (a trigger) after its record update ran: on
-    SQLite its savepoint is rolled back, on PostgreSQL the batch is applied again one
-    transaction per apply. Either way ``bad`` stays as it was and the others commit."""
+    SQLite the batch's writes are rolled back to a savepoint and the applies run again each in
+    a savepoint of its own, on PostgreSQL the batch is applied again one transaction per apply.
+    Either way ``bad`` stays as it was and the others commit, in order, each seeing the one
+    before it on the same record."""
     await _insert(store, "a", "bad", "c")
     if backend.name == "sqlite":
         await backend.execute(_REFUSE_BAD_SQLITE)
@@ -102,17 +104,19 @@ async def test_a_write_the_database_refuses_fails_that_apply_alone(
         for statement in _REFUSE_BAD_POSTGRES:
             await backend.execute(statement)
 
-    first, refused, last = await store.apply_batch(
+    first, refused, last, duplicate = await store.apply_batch(
         [
             ("a", observe(SUCCEEDED, card=full_card("token-a"))),
             ("bad", observe(SUCCEEDED, card=full_card("token-bad"))),
             ("c", observe(FAILED)),
+            ("a", observe(SUCCEEDED, card=full_card("token-a"))),  # Antom's retry
         ]
     )
 
     assert isinstance(refused, Exception)
     assert isinstance(first, Event)
     assert isinstance(last, Event)
+    assert duplicate is None
     assert await store.events_after(0, limit=10) == [first, last]
     bad = await store.get("bad")
     assert bad is not None

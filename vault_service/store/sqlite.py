@@ -65,6 +65,7 @@ from vault_service.store.sql_store import (
     KEEP_SESSION_REQUEST,
     SELECT_RECORD,
     UPDATE_RECORD,
+    Change,
     SQLStore,
     upgrade_statement,
 )
@@ -82,6 +83,11 @@ _SELECT_DUE: Final = (
     f"SELECT {', '.join(RECORD_COLUMNS)} FROM records WHERE next_check_at <= ? "  # noqa: S608
     "ORDER BY next_check_at, vaulting_request_id LIMIT ?"
 )
+_SELECT_RECORDS: Final = (
+    f"SELECT {', '.join(RECORD_COLUMNS)} FROM records "  # noqa: S608
+    "WHERE vaulting_request_id IN (SELECT value FROM json_each(?))"
+)
+"""The records of a batch's ids, given as one JSON array (no variable-count limit)."""
 _LEASE: Final = "UPDATE records SET next_check_at = ? WHERE vaulting_request_id = ?"
 _INSERT_EVENT: Final = (
     "INSERT INTO events "
@@ -203,22 +209,49 @@ class SQLiteStore(SQLStore):
         return self._record_or_request(*await self._run(work, self._connection))
 
     async def apply_batch(self, applies: Sequence[tuple[str, Observation]]) -> list[Applied]:
-        """One write transaction, one SAVEPOINT per apply: an apply that raises is rolled back
-        to its savepoint, so it neither fails nor undoes the others."""
+        """One write transaction: the batch's records read in one statement, the applies
+        planned together (:meth:`_plan_batch`), then each change's update and event.
+
+        Each sqlite3 statement step releases the GIL, and on the store's thread every release
+        waits for the busy event loop to hand it back; planned together, an apply takes three
+        steps (its share of the read, the update, the event) instead of six (a savepoint, a
+        read and its end, the update, the event, the release). Should a write fail, the
+        batch's writes are rolled back to a savepoint and the applies run again one by one,
+        each in a SAVEPOINT of its own, so that the failure is the outcome of its apply alone
+        and undoes none of the others (as the PostgreSQL backend does).
+        """
 
         def work(connection: sqlite3.Connection) -> list[Applied]:
-            outcomes: list[Applied] = []
-            for vaulting_request_id, observation in applies:
-                connection.execute("SAVEPOINT apply")
-                try:
-                    outcomes.append(self._apply_on(connection, vaulting_request_id, observation))
-                except Exception as exc:  # the outcome of this apply alone
-                    connection.execute("ROLLBACK TO apply")
-                    outcomes.append(exc)
-                connection.execute("RELEASE apply")
+            ids = json.dumps(sorted({rid for rid, _ in applies}))
+            rows = connection.execute(_SELECT_RECORDS, (ids,)).fetchall()
+            plan = self._plan_batch(applies, {row[0]: row for row in rows})
+            connection.execute("SAVEPOINT batch")
+            try:
+                outcomes = [
+                    _write(connection, change) if isinstance(change, Change) else change
+                    for change in plan
+                ]
+            except Exception:  # a refused write: each apply on its own
+                connection.execute("ROLLBACK TO batch")
+                outcomes = [self._apply_alone(connection, rid, obs) for rid, obs in applies]
+            connection.execute("RELEASE batch")
             return outcomes
 
         return await self._run(transaction, self._connection, work) if applies else []
+
+    def _apply_alone(
+        self, connection: sqlite3.Connection, vaulting_request_id: str, observation: Observation
+    ) -> Applied:
+        """One apply of a batch in a SAVEPOINT: should it raise, it is rolled back and its
+        exception is its outcome."""
+        connection.execute("SAVEPOINT apply")
+        try:
+            outcome: Applied = self._apply_on(connection, vaulting_request_id, observation)
+        except Exception as exc:  # the outcome of this apply alone
+            connection.execute("ROLLBACK TO apply")
+            outcome = exc
+        connection.execute("RELEASE apply")
+        return outcome
 
     def _apply_on(
         self, connection: sqlite3.Connection, vaulting_request_id: str, observation: Observation
@@ -226,12 +259,7 @@ class SQLiteStore(SQLStore):
         """One apply's statements, on the store thread, inside the caller's transaction."""
         row = connection.execute(numbered_qmarks(SELECT_RECORD), (vaulting_request_id,))
         change = self._change(vaulting_request_id, observation, row.fetchone())
-        if change is None:
-            return None
-        connection.execute(numbered_qmarks(UPDATE_RECORD), change.update)
-        appended = connection.execute(_INSERT_EVENT, change.event_columns).lastrowid
-        assert appended is not None
-        return change.event(appended)
+        return None if change is None else _write(connection, change)
 
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:
@@ -316,6 +344,14 @@ class SQLiteStore(SQLStore):
         update = numbered_qmarks(upgrade_statement(legacy))
         rows = [(key, *values, sealed) for key, values, sealed in writes]
         return await self._run(_each, self._connection, update, rows)
+
+
+def _write(connection: sqlite3.Connection, change: Change) -> Event:
+    """``change``'s record update and appended event, on the store thread."""
+    connection.execute(numbered_qmarks(UPDATE_RECORD), change.update)
+    appended = connection.execute(_INSERT_EVENT, change.event_columns).lastrowid
+    assert appended is not None
+    return change.event(appended)
 
 
 def _reclaim_space(connection: sqlite3.Connection) -> None:
