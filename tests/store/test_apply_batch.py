@@ -84,6 +84,19 @@ async def test_applies_to_one_id_see_each_other_in_order(store: Store) -> None:
     assert await store.events_after(0, limit=10) == [processing, succeeded]
 
 
+async def test_a_large_batch_gets_each_event_its_stored_id(store: Store) -> None:
+    """Guards the ids of events appended many rows per statement (SQLite), across chunks: each
+    outcome is the event as stored, ids ascending in the batch's order."""
+    ids = [f"r{n:03d}" for n in range(300)]
+    await _insert(store, *ids)
+    await store.apply_batch([(ids[0], observe(PROCESSING))])  # the log does not start at 1
+    outcomes = await store.apply_batch(
+        [(rid, observe(SUCCEEDED, card=full_card(f"token-{rid}"))) for rid in ids]
+    )
+    assert await store.events_after(1, limit=1000) == outcomes
+    assert [e.record.vaulting_request_id for e in outcomes if isinstance(e, Event)] == ids
+
+
 async def test_an_empty_batch_commits_nothing(store: Store) -> None:
     assert await store.apply_batch([]) == []
     assert await store.last_event_id() == 0

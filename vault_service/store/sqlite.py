@@ -89,11 +89,14 @@ _SELECT_RECORDS: Final = (
 )
 """The records of a batch's ids, given as one JSON array (no variable-count limit)."""
 _LEASE: Final = "UPDATE records SET next_check_at = ? WHERE vaulting_request_id = ?"
-_INSERT_EVENT: Final = (
+_INSERT_EVENTS: Final = (
     "INSERT INTO events "
     "(vaulting_request_id, owner, source, occurred_at, snapshot, card_token, sealed) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "VALUES {rows}"
 )
+_EVENT_ROW: Final = "(?, ?, ?, ?, ?, ?, ?)"
+_EVENTS_PER_INSERT: Final = 128
+"""Rows per events INSERT: 7 parameters each stay below 999, the oldest SQLite's limit."""
 _INCREMENTAL_VACUUM: Final = 2
 """``PRAGMA auto_vacuum``'s value for INCREMENTAL."""
 # (absolute database path, vaulting request id): shared by every store of this process.
@@ -227,10 +230,7 @@ class SQLiteStore(SQLStore):
             plan = self._plan_batch(applies, {row[0]: row for row in rows})
             connection.execute("SAVEPOINT batch")
             try:
-                outcomes = [
-                    _write(connection, change) if isinstance(change, Change) else change
-                    for change in plan
-                ]
+                outcomes = _write_all(connection, plan)
             except Exception:  # a refused write: each apply on its own
                 connection.execute("ROLLBACK TO batch")
                 outcomes = [self._apply_alone(connection, rid, obs) for rid, obs in applies]
@@ -349,9 +349,42 @@ class SQLiteStore(SQLStore):
 def _write(connection: sqlite3.Connection, change: Change) -> Event:
     """``change``'s record update and appended event, on the store thread."""
     connection.execute(numbered_qmarks(UPDATE_RECORD), change.update)
-    appended = connection.execute(_INSERT_EVENT, change.event_columns).lastrowid
-    assert appended is not None
+    (appended,) = _append_events(connection, [change])
     return change.event(appended)
+
+
+def _write_all(
+    connection: sqlite3.Connection, plan: list[Change | Exception | None]
+) -> list[Applied]:
+    """The planned changes' record updates, then their events a chunk of rows per statement
+    (one step instead of one per event); each outcome of ``plan``, a change replaced by its
+    event."""
+    changes = [change for change in plan if isinstance(change, Change)]
+    connection.executemany(numbered_qmarks(UPDATE_RECORD), [change.update for change in changes])
+    event_ids: list[int] = []
+    for start in range(0, len(changes), _EVENTS_PER_INSERT):
+        event_ids += _append_events(connection, changes[start : start + _EVENTS_PER_INSERT])
+    appended = iter(event_ids)
+    return [
+        change.event(next(appended)) if isinstance(change, Change) else change for change in plan
+    ]
+
+
+def _append_events(connection: sqlite3.Connection, changes: list[Change]) -> range:
+    """The events of ``changes`` in one INSERT; their ids, in order.
+
+    The rows get consecutive ids in the statement's order, ending at its ``lastrowid``:
+    AUTOINCREMENT gives each new row one more than the highest id the table ever held, and
+    the transaction holds the database's only write lock.
+    """
+    cursor = connection.execute(
+        _INSERT_EVENTS.format(rows=",".join([_EVENT_ROW] * len(changes))),
+        [value for change in changes for value in change.event_columns],
+    )
+    last = cursor.lastrowid
+    assert last is not None
+    assert cursor.rowcount == len(changes)
+    return range(last - len(changes) + 1, last + 1)
 
 
 def _reclaim_space(connection: sqlite3.Connection) -> None:
