@@ -220,10 +220,11 @@ class SQLiteStore(SQLStore):
         waits for the busy event loop to hand it back; planned together, an apply takes about
         two steps (its share of the read, its update; the events are one INSERT per 128)
         instead of six (a savepoint, a read and its end, the update, the event, the release).
-        Should a write fail, the
-        batch's writes are rolled back to a savepoint and the applies run again one by one,
-        each in a SAVEPOINT of its own, so that the failure is the outcome of its apply alone
-        and undoes none of the others (as the PostgreSQL backend does).
+
+        Should a write fail, the batch's writes are rolled back to a savepoint and the applies
+        run again one by one, each in a SAVEPOINT of its own, so that the failure is the
+        outcome of its apply alone and undoes none of the others (as the PostgreSQL backend
+        does). A failed read fails the whole batch, as one would fail every apply in it.
         """
 
         def work(connection: sqlite3.Connection) -> list[Applied]:
