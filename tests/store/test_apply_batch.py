@@ -84,6 +84,19 @@ async def test_applies_to_one_id_see_each_other_in_order(store: Store) -> None:
     assert await store.events_after(0, limit=10) == [processing, succeeded]
 
 
+async def test_a_large_batch_gets_each_event_its_stored_id(store: Store) -> None:
+    """Guards the ids of events appended many rows per statement (SQLite), across chunks: each
+    outcome is the event as stored, ids ascending in the batch's order."""
+    ids = [f"r{n:03d}" for n in range(300)]
+    await _insert(store, *ids)
+    await store.apply_batch([(ids[0], observe(PROCESSING))])  # the log does not start at 1
+    outcomes = await store.apply_batch(
+        [(rid, observe(SUCCEEDED, card=full_card(f"token-{rid}"))) for rid in ids]
+    )
+    assert await store.events_after(1, limit=1000) == outcomes
+    assert [e.record.vaulting_request_id for e in outcomes if isinstance(e, Event)] == ids
+
+
 async def test_an_empty_batch_commits_nothing(store: Store) -> None:
     assert await store.apply_batch([]) == []
     assert await store.last_event_id() == 0
@@ -93,8 +106,10 @@ async def test_a_write_the_database_refuses_fails_that_apply_alone(
     backend: Backend, store: Store
 ) -> None:
     """The database refuses the event of ``bad`` (a trigger) after its record update ran: on
-    SQLite its savepoint is rolled back, on PostgreSQL the batch is applied again one
-    transaction per apply. Either way ``bad`` stays as it was and the others commit."""
+    SQLite the batch's writes are rolled back to a savepoint and the applies run again each in
+    a savepoint of its own, on PostgreSQL the batch is applied again one transaction per apply.
+    Either way ``bad`` stays as it was and the others commit, in order, each seeing the one
+    before it on the same record."""
     await _insert(store, "a", "bad", "c")
     if backend.name == "sqlite":
         await backend.execute(_REFUSE_BAD_SQLITE)
@@ -102,17 +117,19 @@ async def test_a_write_the_database_refuses_fails_that_apply_alone(
         for statement in _REFUSE_BAD_POSTGRES:
             await backend.execute(statement)
 
-    first, refused, last = await store.apply_batch(
+    first, refused, last, duplicate = await store.apply_batch(
         [
             ("a", observe(SUCCEEDED, card=full_card("token-a"))),
             ("bad", observe(SUCCEEDED, card=full_card("token-bad"))),
             ("c", observe(FAILED)),
+            ("a", observe(SUCCEEDED, card=full_card("token-a"))),  # Antom's retry
         ]
     )
 
     assert isinstance(refused, Exception)
     assert isinstance(first, Event)
     assert isinstance(last, Event)
+    assert duplicate is None
     assert await store.events_after(0, limit=10) == [first, last]
     bad = await store.get("bad")
     assert bad is not None

@@ -20,6 +20,7 @@ from vault_service.store.codec import (
     decode_instant,
     decode_snapshot,
     encode_instant,
+    encode_record,
     encode_snapshot,
     record_from_row,
     record_to_row,
@@ -39,6 +40,32 @@ def test_record_row_round_trip(record: VaultingRecord) -> None:
     decoded = record_from_row(record_to_row(record))
     assert decoded == record
     assert all(value.tzinfo is UTC for value in _all_datetimes(decoded))
+
+
+@given(records)
+def test_a_snapshot_is_the_text_its_document_dumps_to(record: VaultingRecord) -> None:
+    """Guards the spliced snapshot: byte for byte what dumping the document as one dict gave
+    before its nested documents were shared with the row, and the row encoded with it is
+    :func:`record_to_row`'s."""
+    snapshot, token, sealed = encode_snapshot(record)
+    document = json.loads(snapshot)
+    assert list(document) == [
+        "format",
+        "vaulting_request_id",
+        "owner",
+        "status",
+        "parameters",
+        "session",
+        "card",
+        "antom_result",
+        "created_at",
+        "updated_at",
+        "final_at",
+    ]
+    compact = json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert snapshot == compact
+    assert encode_record(record) == (record_to_row(record), snapshot)
+    assert (token, sealed) == (record_to_row(record).card_token, record_to_row(record).sealed)
 
 
 @given(records)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import ssl
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vault_service.store import CorruptDataError
 from vault_service.store.data_keys import (
@@ -88,6 +91,40 @@ def test_a_sealed_value_opens_only_with_its_context() -> None:
     with pytest.raises(CorruptDataError, match="belongs to another row"):
         ring.open(envelope, b"records.card_token:b")
     assert ring.seal(b"ALIPAY-secret", b"c") != ring.seal(b"ALIPAY-secret", b"c")  # fresh nonces
+
+
+def test_every_seal_takes_twelve_fresh_bytes_of_openssl_randomness_as_its_nonce(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Guards the nonce source: 96 random bits per seal from a CSPRNG, never a counter."""
+    drawn: list[bytes] = []
+
+    def rand_bytes(n: int) -> bytes:
+        assert n == 12
+        drawn.append(os.urandom(n))
+        return drawn[-1]
+
+    monkeypatch.setattr(ssl, "RAND_bytes", rand_bytes)
+    ring = DataKeyRing.generate("k1")
+    envelopes = [ring.seal(b"ALIPAY-secret", b"c") for _ in range(3)]
+    nonces = [base64.urlsafe_b64decode(e.removeprefix("v1:k1:"))[:12] for e in envelopes]
+    assert nonces == drawn
+
+
+def test_seals_never_repeat_a_nonce() -> None:
+    ring = DataKeyRing.generate("k1")
+    envelopes = [ring.seal(b"x", b"c") for _ in range(2000)]
+    assert len({base64.urlsafe_b64decode(e[6:])[:12] for e in envelopes}) == 2000
+
+
+def test_an_envelope_sealed_with_an_os_urandom_nonce_still_opens() -> None:
+    """A value sealed before nonces came from OpenSSL (os.urandom) reads as before."""
+    material = bytes(range(32))
+    nonce = os.urandom(12)
+    sealed = AESGCM(material).encrypt(nonce, b"ALIPAY-old", b"v1:old:" + b"records.sealed:a")
+    envelope = "v1:old:" + base64.urlsafe_b64encode(nonce + sealed).decode()
+    ring = DataKeyRing("old", {"old": material})
+    assert ring.open(envelope, b"records.sealed:a") == b"ALIPAY-old"
 
 
 @pytest.mark.parametrize(

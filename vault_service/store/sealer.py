@@ -12,7 +12,7 @@ from datetime import datetime
 
 from vault_service.domain import VaultingRecord
 from vault_service.store.base import LogEntry, StoredOrphan, UnreadableRecord
-from vault_service.store.codec import RecordRow, encode_snapshot, record_from_row, record_to_row
+from vault_service.store.codec import RecordRow, encode_record, record_from_row, record_to_row
 from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.event_rows import EventRow, ReportedEvents, log_entries
 from vault_service.store.sealing import (
@@ -58,15 +58,16 @@ class Sealer:
         """A claimed row, or the report that it does not decode (``claim_due``)."""
         return read_claimed_row(self._keys, row, plaintext=self._plaintext)
 
-    def seal_event(self, record: VaultingRecord) -> tuple[str, str | None, str | None]:
-        """The snapshot, sealed card token and sealed document of an event about ``record``."""
-        snapshot, card_token, sealed = encode_snapshot(record)
+    def seal_change(
+        self, record: VaultingRecord
+    ) -> tuple[RecordRow, tuple[str, str | None, str | None]]:
+        """``record`` as its ``records`` row stores it, and the snapshot, sealed card token and
+        sealed document of the event about it, their JSON encoded once for both."""
+        row, snapshot = encode_record(record)
         rid = record.vaulting_request_id
-        return (
-            snapshot,
-            seal_token(self._keys, EVENT_TOKEN, rid, card_token),
-            seal_token(self._keys, EVENT_SEALED, rid, sealed),
-        )
+        event_token = seal_token(self._keys, EVENT_TOKEN, rid, row.card_token)
+        event_sealed = seal_token(self._keys, EVENT_SEALED, rid, row.sealed)
+        return seal_record_row(self._keys, row), (snapshot, event_token, event_sealed)
 
     def open_events(self, rows: list[EventRow], reported: ReportedEvents) -> list[LogEntry]:
         return log_entries(rows, self._keys, reported, plaintext=self._plaintext)

@@ -453,11 +453,12 @@ class SQLStore(ABC):
         if changed is None:
             return None
         rid = record.vaulting_request_id
-        values = self.dialect.record_values(self._sealer.seal_record(changed))
+        row, sealed_event = self._sealer.seal_change(changed)
+        values = self.dialect.record_values(row)
         occurred_at = self.dialect.instant(observation.observed_at)
         update = (*values[1:], changed.reconciled, occurred_at, rid)
         event = (rid, changed.owner, observation.source.value, occurred_at)
-        return Change(changed, observation, update, (*event, *self._sealer.seal_event(changed)))
+        return Change(changed, observation, update, (*event, *sealed_event))
 
     def _plan_batch(
         self, applies: Sequence[tuple[str, Observation]], rows: Mapping[str, Row]

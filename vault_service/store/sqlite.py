@@ -65,6 +65,7 @@ from vault_service.store.sql_store import (
     KEEP_SESSION_REQUEST,
     SELECT_RECORD,
     UPDATE_RECORD,
+    Change,
     SQLStore,
     upgrade_statement,
 )
@@ -82,12 +83,20 @@ _SELECT_DUE: Final = (
     f"SELECT {', '.join(RECORD_COLUMNS)} FROM records WHERE next_check_at <= ? "  # noqa: S608
     "ORDER BY next_check_at, vaulting_request_id LIMIT ?"
 )
+_SELECT_RECORDS: Final = (
+    f"SELECT {', '.join(RECORD_COLUMNS)} FROM records "  # noqa: S608
+    "WHERE vaulting_request_id IN (SELECT value FROM json_each(?))"
+)
+"""The records of a batch's ids, given as one JSON array (no variable-count limit)."""
 _LEASE: Final = "UPDATE records SET next_check_at = ? WHERE vaulting_request_id = ?"
-_INSERT_EVENT: Final = (
+_INSERT_EVENTS: Final = (
     "INSERT INTO events "
     "(vaulting_request_id, owner, source, occurred_at, snapshot, card_token, sealed) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "VALUES {rows}"
 )
+_EVENT_ROW: Final = "(?, ?, ?, ?, ?, ?, ?)"
+_EVENTS_PER_INSERT: Final = 128
+"""Rows per events INSERT: 7 parameters each stay below 999, the oldest SQLite's limit."""
 _INCREMENTAL_VACUUM: Final = 2
 """``PRAGMA auto_vacuum``'s value for INCREMENTAL."""
 # (absolute database path, vaulting request id): shared by every store of this process.
@@ -205,22 +214,49 @@ class SQLiteStore(SQLStore):
         return self._record_or_request(*await self._run(work, self._connection))
 
     async def apply_batch(self, applies: Sequence[tuple[str, Observation]]) -> list[Applied]:
-        """One write transaction, one SAVEPOINT per apply: an apply that raises is rolled back
-        to its savepoint, so it neither fails nor undoes the others."""
+        """One write transaction: the batch's records read in one statement, the applies
+        planned together (:meth:`_plan_batch`), then the changes' updates and their events
+        (:func:`_write_all`).
+
+        Each sqlite3 statement step releases the GIL, and on the store's thread every release
+        waits for the busy event loop to hand it back; planned together, an apply takes about
+        two steps (its share of the read, its update; the events are one INSERT per 128)
+        instead of six (a savepoint, a read and its end, the update, the event, the release).
+
+        Should a write fail, the batch's writes are rolled back to a savepoint and the applies
+        run again one by one, each in a SAVEPOINT of its own, so that the failure is the
+        outcome of its apply alone and undoes none of the others (as the PostgreSQL backend
+        does). A failed read fails the whole batch, as one would fail every apply in it.
+        """
 
         def work(connection: sqlite3.Connection) -> list[Applied]:
-            outcomes: list[Applied] = []
-            for vaulting_request_id, observation in applies:
-                connection.execute("SAVEPOINT apply")
-                try:
-                    outcomes.append(self._apply_on(connection, vaulting_request_id, observation))
-                except Exception as exc:  # the outcome of this apply alone
-                    connection.execute("ROLLBACK TO apply")
-                    outcomes.append(exc)
-                connection.execute("RELEASE apply")
+            ids = json.dumps(sorted({rid for rid, _ in applies}))
+            rows = connection.execute(_SELECT_RECORDS, (ids,)).fetchall()
+            plan = self._plan_batch(applies, {row[0]: row for row in rows})
+            connection.execute("SAVEPOINT batch")
+            try:
+                outcomes = _write_all(connection, plan)
+            except Exception:  # a refused write: each apply on its own
+                connection.execute("ROLLBACK TO batch")
+                outcomes = [self._apply_alone(connection, rid, obs) for rid, obs in applies]
+            connection.execute("RELEASE batch")
             return outcomes
 
         return await self._run(transaction, self._connection, work) if applies else []
+
+    def _apply_alone(
+        self, connection: sqlite3.Connection, vaulting_request_id: str, observation: Observation
+    ) -> Applied:
+        """One apply of a batch in a SAVEPOINT: should it raise, it is rolled back and its
+        exception is its outcome."""
+        connection.execute("SAVEPOINT apply")
+        try:
+            outcome: Applied = self._apply_on(connection, vaulting_request_id, observation)
+        except Exception as exc:  # the outcome of this apply alone
+            connection.execute("ROLLBACK TO apply")
+            outcome = exc
+        connection.execute("RELEASE apply")
+        return outcome
 
     def _apply_on(
         self, connection: sqlite3.Connection, vaulting_request_id: str, observation: Observation
@@ -228,12 +264,7 @@ class SQLiteStore(SQLStore):
         """One apply's statements, on the store thread, inside the caller's transaction."""
         row = connection.execute(numbered_qmarks(SELECT_RECORD), (vaulting_request_id,))
         change = self._change(vaulting_request_id, observation, row.fetchone())
-        if change is None:
-            return None
-        connection.execute(numbered_qmarks(UPDATE_RECORD), change.update)
-        appended = connection.execute(_INSERT_EVENT, change.event_columns).lastrowid
-        assert appended is not None
-        return change.event(appended)
+        return None if change is None else _write(connection, change)
 
     @contextlib.asynccontextmanager
     async def creation_lock(self, vaulting_request_id: str) -> AsyncIterator[None]:
@@ -318,6 +349,47 @@ class SQLiteStore(SQLStore):
         update = numbered_qmarks(upgrade_statement(legacy))
         rows = [(key, *values, sealed) for key, values, sealed in writes]
         return await self._run(_each, self._connection, update, rows)
+
+
+def _write(connection: sqlite3.Connection, change: Change) -> Event:
+    """``change``'s record update and appended event, on the store thread."""
+    connection.execute(numbered_qmarks(UPDATE_RECORD), change.update)
+    (appended,) = _append_events(connection, [change])
+    return change.event(appended)
+
+
+def _write_all(
+    connection: sqlite3.Connection, plan: list[Change | Exception | None]
+) -> list[Applied]:
+    """The planned changes' record updates, then their events a chunk of rows per statement
+    (one step instead of one per event); each outcome of ``plan``, a change replaced by its
+    event."""
+    changes = [change for change in plan if isinstance(change, Change)]
+    connection.executemany(numbered_qmarks(UPDATE_RECORD), [change.update for change in changes])
+    event_ids: list[int] = []
+    for start in range(0, len(changes), _EVENTS_PER_INSERT):
+        event_ids += _append_events(connection, changes[start : start + _EVENTS_PER_INSERT])
+    appended = iter(event_ids)
+    return [
+        change.event(next(appended)) if isinstance(change, Change) else change for change in plan
+    ]
+
+
+def _append_events(connection: sqlite3.Connection, changes: list[Change]) -> range:
+    """The events of ``changes`` in one INSERT; their ids, in order.
+
+    The rows get consecutive ids in the statement's order, ending at its ``lastrowid``:
+    AUTOINCREMENT gives each new row one more than the highest id the table ever held, and
+    the transaction holds the database's only write lock.
+    """
+    cursor = connection.execute(
+        _INSERT_EVENTS.format(rows=",".join([_EVENT_ROW] * len(changes))),
+        [value for change in changes for value in change.event_columns],
+    )
+    last = cursor.lastrowid
+    assert last is not None
+    assert cursor.rowcount == len(changes)
+    return range(last - len(changes) + 1, last + 1)
 
 
 def _reclaim_space(connection: sqlite3.Connection) -> None:

@@ -66,6 +66,7 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDictProxy
+from prometheus_client import Counter
 
 from vault_service.antom import (
     SignatureError,
@@ -361,33 +362,32 @@ def _refuse(
 
 def _with_outcome(response: web.Response, outcome: str, reason: str) -> web.Response:
     """``response``, marked with the outcome and reason its log line gives (each from a
-    small fixed set) for :func:`_counted` to count."""
+    small fixed set) for :func:`_answered` to count."""
     response[_OUTCOME] = (outcome, reason)
     return response
 
 
-def _counted(metrics: Metrics) -> Middleware:
-    """Count every answer by the outcome and reason it was marked with (``unmarked``: an
-    answer aiohttp made itself)."""
+def _answered(metrics: Metrics) -> Middleware:
+    """The one middleware (each layer costs every request a call): a request that never
+    reaches the gate (a target the router cannot match) gets the same fixed answer instead of
+    aiohttp's text page, and every answer is counted by the outcome and reason it was marked
+    with (``unmarked``: an answer aiohttp made itself)."""
+    counters: dict[tuple[str, str], Counter] = {}  # one per (outcome, reason): a small fixed set
 
     @web.middleware
-    async def counted(request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
-        outcome, reason = response.get(_OUTCOME, ("rejected", "unmarked"))
-        metrics.webhook_requests.labels(outcome, reason).inc()
+    async def answered(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPNotFound:
+            response = _refuse(_NOT_FOUND, "unroutable target", level=logging.INFO)
+        marked = response.get(_OUTCOME, ("rejected", "unmarked"))
+        counter = counters.get(marked)
+        if counter is None:
+            counter = counters[marked] = metrics.webhook_requests.labels(*marked)
+        counter.inc()
         return response
 
-    return counted
-
-
-@web.middleware
-async def _fixed_error_bodies(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give a request that never reaches the gate (a target the router cannot match) the
-    same fixed answer instead of aiohttp's text page."""
-    try:
-        return await handler(request)
-    except web.HTTPNotFound:
-        return _refuse(_NOT_FOUND, "unroutable target", level=logging.INFO)
+    return answered
 
 
 def build_webhook_app(
@@ -441,8 +441,7 @@ def build_webhook_app(
         sources=SourceResolver(trusted_proxies),
         max_clock_skew=max_clock_skew,
     )
-    counted = _counted(metrics if metrics is not None else Metrics())
-    app = web.Application(middlewares=[counted, _fixed_error_bodies])
+    app = web.Application(middlewares=[_answered(metrics if metrics is not None else Metrics())])
     # One catch-all route: the handler matches the raw path itself, so that the router's
     # pattern syntax and path decoding never decide what counts as the notify path.
     app.router.add_route("*", "/{tail:.*}", handler.handle)
