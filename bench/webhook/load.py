@@ -47,6 +47,21 @@ class Outcome:
     def rate(self) -> float:
         return len(self.acknowledged) / self.wall if self.wall else 0.0
 
+    async def exchange(self, connection: _Connection, n: int, request: bytes, since: float) -> bool:
+        """Send request ``n`` and count its answer, its latency from ``since``
+        (``perf_counter``); whether the connection can carry another request."""
+        try:
+            acked = await connection.exchange(request)
+        except (OSError, asyncio.IncompleteReadError):
+            self.failed += 1
+            return False
+        self.latencies.append(time.perf_counter() - since)
+        if acked:
+            self.acknowledged.add(n)
+        else:
+            self.failed += 1
+        return True
+
 
 class _Connection:
     """One keep-alive connection: send a request, read its whole answer."""
@@ -84,17 +99,8 @@ async def closed_loop(port: int, requests: list[bytes], concurrency: int) -> Out
 
     async def worker(connection: _Connection) -> None:
         for n in indices:
-            started = time.perf_counter()
-            try:
-                acked = await connection.exchange(requests[n])
-            except (OSError, asyncio.IncompleteReadError):
-                outcome.failed += 1
+            if not await outcome.exchange(connection, n, requests[n], time.perf_counter()):
                 return
-            outcome.latencies.append(time.perf_counter() - started)
-            if acked:
-                outcome.acknowledged.add(n)
-            else:
-                outcome.failed += 1
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(connection) for connection in connections))
@@ -118,17 +124,8 @@ async def open_loop(port: int, requests: list[bytes], rate: float, connections: 
 
     async def send(n: int, due: float) -> None:
         connection = await idle.get()
-        try:
-            acked = await connection.exchange(requests[n])
-        except (OSError, asyncio.IncompleteReadError):
-            outcome.failed += 1
-            return
-        idle.put_nowait(connection)
-        outcome.latencies.append(time.perf_counter() - due)
-        if acked:
-            outcome.acknowledged.add(n)
-        else:
-            outcome.failed += 1
+        if await outcome.exchange(connection, n, requests[n], due):
+            idle.put_nowait(connection)
 
     started = time.perf_counter()
     for n in range(len(requests)):
