@@ -167,16 +167,8 @@ class VaultingService:
             "vaulting session created",
             extra={"vaulting_request_id": vaulting_request_id, "owner": owner},
         )
-        if not orphans_wait:
-            return CreatedSession(record, created=True)
-        try:
-            await self.adopt_orphans(vaulting_request_id=vaulting_request_id)
-        except Exception:
-            # The session exists and the caller must hear so; the reconciler adopts it later.
-            log.exception(
-                "applying orphan notifications to a new record failed; the reconciler retries",
-                extra={"vaulting_request_id": vaulting_request_id},
-            )
+        if orphans_wait:
+            await self._adopt_orphans_of(vaulting_request_id)
         return CreatedSession(record, created=True)
 
     async def record_notification(self, notification: VaultingNotification, raw: bytes) -> None:
@@ -196,16 +188,20 @@ class VaultingService:
             )
             # CreateSession of this id may have inserted its record between the apply and the
             # orphan's commit, and found no orphan then: adopt it now rather than at the
-            # reconciler's next pass. The notification is stored either way, so a failure
-            # here is the reconciler's to retry, not Antom's.
-            try:
-                await self.adopt_orphans(vaulting_request_id=vaulting_request_id)
-            except Exception:
-                log.exception(
-                    "applying an orphan notification to its new record failed; the reconciler"
-                    " retries",
-                    extra={"vaulting_request_id": vaulting_request_id},
-                )
+            # reconciler's next pass.
+            await self._adopt_orphans_of(vaulting_request_id)
+
+    async def _adopt_orphans_of(self, vaulting_request_id: str) -> None:
+        """Adopt the orphans of a record that now exists. What is adopted is stored already and
+        the caller (CreateSession's, Antom's) must hear its own outcome, so a failure here is
+        logged and left to the reconciler's next pass."""
+        try:
+            await self.adopt_orphans(vaulting_request_id=vaulting_request_id)
+        except Exception:
+            log.exception(
+                "applying orphan notifications to a new record failed; the reconciler retries",
+                extra={"vaulting_request_id": vaulting_request_id},
+            )
 
     async def adopt_orphans(
         self, *, vaulting_request_id: str | None = None, limit: int = ORPHAN_BATCH
