@@ -132,6 +132,29 @@ async def test_migrate_records_its_versions(tmp_path: Path) -> None:
     assert len(log_id) == 32
 
 
+async def test_the_switch_to_wal_waits_for_another_writer(tmp_path: Path) -> None:
+    """Guards concurrent ``migrate`` runs creating one database: SQLite refused the switch to
+    WAL at once ("database is locked") while another connection held the still-rollback
+    database's write lock, instead of waiting like any other lock, and a migrate failed at random.
+    """
+    path = tmp_path / "db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("CREATE TABLE other_writer (x INTEGER)")
+        writer.execute("BEGIN IMMEDIATE")
+        released = asyncio.get_running_loop().call_later(0.3, writer.execute, "COMMIT")
+        try:
+            assert await migrate(path) == SQLITE_VERSIONS
+        finally:
+            released.cancel()
+        assert not writer.in_transaction
+    finally:
+        writer.close()
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    connection.close()
+
+
 async def test_all_work_runs_on_one_thread(sqlite_store: SQLiteStore) -> None:
     """Guards the single-connection design: sqlite3 objects never cross threads."""
     threads = await asyncio.gather(

@@ -22,6 +22,7 @@ import functools
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ Synchronous = Literal["NORMAL", "FULL"]
 
 BUSY_TIMEOUT_SECONDS: Final = 5.0
 _THREAD_NAME: Final = "vault-store-sqlite"
+_WAL_SWITCH_RETRY_SECONDS: Final = 0.01
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -231,7 +233,7 @@ def _configure(connection: sqlite3.Connection, path: Path, synchronous: Synchron
     # Takes effect on a new database (before its first table); an existing one is converted
     # once by `vault-service migrate` (sqlite module, "Space").
     connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    mode = _use_write_ahead_log(connection)
     if mode != "wal":
         raise UnusableDatabaseError(
             f"the database {path} cannot use write-ahead logging (journal mode {mode!r}); "
@@ -242,6 +244,27 @@ def _configure(connection: sqlite3.Connection, path: Path, synchronous: Synchron
     # Deleted rows (retention) are overwritten, not left readable in free pages: the data
     # retention policy is about the file's bytes, card ciphertext included.
     connection.execute("PRAGMA secure_delete = ON")
+
+
+def _use_write_ahead_log(connection: sqlite3.Connection) -> str:
+    """Switch a new database to WAL (a no-op on one already in it); the journal mode it is in.
+
+    SQLite answers a switch that meets another connection's lock with "database is locked" at
+    once, without waiting out ``busy_timeout``: several ``vault-service migrate`` runs (or
+    replicas auto-migrating) creating one database together failed that way. So the switch
+    itself waits, as long as any other lock would. It runs on the store's thread, never on the
+    event loop, so sleeping here blocks nothing else.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            mode: str = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+            time.sleep(_WAL_SWITCH_RETRY_SECONDS)
+        else:
+            return mode
 
 
 def _close_all(connections: list[sqlite3.Connection]) -> None:
