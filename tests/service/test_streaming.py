@@ -159,8 +159,24 @@ async def test_one_log_read_per_event_whatever_the_number_of_streams(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Regression: every open stream ran its own two queries per event (1,000 streams made one
-    event cost 186 ms of CPU and cut webhook throughput 7x). Live streams now share one read."""
+    event cost 186 ms of CPU and cut webhook throughput 7x). Live streams now share one read.
+
+    The count starts once every stream has made its own first read and joined the index: a
+    fixed pause before it let a slow CI machine count late first reads as reads per event."""
     await sqlite_store.insert(record("vr-x"), next_check_at=NOW)
+    own_reads = index_reads = 0
+    events_after = sqlite_store.events_after
+
+    async def counting(*args: object, **kwargs: object) -> list[Event]:
+        nonlocal own_reads, index_reads
+        entries = await events_after(*args, **kwargs)  # type: ignore[arg-type]
+        if "owner" in kwargs:  # a stream's own read (the index reads every owner's)
+            own_reads += 1
+        else:
+            index_reads += 1
+        return entries
+
+    monkeypatch.setattr(sqlite_store, "events_after", counting)
     followers = [
         streams.follow(0, owner=None, vaulting_request_ids=frozenset({f"vr-other-{n}"}))
         for n in range(50)
@@ -168,19 +184,14 @@ async def test_one_log_read_per_event_whatever_the_number_of_streams(
     for items in followers:
         assert isinstance(await anext(items), Checkpoint)
     pending = [asyncio.ensure_future(anext(items)) for items in followers]
-    await asyncio.sleep(0.05)
-    reads = 0
-    events_after = sqlite_store.events_after
-
-    async def counting(*args: object, **kwargs: object) -> list[Event]:
-        nonlocal reads
-        reads += 1
-        return await events_after(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(sqlite_store, "events_after", counting)
+    await eventually(lambda: own_reads == len(followers) and index_reads >= 1, within=10)
+    own_before, index_before = own_reads, index_reads
     await publish(sqlite_store, hub, "vr-x", VaultingStatus.SUCCEEDED)
-    await asyncio.sleep(0.2)
-    assert reads <= 2
+    published = await sqlite_store.last_event_id()
+    await eventually(lambda: streams.index.position == published, within=10)
+    await asyncio.sleep(0.05)  # room for a stream's read of its own, which must not come
+    assert own_reads == own_before
+    assert index_reads - index_before <= 2
     for task in pending:
         task.cancel()
     for items in followers:
