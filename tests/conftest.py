@@ -17,5 +17,6 @@ pytest_plugins = [
     "tests.fixtures.logs",  # captured_log: the service's JSON log lines, via logs.configure
     "tests.fixtures.inflation",  # inflations: request bodies aiohttp set out to decompress
     "tests.antom_sdk.fixtures",  # antom_sdk: the official Python SDK in its own virtualenv
+    "tests.hypothesis_profile",  # Hypothesis without wall-clock deadlines (loaded before fuzz)
     "tests.fuzzing",  # @fuzz_property: the fuzz profile and case counts of scripts/fuzz
 ]
