@@ -28,7 +28,10 @@ from vault_service.emulator import EmulatorServer
 COMMAND: Final = (sys.executable, "-m", "vault_service", "serve")
 STREAMS: Final = 100
 IN_FLIGHT: Final = 10
-ANTOM_LATENCY_MS: Final = 1500
+ANTOM_LATENCY_MS: Final = 4000
+"""Long enough that no CreateSession is answered before the streams have ended (1.5 s was not,
+on a loaded CI machine: the calls' spread, the health flip and the stream ends add up), short
+enough to stay inside the grace and the e2e serve's VAULT_ANTOM_TIMEOUT."""
 GRACE: Final = "10"
 HEALTH_FLIP_BOUND: Final = 0.5
 """"At once": the first health check after the signal that is not NOT_SERVING fails it; this
