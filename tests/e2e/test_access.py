@@ -258,17 +258,28 @@ class TestBearerTokens:
         tokens: dict[str, str],
         emulator: EmulatorServer,
     ) -> None:
-        stream = stub.StreamResults(pb.StreamResultsRequest(), metadata=bearer(tokens["ops"]))
+        """The demotion is waited for by what ops can read, not by a fixed pause: 1.5 s for a
+        file polled once a second was sometimes not enough on a loaded CI machine, and the
+        still-admin stream then rightly delivered the event."""
+        ops = bearer(tokens["ops"])
+        stream = stub.StreamResults(pb.StreamResultsRequest(), metadata=ops)
         assert (await stream.read()).WhichOneof("kind") == "checkpoint"
-        for entry in token_file.entries:
-            if entry["name"] == "ops":
-                entry["scopes"] = ["vault"]
-        token_file.write()
-        await asyncio.sleep(1.5)  # the file is polled once a second
         created = await stub.CreateSession(
             pb.CreateSessionRequest(vaulting_request_id="acc-demoted"),
             metadata=bearer(tokens["checkout"]),
         )
+        checkout_result = pb.GetResultRequest(vaulting_request_id="acc-demoted")
+        assert await code_of(stub.GetResult(checkout_result, metadata=ops)) == grpc.StatusCode.OK
+        for entry in token_file.entries:
+            if entry["name"] == "ops":
+                entry["scopes"] = ["vault"]
+        token_file.write()
+
+        async def demoted() -> bool:
+            code = await code_of(stub.GetResult(checkout_result, metadata=ops))
+            return code != grpc.StatusCode.OK
+
+        await eventually(demoted)
         await buyer_submits(emulator, created.session_data, VISA)
         assert await end_without_events(stream) == grpc.StatusCode.PERMISSION_DENIED
 
