@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import grpc
 import pytest
-from vault_client import AsyncVaultClient, pb
+from vault_client import AsyncVaultClient, MemoryCursorStore, pb
 
 from tests.clients.python.conftest import free_port
 from tests.fixtures.antom import buyer_submits
@@ -117,14 +117,19 @@ class Consumer:
     client: AsyncVaultClient
     probe: Probe
     events: list[pb.ResultEvent] = field(default_factory=list)
-    opened: asyncio.Event = field(default_factory=asyncio.Event)
+    cursor: MemoryCursorStore = field(default_factory=MemoryCursorStore)
 
     async def follow(self) -> None:
-        async with self.client.results() as stream:
-            self.opened.set()
+        async with self.client.results(self.cursor) as stream:
             async for item in stream:
                 assert isinstance(item, pb.ResultEvent), item
                 self.events.append(item)
+
+    @property
+    def positioned(self) -> bool:
+        """Whether the stream's opening checkpoint arrived (its token saved): every later
+        event reaches this consumer. Entering ``results()`` opens nothing yet."""
+        return self.cursor.token is not None
 
     def final(self) -> set[str]:
         return {
@@ -189,9 +194,13 @@ async def test_a_rolling_restart_under_load_loses_and_doubles_nothing(
     rids = [f"roll-{n}" for n in range(SESSIONS)]
     started = time.monotonic()
     try:
-        async with asyncio.timeout(10):
-            await asyncio.gather(*(consumer.opened.wait() for consumer in consumers))
-        await asyncio.sleep(0.2)  # every consumer's first checkpoint, before the first event
+        # Not a fixed pause: a consumer whose stream opened late on a loaded machine started
+        # "from now" after the first events, and missed them.
+        await wait_until(
+            lambda: all(consumer.positioned for consumer in consumers),
+            within=10,
+            what="every consumer's opening checkpoint",
+        )
         await asyncio.gather(roll(), *(produce(rids[n::PRODUCERS]) for n in range(PRODUCERS)))
         await wait_until(
             lambda: all(consumer.final() == set(rids) for consumer in consumers),
