@@ -9,15 +9,18 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from tests.grpc_api.support import eventually
 from tests.store.strategies import T0, new_record, observe
 from vault_service.domain import VaultingStatus
-from vault_service.store import SchemaVersionError
+from vault_service.store import SchemaVersionError, sqlite_thread
 from vault_service.store.data_keys import DataKeyRing
 from vault_service.store.migrations import SQLITE_MIGRATIONS
 from vault_service.store.sqlite import SQLiteStore, Synchronous, migrate
@@ -76,17 +79,17 @@ async def test_opening_a_missing_database_creates_no_file(tmp_path: Path) -> Non
 
 
 def _store_threads() -> set[threading.Thread]:
-    """The live store threads: a thread that has returned can still be listed by
-    ``threading.enumerate`` for a moment, as "stopped", until it is unregistered."""
-    return {t for t in threading.enumerate() if t.name == "vault-store-sqlite" and t.is_alive()}
+    """The store threads running now (those of earlier tests included)."""
+    return {t for t in threading.enumerate() if t.name == "vault-store-sqlite"}
 
 
 async def test_closing_the_store_ends_its_thread(tmp_path: Path) -> None:
     """Guards the store thread's lifetime: ``close`` ends the thread it started (no thread is
     left behind per store opened, e.g. by tests or ``migrate``).
 
-    Regression: it counted every listed thread, so a thread of an earlier test that had just
-    returned but was still listed as "stopped" made the count come out one short in CI."""
+    Regression: it compared counts of every store thread, so an earlier test's thread that was
+    still running at the first count and ended before the second made CI's count one short.
+    It now follows the thread this store started."""
     before = _store_threads()
     store = await SQLiteStore.open(
         tmp_path / "db", auto_migrate=True, data_keys=DataKeyRing.generate()
@@ -132,22 +135,36 @@ async def test_migrate_records_its_versions(tmp_path: Path) -> None:
     assert len(log_id) == 32
 
 
-async def test_the_switch_to_wal_waits_for_another_writer(tmp_path: Path) -> None:
+async def test_the_switch_to_wal_waits_for_another_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Guards concurrent ``migrate`` runs creating one database: SQLite refused the switch to
     WAL at once ("database is locked") while another connection held the still-rollback
     database's write lock, instead of waiting like any other lock, and a migrate failed at random.
-    """
+
+    The lock is released only once the switch has been refused and retried, whatever the
+    machine's speed, so the test always exercises the wait."""
+    retried = threading.Event()
+
+    def sleep_noting_the_retry(seconds: float) -> None:
+        retried.set()
+        time.sleep(seconds)
+
+    monkeypatch.setattr(
+        sqlite_thread,
+        "time",
+        SimpleNamespace(monotonic=time.monotonic, sleep=sleep_noting_the_retry),
+    )
     path = tmp_path / "db"
     writer = sqlite3.connect(path, isolation_level=None)
     try:
         writer.execute("CREATE TABLE other_writer (x INTEGER)")
         writer.execute("BEGIN IMMEDIATE")
-        released = asyncio.get_running_loop().call_later(0.3, writer.execute, "COMMIT")
-        try:
-            assert await migrate(path) == SQLITE_VERSIONS
-        finally:
-            released.cancel()
-        assert not writer.in_transaction
+        migrating = asyncio.ensure_future(migrate(path))
+        await eventually(lambda: retried.is_set() or migrating.done(), within=10)
+        writer.execute("COMMIT")
+        assert await migrating == SQLITE_VERSIONS
+        assert retried.is_set()
     finally:
         writer.close()
     with sqlite3.connect(path) as connection:

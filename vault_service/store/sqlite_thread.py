@@ -249,18 +249,20 @@ def _configure(connection: sqlite3.Connection, path: Path, synchronous: Synchron
 def _use_write_ahead_log(connection: sqlite3.Connection) -> str:
     """Switch a new database to WAL (a no-op on one already in it); the journal mode it is in.
 
-    SQLite answers a switch that meets another connection's lock with "database is locked" at
-    once, without waiting out ``busy_timeout``: several ``vault-service migrate`` runs (or
-    replicas auto-migrating) creating one database together failed that way. So the switch
-    itself waits, as long as any other lock would. It runs on the store's thread, never on the
-    event loop, so sleeping here blocks nothing else.
+    While another connection holds the write lock of a database still in rollback mode,
+    SQLite refuses the switch at once with "database is locked" instead of waiting out
+    ``busy_timeout``: ``vault-service migrate`` runs (or a serve auto-migrating beside one)
+    creating one database together failed that way. So the switch itself waits, as long as any
+    other lock would. It runs on the store's thread, never on the event loop, so sleeping here
+    blocks nothing else.
     """
     deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
     while True:
         try:
             mode: str = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         except sqlite3.OperationalError as error:
-            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+            busy = error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # primary code
+            if not busy or time.monotonic() >= deadline:
                 raise
             time.sleep(_WAL_SWITCH_RETRY_SECONDS)
         else:
