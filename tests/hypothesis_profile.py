@@ -4,8 +4,9 @@ No per-example deadline and no "too slow" health check: both judge wall-clock ti
 shared CI machine depends on what else runs, and a stalled example (a garbage collection, a
 descheduled process) failed a property that held with ``DeadlineExceeded`` or "unreliable test
 timings". Speed is measured in ``bench/``, never asserted here. A test's own ``@settings``
-(examples, other health checks) still applies on top; the fuzz run loads its own profile
-(:mod:`tests.fuzzing`) after this one.
+overrides what it names: one that suppresses other health checks must list this profile's too
+(``[*settings.default.suppress_health_check, ...]``), as Hypothesis replaces the list. The fuzz
+run loads its own profile (:mod:`tests.fuzzing`) after this one.
 """
 
 from __future__ import annotations

@@ -76,7 +76,11 @@ async def test_datetimes_come_back_aware_in_utc(store: Store) -> None:
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=25,
+    suppress_health_check=[
+        *settings.default.suppress_health_check,
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 @given(record=records)
 async def test_generated_records_round_trip(store: Store, record: VaultingRecord) -> None:
@@ -661,7 +665,11 @@ async def replicas(backend: Backend, store: Store) -> AsyncIterator[list[Store]]
 
 
 @settings(
-    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=20,
+    suppress_health_check=[
+        *settings.default.suppress_health_check,
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 @given(seed=st.integers(0, 2**32 - 1))
 async def test_readers_resuming_anywhere_see_every_later_event_once_in_order(
