@@ -31,7 +31,7 @@ IN_FLIGHT: Final = 10
 ANTOM_LATENCY_MS: Final = 4000
 """Long enough that no CreateSession is answered before the streams have ended (1.5 s was not,
 on a loaded CI machine: the calls' spread, the health flip and the stream ends add up), short
-enough to stay inside the grace and the e2e serve's VAULT_ANTOM_TIMEOUT."""
+enough to stay inside the grace and the Antom client's 10 s attempt timeout."""
 GRACE: Final = "10"
 HEALTH_FLIP_BOUND: Final = 0.5
 """"At once": the first health check after the signal that is not NOT_SERVING fails it; this

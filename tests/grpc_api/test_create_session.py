@@ -183,8 +183,9 @@ async def test_antom_down_is_unavailable_with_retry_info(
     stub: VaultServiceAsyncStub, emulator: EmulatorServer
 ) -> None:
     """Antom answering 5xx to every attempt: UNAVAILABLE with RetryInfo, so the caller retries
-    with the same id. (The caller's 5 s outlast the client's attempts: with 0.5 s a loaded
-    machine could reach the caller's deadline first, and the caller saw DEADLINE_EXCEEDED.)"""
+    with the same id. (A 5 s deadline: with 0.5 s, a loaded machine could reach the caller's
+    deadline before the server answered, and the caller saw DEADLINE_EXCEEDED. That the budget
+    running out is UNAVAILABLE too: ``test_a_budget_run_out_on_a_slow_antom_is_unavailable``.)"""
     emulator.state.faults.update({"http_5xx": -1})
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stub.CreateSession(request("vr-down"), timeout=5)
@@ -238,6 +239,21 @@ async def test_the_caller_deadline_bounds_the_antom_call(
     assert ended.value.code() in {StatusCode.DEADLINE_EXCEEDED, StatusCode.UNAVAILABLE}
     assert time.monotonic() - started < 2.5
     await eventually(lambda: servicer.active_calls == 0, within=2)
+
+
+async def test_a_budget_run_out_on_a_slow_antom_is_unavailable(
+    vaulting: VaultingService, streams: ResultStreams, emulator: EmulatorServer
+) -> None:
+    """Antom slower (5 s) than the caller's deadline (3 s) less the margin (1 s): the server
+    gives up on Antom when its budget runs out and answers UNAVAILABLE with RetryInfo inside
+    the caller's deadline, so the caller learns to retry rather than meeting a bare
+    DEADLINE_EXCEEDED."""
+    emulator.state.faults.update({"latency_ms": 5000})
+    async with serving(VaultServicer(vaulting, streams, deadline_margin=1.0)) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.CreateSession(request("vr-budget-out"), timeout=3)
+    assert refused.value.code() is StatusCode.UNAVAILABLE
+    assert retry_info(refused.value) is not None
 
 
 async def test_no_time_left_is_deadline_exceeded_without_calling_antom(
