@@ -28,19 +28,17 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import settings
 from hypothesis.database import DirectoryBasedExampleDatabase
 from hypothesis.errors import StopTest, UnsatisfiedAssumption
+
+from tests.hypothesis_profile import SHARED_FIXTURE_HEALTH_CHECKS
 
 EXAMPLES_VARIABLE: Final = "VAULT_FUZZ_EXAMPLES"
 REPORT_VARIABLE: Final = "VAULT_FUZZ_REPORT"
 PROFILE: Final = "fuzz"
 MARK: Final = "fuzz"
 DATABASE: Final = Path(__file__).resolve().parent.parent / ".cache" / "hypothesis-fuzz"
-_SHARED_SERVER: Final = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
-"""Every example of a property shares its test's servers and store (function-scoped fixtures,
-on purpose: the deltas each example causes are what is checked), and each example is a real
-round trip, slower than Hypothesis expects of a unit test."""
 
 
 def _fuzz_examples() -> int | None:
@@ -61,7 +59,7 @@ if FUZZ_EXAMPLES is not None:
         deadline=None,
         derandomize=False,
         database=DirectoryBasedExampleDatabase(DATABASE),
-        suppress_health_check=_SHARED_SERVER,
+        suppress_health_check=SHARED_FIXTURE_HEALTH_CHECKS,
         print_blob=True,
     )
     settings.load_profile(PROFILE)
@@ -74,7 +72,7 @@ def fuzz_property(examples: int) -> Callable[[T], T]:
     chosen = (
         settings.get_profile(PROFILE)
         if FUZZ_EXAMPLES is not None
-        else settings(max_examples=examples, deadline=None, suppress_health_check=_SHARED_SERVER)
+        else settings(max_examples=examples, suppress_health_check=SHARED_FIXTURE_HEALTH_CHECKS)
     )
 
     def decorate(test: T) -> T:

@@ -16,9 +16,10 @@ from datetime import UTC, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.hypothesis_profile import SHARED_FIXTURE_HEALTH_CHECKS
 from tests.store.backends import Backend, MakeBackend
 from tests.store.strategies import T0, full_card, full_record, new_record, observe, records
 from vault_service.domain import (
@@ -77,10 +78,7 @@ async def test_datetimes_come_back_aware_in_utc(store: Store) -> None:
 
 @settings(
     max_examples=25,
-    suppress_health_check=[
-        *settings.default.suppress_health_check,
-        HealthCheck.function_scoped_fixture,
-    ],
+    suppress_health_check=SHARED_FIXTURE_HEALTH_CHECKS,
 )
 @given(record=records)
 async def test_generated_records_round_trip(store: Store, record: VaultingRecord) -> None:
@@ -666,10 +664,7 @@ async def replicas(backend: Backend, store: Store) -> AsyncIterator[list[Store]]
 
 @settings(
     max_examples=20,
-    suppress_health_check=[
-        *settings.default.suppress_health_check,
-        HealthCheck.function_scoped_fixture,
-    ],
+    suppress_health_check=SHARED_FIXTURE_HEALTH_CHECKS,
 )
 @given(seed=st.integers(0, 2**32 - 1))
 async def test_readers_resuming_anywhere_see_every_later_event_once_in_order(
